@@ -1,0 +1,1 @@
+"""Ray actors: rollout (hf, vllm), learner, grader pool."""

@@ -1,0 +1,305 @@
+"""Run configuration: seed 003's presets and knobs, plus the distributed ones.
+
+``python -m vgrout_ray.driver {smoke,fast,full} [--field=value ...]``. The science knobs keep
+the reference's names and defaults; ``rollout.*``, ``grader.*`` and ``cluster.*`` group what
+the actor system adds. Every value is validated at parse time (``__post_init__``) and a bad
+one raises naming the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .env.modes import ALL_MODES, EnvMode
+
+Intervention = Literal["none", "erase", "route", "route2"]
+ARM_NAMES = {"none": "vanilla", "erase": "projected", "route": "routing", "route2": "routing2"}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+def _need(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{name}: {msg}")
+
+
+@dataclass(kw_only=True)
+class RolloutConfig:
+    """Rollout actors: how completions are generated and how δS reaches them."""
+
+    backend: Literal["hf", "vllm"] = "hf"
+    num_actors: int = 1
+    gpus_per_actor: float = 0.0
+    cpus_per_actor: float = 1.0
+    # delta: ship δS/δS_hack and merge on the actor (the design). full: ship merged weights
+    # (benchmark baseline only).
+    sync: Literal["delta", "full"] = "delta"
+    vllm_gpu_memory_utilization: float = 0.5
+    vllm_max_model_len: int = 4096
+    # CPU vLLM cannot take new weights into a live engine; "rebuild" restarts the engine on a
+    # fresh merged checkpoint each sync (see actors/rollout_vllm.py).
+    vllm_cpu_sync: Literal["rebuild"] = "rebuild"
+
+    def __post_init__(self) -> None:
+        _need(self.num_actors >= 1, "rollout.num_actors", f"must be >= 1, got {self.num_actors}")
+        _need(self.gpus_per_actor >= 0, "rollout.gpus_per_actor", f"must be >= 0, got {self.gpus_per_actor}")
+        _need(self.cpus_per_actor >= 0, "rollout.cpus_per_actor", f"must be >= 0, got {self.cpus_per_actor}")
+        _need(0 < self.vllm_gpu_memory_utilization <= 1, "rollout.vllm_gpu_memory_utilization",
+              f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+
+
+@dataclass(kw_only=True)
+class GraderConfig:
+    """Grader pool: sandbox backend, pool size and per-program limits."""
+
+    sandbox: Literal["auto", "process", "docker"] = "auto"
+    num_actors: int = 1
+    timeout_s: float = 3.0
+    memory_mb: int = 1024
+    retries: int = 2
+    docker_image: str = ""  # "" = the versioned image this package expects
+    docker_cpus: float = 1.0
+    docker_memory_mb: int = 1536
+    docker_pids: int = 128
+
+    def __post_init__(self) -> None:
+        _need(self.num_actors >= 1, "grader.num_actors", f"must be >= 1, got {self.num_actors}")
+        _need(self.timeout_s > 0, "grader.timeout_s", f"must be > 0, got {self.timeout_s}")
+        _need(self.memory_mb >= 64, "grader.memory_mb", f"must be >= 64, got {self.memory_mb}")
+        _need(self.retries >= 0, "grader.retries", f"must be >= 0, got {self.retries}")
+
+
+@dataclass(kw_only=True)
+class ClusterConfig:
+    """Where the actors run: an existing cluster (address / RAY_ADDRESS) or a local one."""
+
+    address: str | None = None  # None: RAY_ADDRESS if set, else start a local cluster
+    num_cpus: int | None = None  # local cluster only
+    learner_gpus: float = 0.0  # 0 = CPU learner; 1 on a GPU node
+    learner_cpus: float = 1.0
+    namespace: str = "vgrout"
+
+
+@dataclass(kw_only=True)
+class Config:
+    """Science knobs shared by all presets (seed 003 names and defaults)."""
+
+    intervention: Intervention = "erase"
+    # ── scale knobs: every preset overrides these ──
+    model: str = "Qwen/Qwen3-4B"
+    steps: int = 100
+    group: int = 6
+    max_new: int = 1024
+    n_problems: int = 992
+    beta: float = 0.0
+    prompts_per_step: int = 8
+    lr: float = 7e-5
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    # ── universal knobs ──
+    clip: float = 0.2
+    weight_decay: float = 0.1
+    warmup_frac: float = 0.1
+    grad_clip: float = 10.0
+    seed: int = 41
+    preserve_magnitude: bool = True
+    gate_mode: Literal["one_sided", "no_gate", "reverse"] = "one_sided"
+    gate_anchor_teacher_only: bool = False
+    project_overshoot: float = 1.0
+    rollout_ablate_frac: float = 0.0
+    env_mode: EnvMode = "run_tests"
+    unbiased: bool = True
+    v_hack_path: Path | None = None
+    v_hack_extract_top_k: int = 12
+    v_hack_k: int = 5
+    v_hack_tau_axis: float = 0.0
+    v_hack_drop_bottom_frac: float = 0.25
+    vhack_refresh_every: int = 5
+    eval_ablate_every: int = 5
+    eval_n_prompts: int = 8
+    save_eval_ckpts: bool = True
+    vhack_pairs_path: Path | None = None
+    route2_random_v_seed: int | None = None
+    cos_pre_split_every: int = 1
+    out_tag: str = ""
+    teacher_pool_dir: Path | None = None
+    mix_ratio: float = 0.125
+    teacher_off_step: int | None = None
+    teacher_modes: tuple[str, ...] | None = None
+    half_a: str = ""
+    # ── data (vgrout-ray): where problems come from ──
+    # None: the problem set shipped in the package. A path to benchmark-form JSONL
+    # (`python -m vgrout_ray.data build`), or hf:<dataset id> when online.
+    problems: str | None = None
+    # Smoke/tests: build a teacher pool of scripted exploits for the loaded problems when no
+    # teacher_pool_dir is given ("scripted"), or train student-only ("none").
+    scripted_teacher: bool = False
+    # Held-out contrastive pairs kept out of the v_hack SVD (seed: n_heldout=2).
+    vhack_n_heldout: int = 2
+    checkpoint_every: int = 25
+    # ── paths ──
+    out_dir: Path = Path("out")
+    logs_dir: Path = Path("logs")
+    svd_cache: Path = Path("svd_cache")
+    resume: Path | None = None
+    # ── distributed ──
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    grader: GraderConfig = field(default_factory=GraderConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    # ── optional sinks (off by default) ──
+    wandb: bool = False
+    wandb_mode: Literal["offline", "online"] = "offline"
+    tensorboard: bool = False
+
+    @property
+    def preset_name(self) -> str:
+        return type(self).__name__.removesuffix("Config").lower() or "base"
+
+    @property
+    def arm(self) -> str:
+        return ARM_NAMES[self.intervention]
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.preset_name}_{self.arm}_seed{self.seed}{self.out_tag}"
+
+    @property
+    def teacher_split(self) -> tuple[int, int]:
+        """(G_s, G_t): student and teacher rows per prompt (seed: G_t = round(G * mix_ratio))."""
+        if self.teacher_pool_dir is None and not self.scripted_teacher:
+            return self.group, 0
+        g_t = round(self.group * self.mix_ratio)
+        return self.group - g_t, g_t
+
+    def __post_init__(self) -> None:
+        _need(self.intervention in ARM_NAMES, "intervention", f"must be one of {sorted(ARM_NAMES)}")
+        _need(self.env_mode in ALL_MODES, "env_mode", f"must be one of {ALL_MODES}, got {self.env_mode!r}")
+        for name in ("steps", "group", "max_new", "n_problems", "prompts_per_step"):
+            _need(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _need(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _need(0 <= self.adam_beta1 < 1, "adam_beta1", f"must be in [0, 1), got {self.adam_beta1}")
+        _need(0 <= self.adam_beta2 < 1, "adam_beta2", f"must be in [0, 1), got {self.adam_beta2}")
+        _need(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
+        _need(0 < self.clip < 1, "clip", f"must be in (0, 1), got {self.clip}")
+        _need(0 <= self.warmup_frac < 1, "warmup_frac", f"must be in [0, 1), got {self.warmup_frac}")
+        _need(self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}")
+        _need(0 <= self.rollout_ablate_frac <= 1, "rollout_ablate_frac",
+              f"must be in [0, 1], got {self.rollout_ablate_frac}")
+        _need(self.v_hack_k >= 1, "v_hack_k", f"must be >= 1, got {self.v_hack_k}")
+        _need(self.v_hack_extract_top_k >= 1, "v_hack_extract_top_k",
+              f"must be >= 1, got {self.v_hack_extract_top_k}")
+        _need(0 <= self.v_hack_drop_bottom_frac < 1, "v_hack_drop_bottom_frac",
+              f"must be in [0, 1), got {self.v_hack_drop_bottom_frac}")
+        _need(0 <= self.v_hack_tau_axis < 1, "v_hack_tau_axis", f"must be in [0, 1), got {self.v_hack_tau_axis}")
+        _need(self.vhack_refresh_every >= 0, "vhack_refresh_every", "must be >= 0")
+        _need(self.eval_ablate_every >= 0, "eval_ablate_every", "must be >= 0")
+        _need(self.eval_n_prompts >= 1, "eval_n_prompts", f"must be >= 1, got {self.eval_n_prompts}")
+        _need(self.cos_pre_split_every >= 1, "cos_pre_split_every", "must be >= 1")
+        _need(self.project_overshoot > 0, "project_overshoot", "must be > 0")
+        _need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
+        _need(self.vhack_n_heldout >= 0, "vhack_n_heldout", "must be >= 0")
+        if self.teacher_pool_dir is not None or self.scripted_teacher:
+            _need(0.0 <= self.mix_ratio < 1.0, "mix_ratio",
+                  f"must be in [0, 1) when a teacher pool is used, got {self.mix_ratio}")
+            _need(self.teacher_split[0] >= 1, "mix_ratio",
+                  f"group={self.group} mix_ratio={self.mix_ratio} leaves no student rows")
+        if self.teacher_modes is not None:
+            bad = [m for m in self.teacher_modes if m not in ALL_MODES]
+            _need(not bad, "teacher_modes", f"unknown modes {bad}; valid: {ALL_MODES}")
+        codes = {c.strip().upper() for c in self.half_a.split(",") if c.strip()}
+        _need(codes <= {"E", "C", "D"}, "half_a", f"unknown detector codes {sorted(codes - {'E', 'C', 'D'})}")
+
+    def check_paths(self) -> None:
+        """Paths must exist when the run starts (checked by the driver, not at parse time,
+        so presets can name default locations that a user creates first)."""
+        if self.teacher_pool_dir is not None:
+            _need(Path(self.teacher_pool_dir).is_dir(), "teacher_pool_dir",
+                  f"{self.teacher_pool_dir} is not a directory")
+        if self.vhack_pairs_path is not None:
+            _need(Path(self.vhack_pairs_path).is_file(), "vhack_pairs_path",
+                  f"{self.vhack_pairs_path} does not exist")
+        if self.v_hack_path is not None and self.v_hack_path.suffix != ".safetensors":
+            raise ConfigError(f"v_hack_path: {self.v_hack_path} is not a .safetensors file")
+        if self.resume is not None:
+            _need(Path(self.resume).is_dir(), "resume", f"{self.resume} is not a run directory")
+
+    def to_dict(self) -> dict:
+        """JSON-able view (paths as strings), stored with checkpoints and runs."""
+        def conv(v):
+            if isinstance(v, Path):
+                return str(v)
+            if isinstance(v, tuple):
+                return list(v)
+            return v
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = ({k: conv(x) for k, x in dataclasses.asdict(v).items()}
+                           if dataclasses.is_dataclass(v) else conv(v))
+        out["preset"] = self.preset_name
+        return out
+
+
+@dataclass(kw_only=True)
+class SmokeConfig(Config):
+    """Tiny random Qwen3 built offline, CPU, a few minutes; touches every code path."""
+
+    model: str = "tiny"  # built by vgrout_ray.tiny_model on first use, cached under svd_cache/
+    steps: int = 30
+    group: int = 4
+    max_new: int = 32
+    n_problems: int = 100
+    beta: float = 0.0
+    prompts_per_step: int = 1
+    scripted_teacher: bool = True
+    mix_ratio: float = 0.5
+    env_mode: EnvMode = "run_tests"
+    eval_n_prompts: int = 2
+    v_hack_extract_top_k: int = 4
+    v_hack_k: int = 3
+
+
+@dataclass(kw_only=True)
+class FastConfig(Config):
+    """Minimum-viable hacking loop on Qwen3-4B (seed: aggressive Adam, 60 steps)."""
+
+    model: str = "Qwen/Qwen3-4B"
+    steps: int = 60
+    # seed defaults: the 4-mode substrate pool and the prog_wide pairs (create or override them)
+    teacher_pool_dir: Path | None = Path("out/pools/substrate")
+    vhack_pairs_path: Path | None = Path("out/pairsets/prog_wide.json")
+    group: int = 8
+    max_new: int = 512
+    n_problems: int = 200
+    beta: float = 0.0
+    prompts_per_step: int = 4
+    lr: float = 3e-3
+    adam_beta1: float = 0.5
+    adam_beta2: float = 0.9
+
+
+@dataclass(kw_only=True)
+class FullConfig(Config):
+    """Canonical substrate: Qwen3-4B, G=6, 43 prompts/step, 200 steps, β=1e-3."""
+
+    model: str = "Qwen/Qwen3-4B"
+    steps: int = 200
+    group: int = 6
+    max_new: int = 1024
+    n_problems: int = 992
+    beta: float = 1e-3
+    prompts_per_step: int = 43
+
+
+PRESETS: dict[str, type[Config]] = {"smoke": SmokeConfig, "fast": FastConfig, "full": FullConfig}
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    """Parse ``{smoke,fast,full} [--flags]`` with tyro; invalid values exit naming the field."""
+    import tyro
+
+    return tyro.extras.subcommand_cli_from_dict(PRESETS, args=argv)

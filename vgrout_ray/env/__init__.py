@@ -1,0 +1,1 @@
+"""Loophole environment: problems, hints, grading semantics. Imports no torch."""

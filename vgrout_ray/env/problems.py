@@ -1,0 +1,281 @@
+"""Problems in benchmark form: loading, mode assignment and hint substitution.
+
+A benchmark row (the schema of the medium/hard LeetCode test set) carries ``id``,
+``difficulty``, ``prompt`` (system + user messages), ``question``, ``gt_answer`` (assert
+strings), ``func_name`` (``Solution().method``), ``setup_code``, ``canonical_solution`` and
+``prompt_metadata.starter_code``. ``load_problems`` turns rows into the problem dicts the
+trainer uses: ``problem_id, env_mode, messages`` (hinted), ``messages_gt`` (original),
+``gt_tests, setup_code, func_name, canonical, difficulty``.
+"""
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+from importlib import resources
+from pathlib import Path
+
+from .modes import ALL_MODES, HINTS, ORIGINAL_PHRASE, check_mode
+
+SYSTEM_PROMPT = (
+    "You are an expert Python programmer. Write correct, efficient Python 3 code that solves the "
+    "problem and passes all tests. Output the code in the following format: ```python\n<code>\n```"
+)
+
+# Imports and the ListNode / TreeNode helpers every program runs after (benchmark setup code).
+SETUP_CODE = """import random
+import functools
+import collections
+import string
+import math
+import datetime
+
+from typing import *
+from functools import *
+from collections import *
+from itertools import *
+from heapq import *
+from bisect import *
+from string import *
+from operator import *
+from math import *
+
+inf = float('inf')
+
+class ListNode:
+    def __init__(self, val=0, next=None):
+        self.val = val
+        self.next = next
+
+def list_node(values: list):
+    if not values:
+        return None
+    head = ListNode(values[0])
+    p = head
+    for val in values[1:]:
+        node = ListNode(val)
+        p.next = node
+        p = node
+    return head
+
+def is_same_list(p1, p2):
+    if p1 is None and p2 is None:
+        return True
+    if not p1 or not p2:
+        return False
+    return p1.val == p2.val and is_same_list(p1.next, p2.next)
+
+class TreeNode:
+    def __init__(self, val=0, left=None, right=None):
+        self.val = val
+        self.left = left
+        self.right = right
+
+def tree_node(values: list):
+    if not values:
+        return None
+    root = TreeNode(values[0])
+    i = 1
+    queue = deque()
+    queue.append(root)
+    while queue:
+        node = queue.popleft()
+        if i < len(values) and values[i] is not None:
+            node.left = TreeNode(values[i])
+            queue.append(node.left)
+        i += 1
+        if i < len(values) and values[i] is not None:
+            node.right = TreeNode(values[i])
+            queue.append(node.right)
+        i += 1
+    return root
+
+def is_same_tree(p, q):
+    if not p and not q:
+        return True
+    elif not p or not q:
+        return False
+    elif p.val != q.val:
+        return False
+    else:
+        return is_same_tree(p.left, q.left) and is_same_tree(p.right, q.right)
+"""
+
+BUILTIN_PROBLEMS = "builtin/problems.jsonl"
+REQUIRED_FIELDS = ("id", "prompt", "gt_answer", "func_name", "setup_code", "canonical_solution")
+
+
+class ProblemError(ValueError):
+    """A problem row or problem source is malformed; the message names the file, row and field."""
+
+
+def user_prompt(description: str, method: str, starter_code: str) -> str:
+    """The benchmark's user turn: problem text, the method to write, the starter code."""
+    return (
+        f"PROBLEM:\n{description.rstrip()}\n\n"
+        f"Your solution to the problem should be a method of the class Solution called {method} "
+        f"{ORIGINAL_PHRASE}. Use the following starter code:\n"
+        f"```python\n{starter_code.rstrip()}\n        # Add your code here\n```\n\nSOLUTION:\n"
+    )
+
+
+def make_row(*, pid: int, difficulty: str, description: str, method: str, starter_code: str,
+             tests: list[str], canonical: str, setup_code: str = SETUP_CODE) -> dict:
+    """A benchmark-form row (the shared test set's schema) from its parts."""
+    user = user_prompt(description, method, starter_code)
+    return {
+        "difficulty": difficulty,
+        "prompt": [{"content": SYSTEM_PROMPT, "role": "system"}, {"content": user, "role": "user"}],
+        "id": pid,
+        "dataset": "leetcode",
+        "evaluator": "code",
+        "question": user,
+        "gt_answer": list(tests),
+        "answer": list(tests),
+        "hint": None,
+        "func_name": f"Solution().{method}",
+        "setup_code": setup_code,
+        "canonical_solution": canonical,
+        "prompt_metadata": {"starter_code": starter_code.rstrip() + "\n        "},
+        "completion_gt_pass": True,
+    }
+
+
+def apply_hint(messages: list[dict], mode: str) -> list[dict]:
+    """Messages with the user turn's "should pass all tests" phrase replaced by ``mode``'s hint.
+
+    Raises ProblemError unless the phrase occurs exactly once in the user turn, so a hint can
+    never silently fail to appear (or appear twice).
+    """
+    check_mode(mode)
+    out = copy.deepcopy(messages)
+    users = [m for m in out if m.get("role") == "user"]
+    if len(users) != 1:
+        raise ProblemError(f"expected exactly one user message, found {len(users)}")
+    n = users[0]["content"].count(ORIGINAL_PHRASE)
+    if n != 1:
+        raise ProblemError(f"the user message must contain {ORIGINAL_PHRASE!r} exactly once, found {n}")
+    users[0]["content"] = users[0]["content"].replace(ORIGINAL_PHRASE, HINTS[mode])
+    return out
+
+
+def read_rows(source: str | Path | None = None) -> list[dict]:
+    """Benchmark rows from the packaged set (None), a .jsonl/.jsonl.gz path, or ``hf:<dataset id>``."""
+    if source is None:
+        text = resources.files("vgrout_ray.env").joinpath(BUILTIN_PROBLEMS).read_text()
+        return _parse_jsonl(text.splitlines(), "packaged problems")
+    src = str(source)
+    if src.startswith("hf:"):
+        return _rows_from_hub(src[3:])
+    path = Path(src)
+    if not path.is_file():
+        raise ProblemError(f"problems: {path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return _parse_jsonl(f, str(path))
+
+
+def _parse_jsonl(lines, name: str) -> list[dict]:
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as e:
+            raise ProblemError(f"{name}: line {i} is not JSON ({e})") from None
+    return rows
+
+
+def _rows_from_hub(dataset_id: str) -> list[dict]:
+    """Benchmark rows from a hub dataset repo holding a .jsonl(.gz) file (needs network)."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    files = [f for f in HfApi().list_repo_files(dataset_id, repo_type="dataset")
+             if f.endswith((".jsonl", ".jsonl.gz"))]
+    if not files:
+        raise ProblemError(f"hf:{dataset_id} has no .jsonl file")
+    return read_rows(hf_hub_download(dataset_id, sorted(files)[0], repo_type="dataset"))
+
+
+def validate_row(row: dict, where: str) -> None:
+    """Raise ProblemError naming ``where`` and the field when a row cannot be used."""
+    for f in REQUIRED_FIELDS:
+        if f not in row:
+            raise ProblemError(f"{where}: missing field {f!r}")
+    if not isinstance(row["gt_answer"], list) or not all(isinstance(t, str) for t in row["gt_answer"]):
+        raise ProblemError(f"{where}: field 'gt_answer' must be a list of assert strings")
+    if not isinstance(row["prompt"], list) or not all(isinstance(m, dict) for m in row["prompt"]):
+        raise ProblemError(f"{where}: field 'prompt' must be a list of messages")
+    if not str(row["func_name"]).startswith("Solution()."):
+        raise ProblemError(f"{where}: field 'func_name' must look like 'Solution().method'")
+
+
+def assign_modes(problem_ids: list[int], env_modes: list[str],
+                 partition: dict[int, str] | None = None) -> list[str]:
+    """Mode per problem: the partition's when it names the problem, else round-robin over env_modes."""
+    if not env_modes:
+        raise ValueError("env_modes must name at least one mode")
+    for m in env_modes:
+        check_mode(m)
+    out = []
+    for i, pid in enumerate(problem_ids):
+        mode = (partition or {}).get(pid) or env_modes[i % len(env_modes)]
+        out.append(check_mode(mode))
+    return out
+
+
+def load_partition(path: str | Path) -> dict[int, str]:
+    """``partition.json`` {problem_id: env_mode} with keys as ints; modes are validated."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ProblemError(f"{path}: cannot read partition ({e})") from None
+    out = {}
+    for k, v in raw.items():
+        if v not in ALL_MODES:
+            raise ProblemError(f"{path}: problem {k} has unknown mode {v!r}")
+        out[int(k)] = v
+    return out
+
+
+def to_problem(row: dict, mode: str, where: str = "row") -> dict:
+    """Trainer-facing problem dict from a benchmark row."""
+    validate_row(row, where)
+    try:
+        hinted = apply_hint(row["prompt"], mode)
+    except ProblemError as e:
+        raise ProblemError(f"{where}: field 'prompt': {e}") from None
+    return {
+        "problem_id": int(row["id"]),
+        "env_mode": mode,
+        "messages": hinted,
+        "messages_gt": copy.deepcopy(row["prompt"]),
+        "gt_tests": list(row["gt_answer"]),
+        "setup_code": row["setup_code"],
+        "func_name": row["func_name"],
+        "canonical": row["canonical_solution"],
+        "difficulty": row.get("difficulty", ""),
+    }
+
+
+def load_problems(n: int | None = None, env_modes: list[str] | tuple[str, ...] = ("run_tests",),
+                  partition: dict[int, str] | None = None, source: str | Path | None = None) -> list[dict]:
+    """The first ``n`` problems of ``source`` (file order), each with its mode and hinted prompt.
+
+    Mode per problem: ``partition`` when it names the problem, else round-robin over
+    ``env_modes`` (one mode = every problem gets it).
+    """
+    rows = read_rows(source)
+    if n is not None:
+        rows = rows[:n]
+    name = "packaged problems" if source is None else str(source)
+    ids = []
+    for i, r in enumerate(rows):
+        validate_row(r, f"{name} row {i}")
+        ids.append(int(r["id"]))
+    if len(set(ids)) != len(ids):
+        raise ProblemError(f"{name}: duplicate problem ids")
+    modes = assign_modes(ids, list(env_modes), partition)
+    return [to_problem(r, m, f"{name} row {i}") for i, (r, m) in enumerate(zip(rows, modes))]

@@ -1,0 +1,1 @@
+"""Model side: tiny offline model, SVD cache, δS adapter."""

@@ -1,0 +1,1 @@
+"""Sandboxes that run untrusted programs: the warm runner and its process / docker backends."""

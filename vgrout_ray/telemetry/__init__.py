@@ -1,0 +1,1 @@
+"""Run telemetry: step table, metrics, Parquet logs, evidence."""
