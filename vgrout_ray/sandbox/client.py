@@ -144,6 +144,9 @@ class RunnerProcess:
         results = msg.get("results")
         if not isinstance(results, list) or len(results) != len(jobs):
             raise SandboxError(f"{self.name}: runner answered {len(results or [])} results for {len(jobs)} jobs")
+        broken = [r["runner_error"] for r in results if isinstance(r, dict) and "runner_error" in r]
+        if broken:
+            raise SandboxError(f"{self.name}: runner could not run a job: {broken[0]}")
         return [JobResult.from_wire(r) for r in results]
 
     def ping(self, timeout: float = 5.0) -> bool:

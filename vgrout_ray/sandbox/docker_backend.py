@@ -55,8 +55,9 @@ def docker_run_argv(name: str, image: str, *, cpus: float, memory_mb: int, pids:
         "docker", "run", "-i", "--rm", "--name", name,
         "--network", "none",
         "--read-only",
-        "--tmpfs", f"/work:rw,nosuid,nodev,size={work_mb}m,mode=1777",
-        "--tmpfs", "/tmp:rw,nosuid,nodev,size=64m,mode=1777",
+        # (the engine copies the image dir's mode onto a tmpfs, so ownership is set by uid/gid)
+        "--tmpfs", f"/work:rw,nosuid,nodev,size={work_mb}m,uid={SANDBOX_UID},gid={SANDBOX_UID}",
+        "--tmpfs", f"/tmp:rw,nosuid,nodev,size=64m,uid={SANDBOX_UID},gid={SANDBOX_UID}",
         "--memory", f"{memory_mb}m", "--memory-swap", f"{memory_mb}m",
         "--pids-limit", str(pids),
         "--cpus", str(cpus),

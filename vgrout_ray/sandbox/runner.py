@@ -610,7 +610,12 @@ def serve(cfg: Config, isolation: dict) -> int:
             _reply({"id": rid, "error": "request needs 'jobs': a list of {'program': str, ...}"})
             continue
         t0 = time.monotonic()
-        results = [run_job(cfg, job, in_pidns) for job in jobs]
+        results = []
+        for job in jobs:
+            try:
+                results.append(run_job(cfg, job, in_pidns))
+            except Exception as e:  # the runner itself failed (no work dir, no fork): say so, keep serving
+                results.append({"runner_error": f"{type(e).__name__}: {e}"})
         _reply({"id": rid, "results": results, "elapsed": round(time.monotonic() - t0, 6)})
 
 

@@ -1,0 +1,52 @@
+"""Shared test fixtures.
+
+Conventions:
+- Tests that need Docker call the ``docker_ready`` fixture: it skips when the engine or the
+  sandbox image is missing, except under ``CI=true`` where it fails (CI must run them).
+- Tests that need the shared data (``../shared/data`` or ``$VGROUT_SHARED_DATA``) use
+  ``shared_data``; same skip / fail rule.
+- ``ray_cluster`` is one real local Ray cluster for the whole session.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(what: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI=true: {what} (CI must run this test, not skip it)")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def docker_ready() -> None:
+    from vgrout_ray.sandbox.docker_backend import image_ready
+
+    ok, why = image_ready()
+    if not ok:
+        _unavailable(f"Docker sandbox not usable: {why}")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = Path(os.environ.get("VGROUT_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if not (root / "leetcode").is_dir():
+        _unavailable(f"shared data not found at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, namespace="vgrout-tests",
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield ray
+    ray.shutdown()
