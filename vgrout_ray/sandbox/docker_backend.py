@@ -49,15 +49,19 @@ def image_ready(image: str = IMAGE) -> tuple[bool, str]:
 
 
 def docker_run_argv(name: str, image: str, *, cpus: float, memory_mb: int, pids: int,
-                    job_memory_mb: int, work_mb: int = 256) -> list[str]:
+                    job_memory_mb: int, work_mb: int = 256, inodes: int = 8192) -> list[str]:
     """The ``docker run`` command line of one sandbox container (its stdio is the protocol)."""
     return [
         "docker", "run", "-i", "--rm", "--name", name,
         "--network", "none",
         "--read-only",
         # (the engine copies the image dir's mode onto a tmpfs, so ownership is set by uid/gid)
-        "--tmpfs", f"/work:rw,nosuid,nodev,size={work_mb}m,uid={SANDBOX_UID},gid={SANDBOX_UID}",
-        "--tmpfs", f"/tmp:rw,nosuid,nodev,size=64m,uid={SANDBOX_UID},gid={SANDBOX_UID}",
+        # (inode caps as in the process backend: a job leaving 100k files or a 100k-deep chain
+        # would otherwise cost the runner seconds of clean-up after every job)
+        "--tmpfs", f"/work:rw,nosuid,nodev,size={work_mb}m,nr_inodes={inodes},uid={SANDBOX_UID},gid={SANDBOX_UID}",
+        "--tmpfs", f"/tmp:rw,nosuid,nodev,size=64m,nr_inodes={inodes},uid={SANDBOX_UID},gid={SANDBOX_UID}",
+        "--ipc", "none",  # own IPC namespace, and /dev/shm only as the capped tmpfs below
+        "--tmpfs", f"/dev/shm:rw,nosuid,nodev,noexec,size=64m,nr_inodes={inodes},mode=1777",
         "--memory", f"{memory_mb}m", "--memory-swap", f"{memory_mb}m",
         "--pids-limit", str(pids),
         "--cpus", str(cpus),

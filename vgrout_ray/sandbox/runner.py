@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-RUNNER_VERSION = "3"
+RUNNER_VERSION = "4"
 
 # Modules the grading programs import through the problems' setup code. Importing them
 # once here means forked children find them in sys.modules and start in microseconds.
@@ -89,6 +89,8 @@ class Config:
         self.nofile: int = ns.nofile
         self.memory_mb: int = ns.memory_mb
         self.max_files: int = 64
+        self.max_depth: int = 16
+        self.max_entries: int = 50_000
         self.file_head: int = 4096
 
 
@@ -367,12 +369,16 @@ def _reap_all(patience: float = 1.0) -> dict[int, int]:
 
 
 def _list_files(root: str, cfg: Config) -> tuple[list[dict], int]:
-    """Files the job left (never following links), with the head of each regular file."""
+    """Files the job left (never following links), with the head of each regular file.
+
+    Bounded (``max_depth`` levels, ``max_entries`` entries) so that a job that leaves a huge
+    or absurdly deep tree cannot make the runner spend long listing it.
+    """
     found: list[dict] = []
     count = 0
-    stack = [root]
-    while stack:
-        d = stack.pop()
+    stack = [(root, 0)]
+    while stack and count < cfg.max_entries:
+        d, depth = stack.pop()
         try:
             entries = list(os.scandir(d))
         except OSError:
@@ -385,7 +391,8 @@ def _list_files(root: str, cfg: Config) -> tuple[list[dict], int]:
                 continue
             rel = os.path.relpath(e.path, root)
             if stat.S_ISDIR(st.st_mode):
-                stack.append(e.path)
+                if depth + 1 < cfg.max_depth:
+                    stack.append((e.path, depth + 1))
                 continue
             if len(found) >= cfg.max_files:
                 continue
@@ -404,20 +411,74 @@ def _list_files(root: str, cfg: Config) -> tuple[list[dict], int]:
 
 
 def _force_rmtree(path: str) -> None:
-    def onerror(func, p, exc_info):
+    """Remove ``path`` and everything under it, however deep, whatever its modes; never raises.
+
+    A job can leave a directory chain thousands of levels deep (deeper than the recursion
+    limit of ``shutil.rmtree`` and longer than PATH_MAX) or directories it made unreadable.
+    Every directory met is moved up next to ``path`` (so no path is ever longer than two
+    names and nothing recurses), chmod-ed open and emptied, then removed.
+    """
+    path = os.path.abspath(path)
+    parent, top = os.path.split(path)
+    try:
+        pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
         try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
+            st = os.stat(top, dir_fd=pfd, follow_symlinks=False)
         except OSError:
-            pass
-        try:
-            if os.path.isdir(p) and not os.path.islink(p):
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                os.unlink(p)
-        except OSError:
-            pass
-    shutil.rmtree(path, onerror=onerror)
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            try:
+                os.unlink(top, dir_fd=pfd)
+            except OSError:
+                pass
+            return
+        todo = [top]  # directories (entries of ``parent``) still to empty and remove
+        tag, made = f".{top}.rm-{os.urandom(4).hex()}-", 0
+        budget = 10_000_000  # bounded even against a tree that keeps changing under us
+        while todo and budget > 0:
+            name = todo.pop()
+            budget -= 1
+            try:
+                os.chmod(name, 0o700, dir_fd=pfd)
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=pfd)
+            except OSError:
+                try:
+                    os.unlink(name, dir_fd=pfd)
+                except OSError:
+                    pass
+                continue
+            try:
+                with os.scandir(fd) as it:
+                    entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+                for ename, is_dir in entries:
+                    budget -= 1
+                    if not is_dir:
+                        try:
+                            os.unlink(ename, dir_fd=fd)
+                        except OSError:
+                            pass
+                        continue
+                    made += 1
+                    moved = f"{tag}{made}"
+                    try:
+                        os.chmod(ename, 0o700, dir_fd=fd)  # moving a dir needs write on it ('..')
+                        os.rename(ename, moved, src_dir_fd=fd, dst_dir_fd=pfd)
+                        todo.append(moved)
+                    except OSError:
+                        pass
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            try:
+                os.rmdir(name, dir_fd=pfd)
+            except OSError:
+                pass
+    finally:
+        os.close(pfd)
 
 
 def _clean_scratch(cfg: Config, keep: set[str]) -> None:
