@@ -1,0 +1,201 @@
+"""Build benchmark rows from LeetCodeDataset: ``python -m vgrout_ray.data build --source PATH|hf:ID --out PATH``.
+
+Keeps medium and hard problems, writes them in the schema of the medium/hard test set
+(same prompt wording, starter-code block, setup code, ``assert Solution().m(...) == ...``
+tests, func_name, canonical solution), drops ids of the given test sets, and drops rows
+whose canonical solution fails its own tests when graded in the sandbox. Output is sorted
+by problem id, so the same input always gives the same file.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import gzip
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from loguru import logger
+
+from .env.exploits import clean_completion
+from .env.grading import GradeRequest
+from .env.problems import ProblemError, make_row, read_rows
+
+RAW_FIELDS = ("completion", "entry_point", "test", "meta")
+
+
+@dataclass
+class BuildReport:
+    raw: int = 0
+    medium_hard: int = 0
+    excluded_test_ids: int = 0
+    unconvertible: int = 0
+    failed_canonical: int = 0
+    kept: int = 0
+
+    def line(self) -> str:
+        return (f"raw={self.raw} medium+hard={self.medium_hard} excluded(test ids)={self.excluded_test_ids} "
+                f"unconvertible={self.unconvertible} canonical-failed={self.failed_canonical} kept={self.kept}")
+
+
+class _CandidateToSolution(ast.NodeTransformer):
+    """``candidate(...)`` → ``Solution().method(...)``."""
+
+    def __init__(self, method: str):
+        self.method = method
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.func, ast.Name) and node.func.id == "candidate":
+            sol = ast.Call(func=ast.Name("Solution", ast.Load()), args=[], keywords=[])
+            node.func = ast.Attribute(value=sol, attr=self.method, ctx=ast.Load())
+        return node
+
+
+def tests_from_check(test_src: str, method: str) -> list[str]:
+    """The asserts of ``def check(candidate): ...`` rewritten to call ``Solution().method``."""
+    tree = ast.parse(test_src)
+    fns = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"]
+    if len(fns) != 1:
+        raise ValueError("no single `def check(candidate)`")
+    out = []
+    for stmt in fns[0].body:
+        if not isinstance(stmt, ast.Assert):
+            raise ValueError(f"check() has a non-assert statement ({type(stmt).__name__})")
+        stmt = _CandidateToSolution(method).visit(stmt)
+        ast.fix_missing_locations(stmt)
+        out.append(ast.unparse(stmt))
+    if not out:
+        raise ValueError("check() has no asserts")
+    return out
+
+
+def convert(raw: dict) -> dict:
+    """One LeetCodeDataset row → one benchmark row (raises ValueError when it cannot)."""
+    for f in RAW_FIELDS:
+        if f not in raw:
+            raise ValueError(f"missing field {f!r}")
+    meta = raw["meta"]
+    method = str(raw["entry_point"]).split(".")[-1]
+    if not str(raw["entry_point"]).startswith("Solution()."):
+        raise ValueError(f"entry_point {raw['entry_point']!r} is not Solution().method")
+    return make_row(pid=int(meta["question_id"]), difficulty=str(meta["difficulty"]).lower(),
+                    description=meta["question_title"], method=method, starter_code=meta["lang_code"],
+                    tests=tests_from_check(raw["test"], method), canonical=raw["completion"])
+
+
+def read_raw(source: str) -> list[dict]:
+    """Raw LeetCodeDataset rows from a .jsonl(.gz) path or ``hf:<dataset id>`` (needs network)."""
+    if source.startswith("hf:"):
+        from huggingface_hub import HfApi, hf_hub_download
+
+        repo = source[3:]
+        files = sorted(f for f in HfApi().list_repo_files(repo, repo_type="dataset")
+                       if "train" in f and f.endswith((".jsonl", ".jsonl.gz")))
+        if not files:
+            raise SystemExit(f"--source {source}: no train .jsonl file in that dataset")
+        source = hf_hub_download(repo, files[0], repo_type="dataset")
+    path = Path(source)
+    if not path.is_file():
+        raise SystemExit(f"--source: {path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as e:
+                    raise SystemExit(f"--source {path}: line {i} is not JSON ({e})") from None
+    return rows
+
+
+def test_set_ids(paths: list[Path]) -> set[int]:
+    ids: set[int] = set()
+    for p in paths:
+        try:
+            ids |= {int(r["id"]) for r in read_rows(p)}
+        except (ProblemError, KeyError, ValueError) as e:
+            raise SystemExit(f"--test-set {p}: {e}") from None
+    return ids
+
+
+def canonical_passes(rows: list[dict], *, sandbox: str, workers: int) -> list[bool]:
+    """Grade each row's canonical solution (gt_only mode) in the sandbox; True when gt_correct."""
+    from .grade import grade_local
+
+    reqs = []
+    for r in rows:
+        prob = {"canonical": r["canonical_solution"], "func_name": r["func_name"],
+                "gt_tests": r["gt_answer"], "setup_code": r["setup_code"]}
+        reqs.append(GradeRequest(completion=clean_completion(prob), env_mode="gt_only", gt_tests=r["gt_answer"],
+                                 setup_code=r["setup_code"], func_name=r["func_name"],
+                                 canonical=r["canonical_solution"]))
+    return [res.gt_correct for res in grade_local(reqs, sandbox=sandbox, workers=workers, timeout=10.0)]
+
+
+def build(source: str, out: Path, *, test_sets: list[Path], limit: int | None = None, sandbox: str = "auto",
+          workers: int = 1) -> BuildReport:
+    rep = BuildReport()
+    raw = read_raw(source)
+    rep.raw = len(raw)
+    held_out = test_set_ids(test_sets)
+    rows = []
+    for i, r in enumerate(raw):
+        diff = str(r.get("meta", {}).get("difficulty", "")).lower()
+        if diff not in ("medium", "hard"):
+            continue
+        rep.medium_hard += 1
+        try:
+            row = convert(r)
+        except (ValueError, SyntaxError, KeyError, TypeError) as e:
+            rep.unconvertible += 1
+            logger.debug(f"row {i} ({r.get('task_id')}): cannot convert: {e}")
+            continue
+        if row["id"] in held_out:
+            rep.excluded_test_ids += 1
+            continue
+        rows.append(row)
+    rows.sort(key=lambda x: x["id"])
+    if limit is not None:
+        rows = rows[:limit]
+    ok = canonical_passes(rows, sandbox=sandbox, workers=workers)
+    kept = []
+    for r, good in zip(rows, ok):
+        if good:
+            kept.append(r)
+        else:
+            logger.debug(f"dropped id {r['id']}: canonical solution fails its own tests")
+    rep.failed_canonical = len(rows) - len(kept)
+    rep.kept = len(kept)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        for r in kept:
+            f.write(json.dumps(r) + "\n")
+    return rep
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vgrout_ray.data", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="LeetCodeDataset rows -> benchmark rows")
+    b.add_argument("--source", required=True, help="raw .jsonl(.gz) path or hf:<dataset id>")
+    b.add_argument("--out", required=True, type=Path)
+    b.add_argument("--test-set", action="append", type=Path, default=[],
+                   help="benchmark-form test set whose ids are excluded (repeatable)")
+    b.add_argument("--limit", type=int, default=None, help="keep only the first N convertible rows (by id)")
+    b.add_argument("--sandbox", choices=["auto", "process", "docker"], default="auto")
+    b.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args(argv)
+    if not args.test_set:
+        logger.warning("no --test-set given: no held-out ids are excluded")
+    rep = build(args.source, args.out, test_sets=args.test_set, limit=args.limit, sandbox=args.sandbox,
+                workers=args.workers)
+    logger.info(f"data build: {rep.line()} -> {args.out}")
+    print(json.dumps({"out": str(args.out), **rep.__dict__}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
