@@ -111,13 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     logger.info(f"{len(rows)} rows, {len(todo)} well-formed, {len(rows) - len(todo)} malformed; "
                 f"sandbox={args.sandbox} workers={args.workers}")
     reqs = [req for _, req in todo]
-    if args.ray or args.sandbox == "docker":
-        from .actors.grader import grade_with_pool
-        graded = grade_with_pool(reqs, sandbox=args.sandbox, workers=args.workers, timeout=args.timeout,
+    from .sandbox.client import SandboxError
+    try:
+        if args.ray or args.sandbox == "docker":
+            from .actors.grader import grade_with_pool
+            graded = grade_with_pool(reqs, sandbox=args.sandbox, workers=args.workers, timeout=args.timeout,
+                                     memory_mb=args.memory_mb)
+        else:
+            graded = grade_local(reqs, sandbox=args.sandbox, workers=args.workers, timeout=args.timeout,
                                  memory_mb=args.memory_mb)
-    else:
-        graded = grade_local(reqs, sandbox=args.sandbox, workers=args.workers, timeout=args.timeout,
-                             memory_mb=args.memory_mb)
+    except SandboxError as e:  # e.g. --sandbox docker with no engine: say why, no traceback
+        logger.error(str(e))
+        return 2
     by_index = {k: r for (k, _), r in zip(todo, graded)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     n_err = 0

@@ -58,9 +58,12 @@ class SandboxUnavailable(RuntimeError):
 # ── the actor ────────────────────────────────────────────────────────────────
 
 
-@ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)
-class GraderActor:
-    """Owns one ``LocalGrader`` (one warm sandbox) for its lifetime; grades batches on request."""
+class GraderActorImpl:
+    """Owns one ``LocalGrader`` (one warm sandbox) for its lifetime; grades batches on request.
+
+    (A plain class, wrapped by ``ray.remote`` below, so workers import it by reference instead
+    of unpickling a copy that drags along the driver's logger sinks.)
+    """
 
     def __init__(self, sandbox: str = "process", timeout: float = CHECK_TIMEOUT_S,
                  memory_mb: int = CHECK_MEMORY_MB, sandbox_opts: dict | None = None):
@@ -94,7 +97,11 @@ class GraderActor:
         return [r.to_dict() for r in results]
 
     def health(self) -> bool:
-        """Whether the sandbox answers a ping (a failed one is restarted on the next batch)."""
+        """Whether the sandbox answers a ping; one discarded after a failure is started first."""
+        try:
+            self._start_sandbox()
+        except SandboxUnavailable:
+            return False
         return self.grader.healthy()
 
     def describe(self) -> dict:
@@ -114,12 +121,18 @@ class GraderActor:
         return True
 
 
-@ray.remote(num_cpus=0)
-def _probe_docker(image: str) -> tuple[bool, str]:
-    """Whether Docker sandboxes can start on the node where graders are placed."""
+# The Ray actor: 1 CPU; the pool adds the custom resource ``grader`` when the cluster has it.
+GraderActor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(GraderActorImpl)
+
+
+def probe_docker(image: str = "") -> tuple[bool, str]:
+    """Whether Docker sandboxes can start here (run as a task where graders are placed)."""
     from ..sandbox.docker_backend import image_ready
 
     return image_ready(image) if image else image_ready()
+
+
+_probe_docker = ray.remote(num_cpus=0)(probe_docker)
 
 
 # ── the pool ─────────────────────────────────────────────────────────────────
@@ -198,11 +211,17 @@ class _Sink:
 
 
 class GraderPool:
-    """N grader actors; streaming submit / as_completed, least-outstanding balancing, replacement."""
+    """N grader actors; streaming submit / as_completed, least-outstanding balancing, replacement.
+
+    ``max_inflight_per_actor`` defaults to 1: a call queued behind a completion that runs into
+    its timeout would wait seconds, while the idle gap it saves is one Ray round trip (~ms).
+    ``batch_size`` caps completions per call; fewer are sent when few are pending, so work
+    spreads over all actors.
+    """
 
     def __init__(self, num_actors: int | None = None, *, sandbox: str = "auto",
                  timeout: float = CHECK_TIMEOUT_S, memory_mb: int = CHECK_MEMORY_MB, retries: int = 2,
-                 batch_size: int = 4, max_inflight_per_actor: int = 2, max_replacements: int | None = None,
+                 batch_size: int = 4, max_inflight_per_actor: int = 1, max_replacements: int | None = None,
                  start_timeout: float = 300.0, **sandbox_opts):
         if sandbox not in ("auto", "process", "docker"):
             raise ValueError(f"grader.sandbox must be auto, process or docker, got {sandbox!r}")
@@ -376,11 +395,30 @@ class GraderPool:
             self._stats.in_flight = sum(len(c.items) for c in self._calls.values())
             return self._stats.as_dict()
 
+    def actor_states(self) -> list[dict]:
+        """Per slot: name, handle, ready, completions in flight, node id (from describe)."""
+        with self._lock:
+            return [{"name": s.name, "handle": s.handle, "ready": s.ready, "dead": s.dead,
+                     "in_flight": sum(len(self._calls[r].items) for r in s.inflight if r in self._calls),
+                     "node_id": s.info.get("node_id"), "info": dict(s.info)} for s in self._slots]
+
     @property
     def actors(self) -> list:
         """Current actor handles (one per slot; a replaced actor's slot holds its successor)."""
         with self._lock:
             return [s.handle for s in self._slots if not s.dead]
+
+    def wait_ready(self, timeout: float = 300.0) -> "GraderPool":
+        """Block until every actor has its sandbox up (work submitted earlier waits anyway)."""
+        end = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if all(s.ready or s.dead for s in self._slots):
+                    return self
+            if time.monotonic() > end:
+                raise TimeoutError(f"grader actors not ready after {timeout} s: "
+                                   f"{[s.name for s in self._slots if not s.ready]}")
+            time.sleep(0.02)
 
     def describe(self, timeout: float = 60.0) -> list[dict]:
         """``describe()`` of every live actor (waits for actors still starting)."""
