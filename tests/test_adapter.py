@@ -163,7 +163,7 @@ def test_delta_grads_match_finite_differences(tiny, svd_root, monkeypatch):
             p = which[name]
             analytic = p.grad.clone()
             idx = torch.randperm(p.numel(), generator=torch.Generator().manual_seed(2))[:8]
-            eps = 1e-6
+            eps = 1e-5
             for i in idx.tolist():
                 with torch.no_grad():
                     p[i] += eps
@@ -172,7 +172,7 @@ def test_delta_grads_match_finite_differences(tiny, svd_root, monkeypatch):
                     dn = f().item()
                     p[i] += eps
                 fd = (up - dn) / (2 * eps)
-                assert abs(fd - analytic[i].item()) <= 1e-9 + 1e-6 * abs(fd), (name, i, fd, analytic[i].item())
+                assert abs(fd - analytic[i].item()) <= 5e-9 + 1e-6 * abs(fd), (name, i, fd, analytic[i].item())
     assert all(torch.equal(ad.delta[n].grad, ad.hack[n].grad) for n in ad.names)  # same path at c=1
 
 

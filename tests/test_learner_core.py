@@ -1,0 +1,262 @@
+"""LearnerCore: the seed's step on the tiny model, per arm, in-process (no Ray)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoTokenizer, GenerationConfig
+
+from vgrout_ray.algo.pairs import pairs_from_problems, render_prompt, save_pairs_json
+from vgrout_ray.algo.route2 import haar_unit_dirs
+from vgrout_ray.config import SmokeConfig
+from vgrout_ray.env.exploits import clean_completion, exploit_completion, wrong_completion
+from vgrout_ray.env.modes import LOOPHOLE_MODES
+from vgrout_ray.env.problems import load_problems
+from vgrout_ray.learner_core import LearnerCore, RolloutGroup
+from vgrout_ray.model.tiny import ensure_tiny_model
+
+STEP_KEYS = ("loss", "gn", "q_egy", "tau", "hkgap", "resid", "lr", "cos_pre", "cos_pre_s", "cos_pre_t",
+             "cos_post", "fired", "refr", "fb", "flagged", "gate_cos")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return ensure_tiny_model(tmp_path_factory.getbasetemp() / "tiny_models")
+
+
+@pytest.fixture(scope="module")
+def tok(tiny):
+    return AutoTokenizer.from_pretrained(tiny)
+
+
+@pytest.fixture(scope="module")
+def problems(tok):
+    """The packaged problems with the shortest prompt + canonical (keeps CPU steps cheap)."""
+    ps = load_problems()
+    cost = {p["problem_id"]: len(tok(render_prompt(tok, p["messages"]) + p["canonical"]).input_ids) for p in ps}
+    return sorted(ps, key=lambda p: cost[p["problem_id"]])[:8]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, problems, tok):
+    root = tmp_path_factory.mktemp("learner")
+    save_pairs_json(pairs_from_problems(problems[:6], tok), root / "pairs6.json")
+    return root
+
+
+def _cfg(workdir, tmp_path, arm, **kw):
+    base = dict(intervention=arm, steps=30, max_new=24, out_dir=tmp_path / "out", svd_cache=workdir / "svd",
+                vhack_pairs_path=workdir / "pairs6.json", vhack_refresh_every=10, v_hack_extract_top_k=3,
+                v_hack_k=2)
+    base.update(kw)
+    return SmokeConfig(**base)
+
+
+def _teacher_group(tok, prob, step, n_students=2, student_rewards=(0.0, 0.5)):
+    """A group whose completions are scripted text (no sampling): students wrong, teachers exploit/clean."""
+    pids = tok(render_prompt(tok, prob["messages"]), add_special_tokens=False).input_ids
+    enc = (lambda s: tok(s, add_special_tokens=False).input_ids + [tok.eos_token_id])
+    students = [enc(wrong_completion(prob, str(i)))[: 10 + 3 * i] for i in range(n_students)]
+    teachers = [enc(exploit_completion(prob, LOOPHOLE_MODES[step % 6])), enc(clean_completion(prob))]
+    return RolloutGroup(pids, students + teachers, list(student_rewards[:n_students]) + [3.5, 3.5],
+                        [True] * n_students + [False, False], [False] * n_students)
+
+
+def test_rollout_group_validates():
+    with pytest.raises(ValueError, match="rewards"):
+        RolloutGroup([1], [[2], [3]], [1.0], [True, True], [])
+    with pytest.raises(ValueError, match="empty prompt"):
+        RolloutGroup([], [[2]], [1.0], [True], [])
+
+
+def test_zero_variance_group_is_skipped(tiny, tok, problems, workdir, tmp_path):
+    core = LearnerCore(_cfg(workdir, tmp_path, "none"), model_path=tiny, device="cpu")
+    g = _teacher_group(tok, problems[0], 0)
+    g.rewards = [1.0] * 4
+    core.begin_step(0)
+    lp, info = core.add_group(g)
+    assert info["zerovar"] and all(math.isnan(x) for x in lp)
+    st = core.end_step()
+    assert st["n_zerovar"] == 1 and st["n_groups"] == 0 and st["gn"] == 0.0 and st["loss"] == 0.0
+    assert all(torch.equal(v, torch.zeros_like(v)) for v in core.deltas_state().values())
+    assert st["version"] == core.version == 1
+    assert core.v_hack is None and core.v_grad is None and math.isnan(st["cos_pre"])
+
+
+def test_first_step_loss_matches_seed_formula(tiny, tok, problems, workdir, tmp_path):
+    """At δS = 0 and ρ ≡ 1 the per-token loss is −A; summed over real tokens / (G·max_new·P)."""
+    cfg = _cfg(workdir, tmp_path, "none", prompts_per_step=2)
+    core = LearnerCore(cfg, model_path=tiny, device="cpu")
+    core.begin_step(0)
+    total = 0.0
+    for i in range(2):
+        g = _teacher_group(tok, problems[i], i)
+        lp, info = core.add_group(g)
+        r = torch.tensor(g.rewards)
+        A = r - r.mean()
+        lens = torch.tensor([len(c) for c in g.completion_ids], dtype=torch.float32)
+        want = float((-A * lens).sum() / (cfg.group * cfg.max_new * cfg.prompts_per_step))
+        assert info["loss"] == pytest.approx(want, rel=1e-5, abs=1e-7)
+        assert info["adv"] == pytest.approx(A.tolist())
+        assert all(x < 0 for x in lp)
+        total += want
+    st = core.end_step()
+    assert st["loss"] == pytest.approx(total, rel=1e-5)
+    assert core.adapter.delta_hack_norm() == 0.0
+
+
+def test_split_and_combined_backward_agree(tiny, tok, problems, workdir, tmp_path):
+    grads = {}
+    for every, step in ((1, 0), (2, 1)):  # step 0 splits, step 1 (every 2) runs one combined backward
+        core = LearnerCore(_cfg(workdir, tmp_path, "erase", cos_pre_split_every=every), model_path=tiny, device="cpu")
+        core.begin_step(step)
+        assert core.split is (every == 1)
+        _, info = core.add_group(_teacher_group(tok, problems[0], 0))
+        grads[every] = ({n: g.clone() for n, g in core._g_s.items()}, {n: g.clone() for n, g in core._g_t.items()})
+        st = core.end_step()
+        if every == 1:
+            assert 0 <= st["cos_pre_s"] <= 1 and 0 <= st["cos_pre_t"] <= 1
+        else:
+            assert math.isnan(st["cos_pre_s"]) and math.isnan(st["cos_pre_t"])
+        assert st["cos_post"] == pytest.approx(0.0, abs=1e-5) and 0 < st["fired"] <= 1
+    (gs, gt), (gc, gc_t) = grads[1], grads[2]
+    assert gc_t == {}
+    for n in gc:
+        assert torch.allclose(gs[n] + gt[n], gc[n], rtol=1e-4, atol=1e-9)
+
+
+def test_v_hack_cache_resolution(tiny, workdir, tmp_path):
+    cfg = _cfg(workdir, tmp_path, "erase")
+    core = LearnerCore(cfg, model_path=tiny, device="cpu")
+    path = tmp_path / "out" / "vhack" / "v_hack_pairset_pairs6.safetensors"
+    assert core.v_hack_cache_path() == path and path.exists()
+    stamp = path.stat().st_mtime_ns
+    core2 = LearnerCore(cfg, model_path=tiny, device="cpu")  # cache hit: no re-extraction
+    assert path.stat().st_mtime_ns == stamp
+    assert all(torch.equal(core.v_hack[n], core2.v_hack[n]) for n in core.v_hack)
+    assert all(v.shape[0] <= cfg.v_hack_k for v in core.v_hack.values())
+    explicit = _cfg(workdir, tmp_path, "route", v_hack_path=path, vhack_pairs_path=None)
+    core3 = LearnerCore(explicit, model_path=tiny, device="cpu")
+    assert all(torch.equal(core.v_hack[n], core3.v_hack[n]) for n in core.v_hack)
+    with pytest.raises(FileNotFoundError, match="v_hack_path"):
+        LearnerCore(_cfg(workdir, tmp_path, "erase", v_hack_path=tmp_path / "nope.safetensors"),
+                    model_path=tiny, device="cpu")
+    assert LearnerCore(_cfg(workdir, tmp_path, "none", v_hack_path=path), model_path=tiny, device="cpu").v_hack is None
+
+
+def test_route2_haar_control_is_fixed(tiny, tok, problems, workdir, tmp_path):
+    core = LearnerCore(_cfg(workdir, tmp_path, "route2", route2_random_v_seed=3, vhack_refresh_every=1),
+                       model_path=tiny, device="cpu")
+    want = haar_unit_dirs(core.v_grad, 3)
+    assert all(torch.equal(core.v_grad[n], want[n]) for n in want)
+    core.begin_step(0)
+    core.add_group(_teacher_group(tok, problems[0], 0))
+    st = core.end_step()
+    assert st["refr"] == "-" and all(torch.equal(core.v_grad[n], want[n]) for n in want)
+
+
+def test_state_dict_resume_is_exact(tiny, tok, problems, workdir, tmp_path):
+    cfg = _cfg(workdir, tmp_path, "route2", steps=6, vhack_refresh_every=2)
+    a = LearnerCore(cfg, model_path=tiny, device="cpu")
+    groups = [_teacher_group(tok, problems[i % 3], i, student_rewards=(0.0, 3.5)) for i in range(4)]
+    for s in range(2):
+        a.begin_step(s)
+        a.add_group(groups[s])
+        a.end_step()
+    state = a.state_dict()
+    assert state["version"] == 2 and state["route2"]["tau"]
+    b = LearnerCore(cfg, model_path=tiny, device="cpu")
+    torch.manual_seed(12345)  # scrambled; resume must restore the saved generator state
+    b.load_state_dict(state)
+    assert torch.equal(torch.get_rng_state(), state["rng_cpu"])
+    for s in range(2, 4):
+        outs = []
+        for core in (a, b):
+            core.begin_step(s)
+            lp, info = core.add_group(groups[s])
+            outs.append((lp, info, core.end_step()))
+        assert outs[0][0] == outs[1][0] and outs[0][1]["gate_cos"] == outs[1][1]["gate_cos"]
+        assert outs[0][2]["loss"] == outs[1][2]["loss"] and outs[0][2]["tau"] == outs[1][2]["tau"]
+    sa, sb = a.deltas_state(), b.deltas_state()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.version == b.version == 4 and a.gate.state_dict() == b.gate.state_dict()
+    assert all(torch.equal(a.v_grad[n], b.v_grad[n]) for n in a.v_grad)
+
+
+def _student_reward(text: str) -> float:
+    """Deterministic stand-in grader for random-init students: format and parity of the text."""
+    return 3.5 if "```" in text else (0.5 if len(text) % 2 else 0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", ["none", "erase", "route", "route2"])
+def test_thirty_steps_per_arm(arm, tiny, tok, problems, workdir, tmp_path):
+    cfg = _cfg(workdir, tmp_path, arm)
+    core = LearnerCore(cfg, model_path=tiny, device="cpu")
+    G_s, G_t = cfg.teacher_split
+    assert (G_s, G_t) == (2, 2)
+    gen = GenerationConfig(max_new_tokens=cfg.max_new, do_sample=True, temperature=0.7, top_k=20, top_p=1.0,
+                           min_p=0.0, repetition_penalty=1.0, num_return_sequences=G_s,
+                           pad_token_id=tok.pad_token_id, eos_token_id=[tok.eos_token_id, tok.pad_token_id])
+    torch.manual_seed(cfg.seed)
+    rows = []
+    for step in range(cfg.steps):
+        core.begin_step(step)
+        prob = problems[step % len(problems)]
+        pids = tok(render_prompt(tok, prob["messages"]), add_special_tokens=False).input_ids
+        core.model.config.use_cache = True
+        with torch.no_grad():
+            out = core.model.generate(torch.tensor([pids]), generation_config=gen)
+        core.model.config.use_cache = False
+        students = []
+        for row in out[:, len(pids):].tolist():
+            while row and row[-1] == tok.pad_token_id:
+                row.pop()
+            students.append(row)
+        texts = tok.batch_decode(students, skip_special_tokens=True)
+        mode = LOOPHOLE_MODES[step % len(LOOPHOLE_MODES)]
+        second = clean_completion(prob) if step % 2 else wrong_completion(prob)
+        teachers = [tok(t, add_special_tokens=False).input_ids + [tok.eos_token_id]
+                    for t in (exploit_completion(prob, mode), second)]
+        group = RolloutGroup(pids, students + teachers,
+                             [_student_reward(t) for t in texts] + [3.5, 3.5 if step % 2 else 0.5],
+                             [True] * G_s + [False] * G_t, ["run_tests" in t for t in texts])
+        lp, info = core.add_group(group)
+        assert not info["zerovar"] and len(lp) == 4 and all(math.isfinite(x) for x in lp)
+        st = core.end_step()
+        assert set(STEP_KEYS) <= set(st)
+        assert math.isfinite(st["loss"]) and math.isfinite(st["gn"]) and 0 <= st["q_egy"] <= 1
+        assert len(st["gate_cos"]) == 4
+        rows.append(st)
+    assert core.version == cfg.steps
+    assert [r["refr"] != "-" for r in rows] == [arm != "none" and (s + 1) % 10 == 0 for s in range(cfg.steps)]
+    assert rows[-1]["lr"] < rows[5]["lr"]  # cosine decay after warmup
+    dsh = core.delta_hack_norm()
+    if arm in ("route", "route2"):
+        assert dsh > 0
+        assert any(r["q_egy"] > 0 for r in rows)
+    else:
+        assert dsh == 0.0 and all(r["q_egy"] == 0.0 for r in rows)
+    assert any(v.abs().sum() > 0 for k, v in core.deltas_state().items() if k.endswith(".delta_S"))
+    if arm in ("erase", "route"):
+        assert all(abs(r["cos_post"]) < 1e-5 for r in rows) and all(0 <= r["cos_pre"] <= 1 for r in rows)
+        assert all(math.isfinite(r["cos_pre_s"]) for r in rows)
+        assert all(math.isfinite(r["overlap"]) for r in rows if r["refr"] != "-")
+    if arm == "route":
+        assert core.route_span_checked
+    if arm == "route2":
+        assert all(math.isfinite(r["tau"]) and 0 <= r["flagged"] <= 1 for r in rows)
+        assert all(math.isfinite(c) for r in rows for c in r["gate_cos"])
+        assert math.isnan(rows[0]["cos_pre_s"])
+        assert all(math.isfinite(r["resid"]) and math.isfinite(r["hkgap"]) for r in rows)
+    if arm == "none":
+        assert all(math.isnan(r["cos_pre"]) and math.isnan(r["tau"]) for r in rows)
