@@ -114,6 +114,36 @@ def test_first_step_loss_matches_seed_formula(tiny, tok, problems, workdir, tmp_
     assert core.adapter.delta_hack_norm() == 0.0
 
 
+def test_kl_term_zero_at_start_then_positive(tiny, tok, problems, workdir, tmp_path):
+    """β > 0: K3 and its gradient vanish at δS = 0, so step 0 matches β = 0; once δS moved, the
+    β-loss exceeds the plain one by β·ΣK3 (≥ 0)."""
+    cores = {b: LearnerCore(_cfg(workdir, tmp_path, "none", beta=b, lr=1.0), model_path=tiny, device="cpu")
+             for b in (0.0, 0.5)}
+    losses, states = {}, {}
+    for step in range(2):
+        g = _teacher_group(tok, problems[step], step)
+        for b, core in cores.items():
+            core.begin_step(step)
+            losses[step, b] = core.add_group(g)[1]["loss"]
+            core.end_step()
+            states[step, b] = core.deltas_state()
+    assert losses[0, 0.5] == losses[0, 0.0]
+    assert all(torch.allclose(states[0, 0.0][k], states[0, 0.5][k], rtol=1e-5, atol=1e-12) for k in states[0, 0.0])
+    assert losses[1, 0.5] > losses[1, 0.0]
+
+
+def test_biased_branch_normalises_per_rollout(tiny, tok, problems, workdir, tmp_path):
+    core = LearnerCore(_cfg(workdir, tmp_path, "none", unbiased=False), model_path=tiny, device="cpu")
+    core.begin_step(0)
+    g = _teacher_group(tok, problems[0], 0)
+    _, info = core.add_group(g)
+    r = torch.tensor(g.rewards)
+    assert info["adv"] == pytest.approx(((r - r.mean()) / (r.std() + 1e-4)).tolist(), rel=1e-6)
+    # ρ ≡ 1: each rollout's token mean is −A_b, and the standardised A sums to zero
+    assert info["loss"] == pytest.approx(0.0, abs=1e-6)
+    assert core.end_step()["gn"] > 0
+
+
 def test_split_and_combined_backward_agree(tiny, tok, problems, workdir, tmp_path):
     grads = {}
     for every, step in ((1, 0), (2, 1)):  # step 0 splits, step 1 (every 2) runs one combined backward
