@@ -303,3 +303,25 @@ def parse_config(argv: list[str] | None = None) -> Config:
     import tyro
 
     return tyro.extras.subcommand_cli_from_dict(PRESETS, args=argv)
+
+
+def config_from_dict(d: dict) -> Config:
+    """Rebuild a Config from ``to_dict()`` output (a run's config.json), e.g. to resume it."""
+    d = dict(d)
+    preset = d.pop("preset", "base")
+    cls = PRESETS.get(preset, Config)
+    kinds = {f.name: f for f in dataclasses.fields(cls)}
+    subs = {"rollout": RolloutConfig, "grader": GraderConfig, "cluster": ClusterConfig}
+    kw = {}
+    for name, v in d.items():
+        if name not in kinds:
+            raise ConfigError(f"config.json: unknown field {name!r}")
+        if name in subs:
+            kw[name] = subs[name](**v)
+        elif name == "teacher_modes" and v is not None:
+            kw[name] = tuple(v)
+        elif v is not None and "Path" in str(kinds[name].type):
+            kw[name] = Path(v)
+        else:
+            kw[name] = v
+    return cls(**kw)

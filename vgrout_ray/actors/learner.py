@@ -1,0 +1,59 @@
+"""LearnerActor: the training model, on the GPU when the cluster gives it one.
+
+A thin Ray shell over ``LearnerCore`` (the math lives there and in ``algo/``). Calls from the
+driver run in submission order (a plain, single-threaded actor), which is what makes the
+streamed ``add_group`` calls of a step accumulate in prompt order and the run reproducible.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import ray
+import torch
+
+from ..config import Config
+from ..learner_core import LearnerCore, RolloutGroup
+
+
+class LearnerActorImpl:
+    def __init__(self, cfg: Config, model_path: str, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.core = LearnerCore(cfg, model_path=model_path, device=device)
+
+    def info(self) -> dict:
+        c = self.core
+        return {"device": str(c.device), "version": c.version, "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id(), "modules": len(c.adapter.names),
+                "trainable": sum(p.numel() for p in c.adapter.delta_params()),
+                "pairs": len(c.pairs()) if c.cfg.intervention != "none" else 0}
+
+    def begin_step(self, step: int) -> None:
+        self.core.begin_step(step)
+
+    def add_group(self, index: int, group: RolloutGroup) -> dict:
+        t0 = time.perf_counter()
+        logps, info = self.core.add_group(group)
+        return {"index": index, "logps": logps, "seconds": time.perf_counter() - t0, **info}
+
+    def end_step(self) -> dict:
+        return self.core.end_step()
+
+    def deltas(self) -> tuple[int, dict[str, torch.Tensor]]:
+        """(version, δS/δS_hack on CPU): the weight-sync payload."""
+        return self.core.version, self.core.deltas_state()
+
+    def delta_hack_norm(self) -> float:
+        return self.core.delta_hack_norm()
+
+    def state_dict(self) -> dict:
+        return self.core.state_dict()
+
+    def load_state_dict(self, state: dict) -> int:
+        self.core.load_state_dict(state)
+        return self.core.version
+
+
+LearnerActor = ray.remote(max_restarts=0)(LearnerActorImpl)

