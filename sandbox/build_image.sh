@@ -2,6 +2,7 @@
 # Build the grading sandbox image with no image registry: debootstrap a minimal Debian with
 # python3 into a folder, `docker import` it as the base, then apply sandbox/Dockerfile on top.
 # Idempotent: does nothing when the image for the current runner version exists (FORCE=1 rebuilds).
+# SANDBOX_ONLINE=1 builds on python:3.11-slim from a registry instead (clusters with a registry).
 # Needs root (debootstrap), a running Docker engine, and Debian's package mirror.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,11 @@ mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 if [ -z "${FORCE:-}" ] && docker image inspect "$image" >/dev/null 2>&1; then
   echo "build_image: $image already present"; exit 0
+fi
+if [ -n "${SANDBOX_ONLINE:-}" ]; then
+  # a registry is reachable (clusters): build on the official slim image instead of debootstrap
+  base="${SANDBOX_BASE:-python:3.11-slim}"
+  docker image inspect "$base" >/dev/null 2>&1 || docker pull -q "$base" >/dev/null
 fi
 if ! docker image inspect "$base" >/dev/null 2>&1; then
   command -v debootstrap >/dev/null || { echo "build_image: debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
