@@ -81,6 +81,9 @@ class ClusterConfig:
     num_cpus: int | None = None  # local cluster only
     learner_gpus: float = 0.0  # 0 = CPU learner; 1 on a GPU node
     learner_cpus: float = 1.0
+    # custom node resources to pin actors (e.g. the cluster YAML's `learner`); "" = none
+    learner_resource: str = ""
+    rollout_resource: str = ""
     namespace: str = "vgrout"
 
 

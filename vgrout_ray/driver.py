@@ -88,8 +88,9 @@ class Trainer:
 
         # ── actors ──
         threads = max(1, int(cfg.cluster.learner_cpus))
+        extra = {"resources": {cfg.cluster.learner_resource: 1}} if cfg.cluster.learner_resource else {}
         self.learner = LearnerActor.options(num_cpus=cfg.cluster.learner_cpus, num_gpus=cfg.cluster.learner_gpus,
-                                            name=None).remote(cfg, self.model_path, threads)
+                                            **extra).remote(cfg, self.model_path, threads)
         self.rollouts = [self._start_rollout(i) for i in range(cfg.rollout.num_actors)]
         info = ray.get(self.learner.info.remote())
         logger.info(f"learner: {info['device']} on node {info['node_id'][:8]}, {info['modules']} modules, "
@@ -176,7 +177,8 @@ class Trainer:
         kw = {"threads": max(1, int(rc.cpus_per_actor))}
         if rc.backend == "vllm":
             kw.update(gpu_memory_utilization=rc.vllm_gpu_memory_utilization, max_model_len=rc.vllm_max_model_len)
-        return RolloutActor.options(num_cpus=rc.cpus_per_actor, num_gpus=rc.gpus_per_actor).remote(
+        extra = {"resources": {self.cfg.cluster.rollout_resource: 1}} if self.cfg.cluster.rollout_resource else {}
+        return RolloutActor.options(num_cpus=rc.cpus_per_actor, num_gpus=rc.gpus_per_actor, **extra).remote(
             rc.backend, self.model_path, str(self.cfg.svd_cache), kw)
 
     def prompt(self, prob: dict) -> tuple[str, list[int]]:
