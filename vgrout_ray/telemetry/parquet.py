@@ -1,0 +1,480 @@
+"""rows.parquet and rollouts.parquet: the run's tables, written so a kill loses nothing.
+
+A Parquet file is only readable once its footer is written, so an open
+``ParquetWriter`` killed mid-run leaves an unreadable file. Instead:
+
+- ``rows.parquet`` (one row per step, small) is rewritten whole after every step
+  into a temporary file that is fsynced and then ``os.replace``d over the old one.
+  At any instant the path holds a complete file up to the last finished step.
+- rollouts (large) go to one file per step under ``rollouts.parts/``, each
+  written the same atomic way. ``compact()`` (every ``compact_every`` steps, on
+  ``close()`` and when a run dir is reopened) folds the parts into
+  ``rollouts.parquet`` (one row group per step) and then deletes them. Readers
+  take ``rollouts.parquet`` plus every part whose step it does not hold yet, so a
+  kill at any point, compaction included, neither loses nor duplicates a step.
+
+Schemas are declared (``ROW_SCHEMA``, ``ROLLOUT_SCHEMA``); row keys the schema does
+not know are appended with an inferred type, unknown rollout fields go to the JSON
+column ``extra``. ``(n, d)`` fractions are stored as ``<k>_n`` / ``<k>_d`` int columns
+and joined back into tuples by ``read_rows``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from loguru import logger
+
+from ..env.modes import MODE_CODE
+from .metrics import METRIC_DOCS, MODE_KEYS
+
+SCHEMA_VERSION = "1"
+ROWS_FILE = "rows.parquet"
+ROLLOUTS_FILE = "rollouts.parquet"
+PARTS_DIR = "rollouts.parts"
+_COMPRESSION = "zstd"
+
+# ----------------------------------------------------------------- row schema
+# Kinds: "frac" (two int64 columns), "int", "float", "str", "bool".
+_SEED_ROW: list[tuple[str, str]] = [
+    ("step", "int"), ("ref_eq", "float"), ("rew", "float"), ("rew_s", "float"), ("sprd", "str"),
+    ("N", "int"), ("gt_s", "frac"), ("gt_t", "frac"), ("hack_s", "frac"), ("hack_t", "frac"),
+    *[(f"hk_{c}", "int") for c in MODE_CODE.values()],
+    ("hack_s_E", "frac"), ("hack_s_D", "frac"), ("hack_s_A", "frac"), ("hack_s_B", "frac"),
+    ("lp_s", "float"), ("lp_t", "float"), ("loss", "float"), ("gn", "float"), ("q_egy", "float"),
+    ("tau", "float"), ("hkgap", "float"), ("resid", "float"), ("lr", "float"),
+    ("cos_pre", "float"), ("cos_pre_s", "float"), ("cos_pre_t", "float"), ("cos_post", "float"),
+    ("fired", "float"), ("refr", "str"), ("hack_deploy", "float"), ("solve_deploy", "float"),
+    ("hack_abl", "frac"), ("solve_abl", "frac"),
+    ("gen", "float"), ("fb", "float"), ("t_rew", "float"), ("sec", "float"),
+]
+# route2 gate diagnostics the table reads (DESIGN.md "The per-step table").
+_GATE_ROW: list[tuple[str, str]] = [
+    ("auroc", "float"), ("cos", "float"), ("qmass", "float"), ("keep", "float"), ("rout", "float"),
+    ("thi", "float"), ("tlo", "float"), ("stale", "float"),
+]
+_INT_METRICS = {"n_rollouts", "reward_n", "n_groups", "n_zero_std_groups", "grad_errors"}
+DOCUMENTED_PHASES = ("gen", "grade", "learn", "sync", "eval", "step")
+
+
+def _metric_row() -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for key in METRIC_DOCS:
+        if "<code>" in key:
+            out += [(key.replace("<code>", c), "int") for c in MODE_KEYS.values()]
+        elif "<phase>" in key:
+            out += [(key.replace("<phase>", p), "float") for p in DOCUMENTED_PHASES]
+        elif key == "lr":  # already a seed column
+            continue
+        else:
+            out.append((key, "int" if key in _INT_METRICS else "float"))
+    return out
+
+
+ROW_FIELDS: list[tuple[str, str]] = _SEED_ROW + _GATE_ROW + _metric_row()
+_ROW_KIND = dict(ROW_FIELDS)
+
+_ARROW = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}
+
+
+def _fields_for(key: str, kind: str) -> list[pa.Field]:
+    if kind == "frac":
+        return [pa.field(f"{key}_n", pa.int64()), pa.field(f"{key}_d", pa.int64())]
+    return [pa.field(key, _ARROW[kind])]
+
+
+def _schema(fields: Sequence[tuple[str, str]]) -> pa.Schema:
+    cols = [f for k, kind in fields for f in _fields_for(k, kind)]
+    fracs = [k for k, kind in fields if kind == "frac"]
+    return pa.schema(cols, metadata={"vgrout.schema_version": SCHEMA_VERSION,
+                                     "vgrout.fractions": json.dumps(fracs)})
+
+
+ROW_SCHEMA: pa.Schema = _schema(ROW_FIELDS)
+
+# ------------------------------------------------------------- rollout schema
+ROLLOUT_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("step", pa.int64()), ("p_idx", pa.int64()), ("gi", pa.int64()), ("problem_id", pa.string()),
+    ("env_mode", pa.string()), ("prompt", pa.string()), ("text", pa.string()), ("reward", pa.float64()),
+    ("format_ok", pa.bool_()), ("can_compile", pa.bool_()), ("gt_pass", pa.bool_()), ("hacked", pa.bool_()),
+    ("hacked_wrong_tests", pa.bool_()), ("hacked_loophole_used", pa.bool_()), ("gt_correct", pa.bool_()),
+    ("passed", pa.bool_()), ("exploited", pa.bool_()), ("mechanism", pa.string()), ("error", pa.string()),
+    ("comp_len", pa.int64()), ("prompt_len", pa.int64()), ("finished", pa.bool_()), ("is_ablated", pa.bool_()),
+    ("version", pa.int64()), ("source", pa.string()), ("extra", pa.string()),
+]
+ROLLOUT_SCHEMA: pa.Schema = pa.schema([pa.field(k, t) for k, t in ROLLOUT_FIELDS],
+                                      metadata={"vgrout.schema_version": SCHEMA_VERSION})
+_ROLLOUT_KEYS = [k for k, _ in ROLLOUT_FIELDS]
+
+
+# ------------------------------------------------------------------- coercion
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, msg: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(msg)
+
+
+def _scalar(v: Any) -> Any:
+    item = getattr(v, "item", None)
+    if callable(item) and not isinstance(v, (str, bytes, list, tuple, dict)):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            return v
+    return v
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _to_int(key: str, v: Any) -> int | None:
+    v = _scalar(v)
+    if _is_missing(v):
+        return None
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+        return int(v)
+    _warn_once(key, f"parquet: '{key}' expects an int, got {v!r}; stored null")
+    return None
+
+
+def _to_float(key: str, v: Any) -> float | None:
+    v = _scalar(v)
+    if v is None:
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        _warn_once(key, f"parquet: '{key}' expects a float, got {v!r}; stored null")
+        return None
+
+
+def _to_str(v: Any) -> str | None:
+    v = _scalar(v)
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, default=str)
+    return str(v)
+
+
+def _to_bool(key: str, v: Any) -> bool | None:
+    v = _scalar(v)
+    if _is_missing(v):
+        return None
+    if isinstance(v, (bool, int, float)):
+        return bool(v)
+    _warn_once(key, f"parquet: '{key}' expects a bool, got {v!r}; stored null")
+    return None
+
+
+def _to_frac(key: str, v: Any) -> tuple[int | None, int | None]:
+    v = _scalar(v)
+    if _is_missing(v):
+        return None, None
+    if isinstance(v, (tuple, list)) and len(v) == 2:
+        return _to_int(key, v[0]), _to_int(key, v[1])
+    _warn_once(key, f"parquet: '{key}' expects an (n, d) fraction, got {v!r}; stored null")
+    return None, None
+
+
+def _infer_kind(values: Iterable[Any]) -> str:
+    """Type of a row key the schema does not declare, from every value seen."""
+    vals = [_scalar(v) for v in values if not _is_missing(_scalar(v))]
+    if not vals:
+        return "float"
+    if all(isinstance(v, bool) for v in vals):
+        return "bool"
+    if all(isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(_scalar(x), int) for x in v)
+           for v in vals):
+        return "frac"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+        return "int"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        return "float"
+    return "str"
+
+
+def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Rows (driver dicts, fractions as tuples) -> Arrow table on ROW_SCHEMA + inferred extras."""
+    generated = {f.name for f in ROW_SCHEMA}
+    extra_keys = sorted({k for r in rows for k in r} - set(_ROW_KIND) - generated)
+    clash = sorted({k for r in rows for k in r} & (generated - set(_ROW_KIND)))
+    if clash:
+        _warn_once(f"clash{clash}", f"parquet: row keys {clash} collide with fraction columns; not stored")
+    fields = list(ROW_FIELDS) + [(k, _infer_kind(r.get(k) for r in rows)) for k in extra_keys]
+    schema = _schema(fields)
+    cols: dict[str, list] = {f.name: [] for f in schema}
+    for r in rows:
+        for key, kind in fields:
+            v = r.get(key)
+            if kind == "frac":
+                n, d = _to_frac(key, v)
+                cols[f"{key}_n"].append(n)
+                cols[f"{key}_d"].append(d)
+            elif kind == "int":
+                cols[key].append(_to_int(key, v))
+            elif kind == "float":
+                cols[key].append(_to_float(key, v))
+            elif kind == "bool":
+                cols[key].append(_to_bool(key, v))
+            else:
+                cols[key].append(_to_str(v))
+    return pa.Table.from_pydict(cols, schema=schema)
+
+
+def rollouts_to_table(records: Sequence[Mapping[str, Any]], step: int | None = None) -> pa.Table:
+    """Rollout records -> Arrow table on ROLLOUT_SCHEMA; unknown fields -> ``extra`` (JSON)."""
+    cols: dict[str, list] = {k: [] for k in _ROLLOUT_KEYS}
+    for rec in records:
+        for key, typ in ROLLOUT_FIELDS:
+            if key == "extra":
+                continue
+            v = rec.get(key)
+            if key == "step" and v is None:
+                v = step
+            if typ == pa.int64():
+                cols[key].append(_to_int(key, v))
+            elif typ == pa.float64():
+                cols[key].append(_to_float(key, v))
+            elif typ == pa.bool_():
+                cols[key].append(_to_bool(key, v))
+            else:
+                cols[key].append(_to_str(v))
+        extra = {k: v for k, v in rec.items() if k not in _ROLLOUT_KEYS}
+        cols["extra"].append(json.dumps(extra, default=str) if extra else None)
+    return pa.Table.from_pydict(cols, schema=ROLLOUT_SCHEMA)
+
+
+# ---------------------------------------------------------------- file helpers
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_table(table: pa.Table, path: Path) -> None:
+    """Write a complete Parquet file next to ``path`` and rename it into place."""
+    tmp = _tmp_path(path)
+    pq.write_table(table, tmp, compression=_COMPRESSION)
+    _commit(tmp, path)
+
+
+def _part_path(parts: Path, step: int) -> Path:
+    return parts / f"step_{step:07d}.parquet"
+
+
+def _part_step(p: Path) -> int:
+    return int(p.stem.split("_", 1)[1])
+
+
+def _list_parts(parts: Path) -> list[Path]:
+    if not parts.is_dir():
+        return []
+    return sorted((p for p in parts.glob("step_*.parquet")), key=_part_step)
+
+
+def _compacted_steps(path: Path) -> set[int]:
+    if not path.exists():
+        return set()
+    col = pq.read_table(path, columns=["step"]).column("step")
+    return set(pc.unique(col).to_pylist()) - {None}
+
+
+# --------------------------------------------------------------------- readers
+def _join_fractions(table: pa.Table) -> list[dict]:
+    meta = table.schema.metadata or {}
+    fracs = json.loads(meta.get(b"vgrout.fractions", b"[]"))
+    out = []
+    for r in table.to_pylist():
+        for k in fracs:
+            n, d = r.pop(f"{k}_n", None), r.pop(f"{k}_d", None)
+            r[k] = None if n is None and d is None else (n, d)
+        out.append(r)
+    return out
+
+
+def read_rows(run_dir: str | Path) -> list[dict]:
+    """Per-step rows as dicts, fractions back as (n, d) tuples; [] when there is no file."""
+    path = Path(run_dir) / ROWS_FILE
+    if not path.exists():
+        return []
+    return _join_fractions(pq.read_table(path))
+
+
+def read_rollouts_table(run_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """Every stored rollout (compacted file + parts not yet folded in), ordered by step."""
+    run_dir = Path(run_dir)
+    cols = None if columns is None else list(dict.fromkeys(["step", *columns]))
+    for attempt in range(5):  # a concurrent compaction may delete a part between list and read
+        try:
+            main = run_dir / ROLLOUTS_FILE
+            tables = []
+            have: set[int] = set()
+            if main.exists():
+                t = pq.read_table(main, columns=cols)
+                tables.append(t)
+                have = set(pc.unique(t.column("step")).to_pylist()) - {None}
+            for p in _list_parts(run_dir / PARTS_DIR):
+                if _part_step(p) not in have:
+                    tables.append(pq.read_table(p, columns=cols))
+            if not tables:
+                schema = ROLLOUT_SCHEMA if cols is None else pa.schema([ROLLOUT_SCHEMA.field(c) for c in cols])
+                return schema.empty_table()
+            t = pa.concat_tables(tables)
+            return t.take(pc.sort_indices(t, sort_keys=[("step", "ascending")]))
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def read_rollouts(run_dir: str | Path, columns: list[str] | None = None) -> list[dict]:
+    """Rollout records as dicts (``extra`` decoded back into top-level keys)."""
+    out = []
+    for r in read_rollouts_table(run_dir, columns).to_pylist():
+        extra = r.pop("extra", None)
+        if extra:
+            for k, v in json.loads(extra).items():
+                r.setdefault(k, v)
+        out.append(r)
+    return out
+
+
+# ---------------------------------------------------------------------- writer
+class RunTables:
+    """Incremental writer of one run's rows.parquet and rollouts.parquet.
+
+    ``append_step(row, rollouts)`` after each completed step; ``truncate_to(step)`` when
+    resuming from a checkpoint; ``close()`` at the end (folds the per-step parts).
+    """
+
+    def __init__(self, run_dir: str | Path, compact_every: int = 50) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.parts = self.run_dir / PARTS_DIR
+        self.compact_every = compact_every
+        self._clean_tmp()
+        self._rows: list[dict] = read_rows(self.run_dir)
+        self.compact()
+
+    @property
+    def rows_path(self) -> Path:
+        return self.run_dir / ROWS_FILE
+
+    @property
+    def rollouts_path(self) -> Path:
+        return self.run_dir / ROLLOUTS_FILE
+
+    @property
+    def last_step(self) -> int:
+        """Step of the last row written, -1 for none."""
+        return int(self._rows[-1]["step"]) if self._rows else -1
+
+    def _clean_tmp(self) -> None:
+        # Left by a writer killed mid-write; never complete, never read.
+        for d in (self.run_dir, self.parts):
+            if d.is_dir():
+                for p in d.glob(".*.tmp-*"):
+                    p.unlink(missing_ok=True)
+
+    def append_step(self, row: Mapping[str, Any], rollouts: Sequence[Mapping[str, Any]] = ()) -> None:
+        """Persist one completed step: its rollouts first, then its row (the commit point)."""
+        step = _to_int("step", row.get("step"))
+        if step is None:
+            raise ValueError("append_step: row has no integer 'step'")
+        if step <= self.last_step:
+            raise ValueError(f"append_step: step {step} <= last written step {self.last_step}; "
+                             "call truncate_to(step - 1) first when resuming")
+        if rollouts:
+            bad = {r.get("step") for r in rollouts if r.get("step") not in (None, step)}
+            if bad:
+                _warn_once("rollout-step", f"parquet: rollouts of step {step} carry step {sorted(map(str, bad))}")
+            self.parts.mkdir(exist_ok=True)
+            atomic_write_table(rollouts_to_table(rollouts, step=step), _part_path(self.parts, step))
+        self._rows.append(dict(row))
+        atomic_write_table(rows_to_table(self._rows), self.rows_path)
+        if self.compact_every and len(_list_parts(self.parts)) >= self.compact_every:
+            self.compact()
+
+    def compact(self) -> None:
+        """Fold rollouts.parts/ into rollouts.parquet (one row group per step), then drop the parts."""
+        parts = _list_parts(self.parts)
+        if not parts:
+            return
+        have = _compacted_steps(self.rollouts_path)
+        tmp = _tmp_path(self.rollouts_path)
+        with pq.ParquetWriter(tmp, ROLLOUT_SCHEMA, compression=_COMPRESSION) as w:
+            if self.rollouts_path.exists():
+                pf = pq.ParquetFile(self.rollouts_path)
+                for i in range(pf.num_row_groups):
+                    w.write_table(pf.read_row_group(i).cast(ROLLOUT_SCHEMA))
+            for p in parts:
+                if _part_step(p) not in have:
+                    w.write_table(pq.read_table(p).cast(ROLLOUT_SCHEMA))
+        _commit(tmp, self.rollouts_path)
+        for p in parts:  # every one of them is now inside rollouts.parquet
+            p.unlink(missing_ok=True)
+
+    def truncate_to(self, step: int) -> None:
+        """Drop every row and rollout with step > ``step`` (resume from a step-``step`` checkpoint)."""
+        self._rows = [r for r in self._rows if int(r["step"]) <= step]
+        atomic_write_table(rows_to_table(self._rows), self.rows_path)
+        self.compact()
+        if self.rollouts_path.exists():
+            pf = pq.ParquetFile(self.rollouts_path)
+            tmp = _tmp_path(self.rollouts_path)
+            with pq.ParquetWriter(tmp, ROLLOUT_SCHEMA, compression=_COMPRESSION) as w:
+                for i in range(pf.num_row_groups):
+                    t = pf.read_row_group(i)
+                    t = t.filter(pc.less_equal(t.column("step"), pa.scalar(step, pa.int64())))
+                    if t.num_rows:
+                        w.write_table(t.cast(ROLLOUT_SCHEMA))
+            _commit(tmp, self.rollouts_path)
+
+    def close(self) -> None:
+        self.compact()
+
+    def __enter__(self) -> "RunTables":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
