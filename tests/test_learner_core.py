@@ -9,6 +9,7 @@ from transformers import AutoTokenizer, GenerationConfig
 
 from vgrout_ray.algo.pairs import pairs_from_problems, render_prompt, save_pairs_json
 from vgrout_ray.algo.route2 import haar_unit_dirs
+from vgrout_ray.algo.vhack import extract_v_hack, postprocess_v_hack, v_grad_from_raw
 from vgrout_ray.config import SmokeConfig
 from vgrout_ray.env.exploits import clean_completion, exploit_completion, wrong_completion
 from vgrout_ray.env.modes import LOOPHOLE_MODES
@@ -82,6 +83,8 @@ def test_zero_variance_group_is_skipped(tiny, tok, problems, workdir, tmp_path):
     core = LearnerCore(_cfg(workdir, tmp_path, "none"), model_path=tiny, device="cpu")
     g = _teacher_group(tok, problems[0], 0)
     g.rewards = [1.0] * 4
+    with pytest.raises(RuntimeError, match="begin_step"):
+        core.add_group(g)
     core.begin_step(0)
     lp, info = core.add_group(g)
     assert info["zerovar"] and all(math.isnan(x) for x in lp)
@@ -90,6 +93,8 @@ def test_zero_variance_group_is_skipped(tiny, tok, problems, workdir, tmp_path):
     assert all(torch.equal(v, torch.zeros_like(v)) for v in core.deltas_state().values())
     assert st["version"] == core.version == 1
     assert core.v_hack is None and core.v_grad is None and math.isnan(st["cos_pre"])
+    with pytest.raises(RuntimeError, match="begin_step"):
+        core.end_step()
 
 
 def test_first_step_loss_matches_seed_formula(tiny, tok, problems, workdir, tmp_path):
@@ -222,6 +227,29 @@ def test_state_dict_resume_is_exact(tiny, tok, problems, workdir, tmp_path):
     assert all(torch.equal(a.v_grad[n], b.v_grad[n]) for n in a.v_grad)
 
 
+def _check_last_refresh_used_ablation(core, cfg, trained_quarantine: bool) -> None:
+    """The step-29 refresh ran against the final model with δS_hack ablated: redo it both ways."""
+    def extract():
+        return extract_v_hack(core.model, core.adapter, core.tok, core.pairs(), top_k=cfg.v_hack_extract_top_k,
+                              tau_axis=cfg.v_hack_tau_axis, n_heldout=cfg.vhack_n_heldout)
+
+    with core.adapter.ablate_quarantine():
+        V_abl, S_abl, raw_abl, _ = extract()
+    V_live, _, raw_live, _ = extract()
+    assert any(not torch.equal(raw_abl[k], raw_live[k]) for k in raw_abl) is trained_quarantine
+    n_train = len(core.pairs()) - cfg.vhack_n_heldout
+    close = (lambda a, b: set(a) == set(b) and all(torch.allclose(a[n], b[n], rtol=1e-5, atol=1e-7) for n in a))
+    if core.is_route2:
+        assert close(core.v_grad, v_grad_from_raw(raw_abl, core.adapter.names, n_use=n_train))
+        live = v_grad_from_raw(raw_live, core.adapter.names, n_use=n_train)
+        current = core.v_grad
+    else:
+        post = (lambda V: postprocess_v_hack(V, S_abl, k_use=cfg.v_hack_k, drop_bottom_frac=cfg.v_hack_drop_bottom_frac))
+        assert close(core.v_hack, post(V_abl))
+        live, current = post(V_live), core.v_hack
+    assert close(current, live) is not trained_quarantine  # without the ablation the direction would differ
+
+
 def _student_reward(text: str) -> float:
     """Deterministic stand-in grader for random-init students: format and parity of the text."""
     return 3.5 if "```" in text else (0.5 if len(text) % 2 else 0.0)
@@ -283,6 +311,8 @@ def test_thirty_steps_per_arm(arm, tiny, tok, problems, workdir, tmp_path):
         assert all(math.isfinite(r["overlap"]) for r in rows if r["refr"] != "-")
     if arm == "route":
         assert core.route_span_checked
+    if arm != "none":
+        _check_last_refresh_used_ablation(core, cfg, trained_quarantine=arm in ("route", "route2"))
     if arm == "route2":
         assert all(math.isfinite(r["tau"]) and 0 <= r["flagged"] <= 1 for r in rows)
         assert all(math.isfinite(c) for r in rows for c in r["gate_cos"])

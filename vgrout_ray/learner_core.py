@@ -135,6 +135,8 @@ class LearnerCore:
         self.step = -1
         self.route_span_checked = False
         self.steps_since_refresh = 0
+        self.split = False
+        self._in_step = False
         self._init_direction()
         self._reset_step_state()
 
@@ -224,6 +226,11 @@ class LearnerCore:
         self._reset_step_state()
         # route2 has no v_hack (cos_pre is NaN anyway) and reads its gate from one combined backward
         self.split = (step % self.cfg.cos_pre_split_every == 0) and not self.is_route2
+        self._in_step = True
+
+    def _need_step(self, what: str) -> None:
+        if not self._in_step:
+            raise RuntimeError(f"{what} outside a step: call begin_step(step) first")
 
     def _tensors(self, g: RolloutGroup):
         plen = len(g.prompt_ids)
@@ -245,6 +252,7 @@ class LearnerCore:
         Returns (per-rollout mean log π_old over completion tokens, info). Zero-variance groups
         are skipped (NaN log-probs), like the seed. info: zerovar, loss, adv, gate_cos, flagged.
         """
+        self._need_step("add_group")
         cfg = self.cfg
         n = len(group.completion_ids)
         nan = [math.nan] * n
@@ -324,6 +332,8 @@ class LearnerCore:
 
     def end_step(self) -> dict:
         """Inject accumulated grads, apply the intervention, clip, step, refresh when due."""
+        self._need_step("end_step")
+        self._in_step = False
         cfg = self.cfg
         ad = self.adapter
         for name in ad.names:

@@ -27,7 +27,8 @@ def per_token_logps(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 def completion_logps(model, merged: torch.Tensor, n_completion: int,
                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-token log-probs of the last ``n_completion`` tokens of ``merged`` (lm_head on those only)."""
-    logits = model(merged, attention_mask=attention_mask, logits_to_keep=n_completion + 1).logits[:, :-1]
+    logits = model(merged, attention_mask=attention_mask, logits_to_keep=n_completion + 1,
+                   use_cache=False).logits[:, :-1]
     return per_token_logps(logits, merged[:, -n_completion:])
 
 

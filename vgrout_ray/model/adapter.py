@@ -151,8 +151,8 @@ class SVDAdapter:
                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """π_ref log-probs of the last ``n_completion`` tokens: a no-grad forward with δS zeroed."""
         with self.zero_delta():
-            logits = self.model(input_ids, attention_mask=attention_mask,
-                                logits_to_keep=n_completion + 1).logits[:, :-1]
+            logits = self.model(input_ids, attention_mask=attention_mask, logits_to_keep=n_completion + 1,
+                                use_cache=False).logits[:, :-1]
         return per_token_logps(logits, input_ids[:, -n_completion:])
 
     # ── state for weight sync / checkpoints ──
