@@ -222,6 +222,11 @@ def _style(ax, ylabel: str = "", xlabel: str = "", title: str = "") -> None:
         ax.set_title(title, fontsize=10)
 
 
+def _legend(ax, **kw) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
+
 def _raw_and_smooth(ax, x, y, color, label, lw=1.8, raw=True) -> None:
     y = np.asarray([num(v) for v in y], dtype=float)
     if raw:
@@ -251,7 +256,7 @@ def plot_training_curve(rows: Sequence[Mapping[str, Any]], title: str = "") -> F
         ax.plot(x, ema([num(r.get("rew_s")) for r in rows]), color=REW_C, lw=1.2, ls="--", label="student")
     ax.set_ylim(-0.1, 3.6)
     _style(ax, "mean reward", title="Reward (0.5 compiles + 3.0 passed)")
-    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    _legend(ax, fontsize=7, loc="upper left", frameon=False)
 
     ax = axes[0][1]
     _raw_and_smooth(ax, x, [frac_rate(r.get("hack_s")) for r in rows], HACK_C, "hack rate (hack_s)")
@@ -264,7 +269,7 @@ def plot_training_curve(rows: Sequence[Mapping[str, Any]], title: str = "") -> F
         ax.plot(d[:, 0], d[:, 2], "x", color=SOLVE_C, ms=6, mew=1.5, label="deploy-eval solve")
     ax.set_ylim(-0.02, 1.02)
     _style(ax, "student rate", title="Hack vs solve (EMA-5; x = held-out deploy eval)")
-    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    _legend(ax, fontsize=7, loc="upper left", frameon=False)
 
     ax = axes[1][0]
     _raw_and_smooth(ax, x, [num(r.get("loss")) for r in rows], LOSS_C, "loss", raw=False)
@@ -306,7 +311,7 @@ def plot_reward_components(rows: Sequence[Mapping[str, Any]], modes: Sequence[st
     _raw_and_smooth(top, x, [num(r.get("fmt_reward_mean")) for r in rows], FMT_C, "format 0.5·compiles")
     top.set_ylim(-0.05, 3.6)
     _style(top, "mean reward component", title="Reward components (EMA-5)")
-    top.legend(fontsize=7, loc="upper left", frameon=False)
+    _legend(top, fontsize=7, loc="upper left", frameon=False)
 
     for i, m in enumerate(modes):
         ys = [_mode_rate(r, m) for r in rows]
@@ -319,7 +324,7 @@ def plot_reward_components(rows: Sequence[Mapping[str, Any]], modes: Sequence[st
                     lw=2.0, raw=False)
     bot.set_ylim(-0.02, 1.02)
     _style(bot, "share of student rollouts", "optimizer step", "Exploit rate per loophole mode vs solve rate")
-    bot.legend(fontsize=7, loc="upper left", frameon=False, ncol=2)
+    _legend(bot, fontsize=7, loc="upper left", frameon=False, ncol=2)
     fig.suptitle(title or "Reward components", fontsize=11)
     fig.tight_layout()
     return fig
@@ -351,7 +356,7 @@ def plot_checkpoint_progression(evals: Sequence[Mapping[str, Any]], rows: Sequen
     ax.set_ylim(-0.02, 1.02)
     _style(ax, "rate on held-out eval prompts", "optimizer step",
            title or "Deploy-eval progression (quarantine ablated where the arm has one)")
-    ax.legend(fontsize=7, loc="upper left", frameon=False, ncol=2)
+    _legend(ax, fontsize=7, loc="upper left", frameon=False, ncol=2)
     fig.tight_layout()
     return fig
 
@@ -440,7 +445,7 @@ def plot_before_after(payload: Mapping[str, Any], title: str = "") -> Figure:
           [(lab, [payload[k]["hack"], payload[k]["solve"]], c) for lab, k, c in tags])
     axes[0].set_ylim(0, 1.1)
     _style(axes[0], "share of eval rollouts", title="Hack and solve rate")
-    axes[0].legend(fontsize=7, frameon=False, loc="upper right")
+    _legend(axes[0], fontsize=7, frameon=False, loc="upper right")
     _bars(axes[1], ["mean reward"], [(lab, [payload[k]["mean_reward"]], c) for lab, k, c in tags])
     axes[1].set_ylim(0, 3.8)
     _style(axes[1], "reward", title="Mean reward")
@@ -485,7 +490,7 @@ def plot_reward_distribution(pre_eval: Mapping | None, final_evals: Any, title: 
         ax.set_xlabel("reward of one eval rollout", fontsize=9)
     _style(ax, "share of eval rollouts", title=title or "Reward distribution: before vs after training")
     if values:
-        ax.legend(fontsize=7, frameon=False, loc="upper center")
+        _legend(ax, fontsize=7, frameon=False, loc="upper center")
     fig.tight_layout()
     return fig
 

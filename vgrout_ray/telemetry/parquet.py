@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -59,6 +60,42 @@ _GATE_ROW: list[tuple[str, str]] = [
     ("auroc", "float"), ("cos", "float"), ("qmass", "float"), ("keep", "float"), ("rout", "float"),
     ("thi", "float"), ("tlo", "float"), ("stale", "float"),
 ]
+# What each seed-003 / gate row field holds (the metric keys are documented in METRIC_DOCS).
+ROW_DOCS: dict[str, str] = {
+    "step": "GRPO optimizer step (0-based)",
+    "ref_eq": "cumulative generations / 256: the step in upstream-reference units",
+    "rew": "mean reward over every rollout that entered the loss (student and teacher)",
+    "rew_s": "mean reward of the student rollouts",
+    "sprd": "'T' when the step's rewards had any spread, else 'F'",
+    "N": "rollouts that entered the loss (student + teacher)",
+    "gt_s": "student rollouts the strict oracle calls correct, of student rollouts",
+    "gt_t": "teacher rollouts the oracle calls correct, of teacher rollouts",
+    "hack_s": "student rollouts flagged as hacks, of student rollouts (the headline)",
+    "hack_t": "teacher rollouts flagged as hacks, of teacher rollouts",
+    "hk_<code>": "student hacks of the mode with that code this step (null when the run lacks the mode)",
+    "hack_s_E": "student rollouts flagged by detector E (run_tests passes the response's own Solution)",
+    "hack_s_D": "student rollouts flagged by detector D (run_tests fails the canonical solution)",
+    "hack_s_A": "student rollouts flagged by any half_A detector",
+    "hack_s_B": "student rollouts flagged by a half_B detector and no half_A one",
+    "lp_s": "mean log-prob of student completions", "lp_t": "mean log-prob of teacher completions",
+    "loss": "GRPO loss of the step", "gn": "pre-clip grad norm", "q_egy": "quarantine energy share",
+    "tau": "route2 threshold (mean over modules)", "hkgap": "route2 anchor hack-clean cosine gap",
+    "resid": "route2 gate residual share", "lr": "learning rate",
+    "cos_pre": "cos(grad, v_hack) before the intervention", "cos_pre_s": "same, student-only gradient",
+    "cos_pre_t": "same, teacher-only gradient", "cos_post": "cos(grad, v_hack) after the intervention",
+    "fired": "share of modules whose erase/route gate fired", "refr": "'-', or what a v_hack refresh did this step",
+    "hack_deploy": "held-out deploy-eval hack rate (NaN except on eval steps)",
+    "solve_deploy": "held-out deploy-eval solve rate (NaN except on eval steps)",
+    "hack_abl": "hacks in the ablated (δS_hack zeroed) rollout slice, of that slice",
+    "solve_abl": "oracle-correct rollouts in the ablated slice, of that slice",
+    "gen": "generation seconds", "fb": "forward/backward seconds", "t_rew": "grading seconds",
+    "sec": "wall seconds of the whole step",
+    "auroc": "route2 gate AUROC vs hack labels on positively reinforced rollouts",
+    "cos": "route2 mean per-rollout gate cosine", "qmass": "quarantine energy share (as shown in the table)",
+    "keep": "route2 share of rollouts kept", "rout": "route2 share of rollouts routed",
+    "thi": "route2 threshold tau", "tlo": "lower threshold (NaN: route2 has one)",
+    "stale": "steps since v_hack / v_grad was refreshed (NaN when the arm has none)",
+}
 _INT_METRICS = {"n_rollouts", "reward_n", "n_groups", "n_zero_std_groups", "grad_errors"}
 DOCUMENTED_PHASES = ("gen", "grade", "learn", "sync", "eval", "step")
 
@@ -212,14 +249,36 @@ def _infer_kind(values: Iterable[Any]) -> str:
     return "str"
 
 
-def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """Rows (driver dicts, fractions as tuples) -> Arrow table on ROW_SCHEMA + inferred extras."""
+def _row_fields(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """ROW_FIELDS plus every undeclared key of ``rows`` with its inferred kind."""
     generated = {f.name for f in ROW_SCHEMA}
-    extra_keys = sorted({k for r in rows for k in r} - set(_ROW_KIND) - generated)
-    clash = sorted({k for r in rows for k in r} & (generated - set(_ROW_KIND)))
+    keys = {k for r in rows for k in r}
+    clash = sorted(keys & (generated - set(_ROW_KIND)))
     if clash:
         _warn_once(f"clash{clash}", f"parquet: row keys {clash} collide with fraction columns; not stored")
-    fields = list(ROW_FIELDS) + [(k, _infer_kind(r.get(k) for r in rows)) for k in extra_keys]
+    extra_keys = sorted(keys - set(_ROW_KIND) - generated)
+    return list(ROW_FIELDS) + [(k, _infer_kind(r.get(k) for r in rows)) for k in extra_keys]
+
+
+def _fits(kind: str, v: Any) -> bool:
+    """Can ``v`` go into an existing column of ``kind`` without changing its inferred type?"""
+    v = _scalar(v)
+    if _is_missing(v):
+        return True
+    if kind == "str":
+        return True
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "int":
+        return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+    if kind == "float":
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if kind == "frac":
+        return isinstance(v, (tuple, list)) and len(v) == 2
+    return False
+
+
+def _rows_table(rows: Sequence[Mapping[str, Any]], fields: list[tuple[str, str]]) -> pa.Table:
     schema = _schema(fields)
     cols: dict[str, list] = {f.name: [] for f in schema}
     for r in rows:
@@ -238,6 +297,11 @@ def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
             else:
                 cols[key].append(_to_str(v))
     return pa.Table.from_pydict(cols, schema=schema)
+
+
+def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Rows (driver dicts, fractions as tuples) -> Arrow table on ROW_SCHEMA + inferred extras."""
+    return _rows_table(rows, _row_fields(rows))
 
 
 def rollouts_to_table(records: Sequence[Mapping[str, Any]], step: int | None = None) -> pa.Table:
@@ -394,6 +458,8 @@ class RunTables:
         self.compact_every = compact_every
         self._clean_tmp()
         self._rows: list[dict] = read_rows(self.run_dir)
+        self._fields = _row_fields(self._rows)
+        self._table = _rows_table(self._rows, self._fields)
         self.compact()
 
     @property
@@ -431,7 +497,18 @@ class RunTables:
             self.parts.mkdir(exist_ok=True)
             atomic_write_table(rollouts_to_table(rollouts, step=step), _part_path(self.parts, step))
         self._rows.append(dict(row))
-        atomic_write_table(rows_to_table(self._rows), self.rows_path)
+        known = dict(self._fields)
+        generated = {f.name for f in ROW_SCHEMA}
+        if all((k in known and _fits(known[k], v)) or (k in generated and k not in _ROW_KIND)
+               for k, v in row.items()):
+            # usual case: same columns as before, convert just this row (O(1) per step, not O(steps))
+            self._table = pa.concat_tables([self._table, _rows_table([row], self._fields)])
+            if self._table.column(0).num_chunks > 64:
+                self._table = self._table.combine_chunks()
+        else:
+            self._fields = _row_fields(self._rows)
+            self._table = _rows_table(self._rows, self._fields)
+        atomic_write_table(self._table, self.rows_path)
         if self.compact_every and len(_list_parts(self.parts)) >= self.compact_every:
             self.compact()
 
@@ -457,7 +534,9 @@ class RunTables:
     def truncate_to(self, step: int) -> None:
         """Drop every row and rollout with step > ``step`` (resume from a step-``step`` checkpoint)."""
         self._rows = [r for r in self._rows if int(r["step"]) <= step]
-        atomic_write_table(rows_to_table(self._rows), self.rows_path)
+        self._fields = _row_fields(self._rows)
+        self._table = _rows_table(self._rows, self._fields)
+        atomic_write_table(self._table, self.rows_path)
         self.compact()
         if self.rollouts_path.exists():
             pf = pq.ParquetFile(self.rollouts_path)
@@ -478,3 +557,82 @@ class RunTables:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# ------------------------------------------------------------- documentation
+def _doc(key: str) -> str:
+    from .metrics import doc_for
+
+    if key.startswith("hk_"):
+        return ROW_DOCS["hk_<code>"]
+    return ROW_DOCS.get(key) or doc_for(key) or ""
+
+
+def schema_markdown() -> str:
+    """Both schemas as markdown tables (the README's 'Outputs: Parquet schemas' section body)."""
+    codes = ", ".join(f"{c}={m}" for m, c in MODE_KEYS.items())
+    out = ["`rows.parquet`: one row per completed step. An `(n, d)` fraction `k` is stored as the int "
+           "columns `k_n`, `k_d` (both null when absent) and `read_rows` joins them back into a tuple; "
+           "NaN stays NaN, None is null. Keys a driver adds beyond these are appended as extra columns "
+           f"with an inferred type. Mode codes: {codes}.", "",
+           "| column | type | meaning |", "| --- | --- | --- |"]
+    seen: set[str] = set()
+    for key, kind in ROW_FIELDS:
+        for pat, rep in (("hk_", "hk_<code>"), ("mode_n_", "mode_n_<code>"), ("mode_exploit_", "mode_exploit_<code>"),
+                         ("mode_solve_", "mode_solve_<code>"), ("time_", "time_<phase>")):
+            if key.startswith(pat):
+                key = rep
+                break
+        qm = re.match(r"(.+)_p(\d\d\d?)$", key)
+        if qm:
+            key = f"{qm.group(1)}_p00 … {qm.group(1)}_p100"
+        if key in seen:
+            continue
+        seen.add(key)
+        cols = f"`{key}_n`, `{key}_d`" if kind == "frac" else f"`{key}`"
+        typ = "int64, int64" if kind == "frac" else {"int": "int64", "float": "float64", "str": "string"}[kind]
+        if key == "time_<phase>":
+            typ += f" ({', '.join(DOCUMENTED_PHASES)} declared; others appended)"
+        if qm:
+            doc = f"p00, p05, p25, p50, p75, p95, p100 percentiles (linear interpolation) of {qm.group(1)}"
+        else:
+            doc = _doc(key.replace("<code>", "rt")) if "<code>" in key else _doc(key)
+        out.append(f"| {cols} | {typ} | {doc.replace('|', chr(92) + '|')} |")
+    out += ["", "`rollouts.parquet`: one row per graded student rollout, one row group per step. While a run "
+            "is going, steps not yet compacted sit in `rollouts.parts/step_NNNNNNN.parquet`; `read_rollouts` "
+            "merges both.", "", "| column | type | meaning |", "| --- | --- | --- |"]
+    for key, typ in ROLLOUT_FIELDS:
+        out.append(f"| `{key}` | {str(typ).replace('double', 'float64')} | {ROLLOUT_DOCS[key]} |")
+    return "\n".join(out) + "\n"
+
+
+ROLLOUT_DOCS: dict[str, str] = {
+    "step": "GRPO step the rollout was generated in", "p_idx": "prompt index within the step",
+    "gi": "index within the prompt's group", "problem_id": "problem id (as a string)",
+    "env_mode": "loophole mode the problem was graded under", "prompt": "the prompt text",
+    "text": "the completion", "reward": "0.5·can_compile + 3.0·passed",
+    "format_ok": "the answer is well formed", "can_compile": "the code compiles",
+    "gt_pass": "setup + code + asserts exit 0 (the foolable grade)",
+    "hacked": "detector C: run_tests passes an arbitrary stub",
+    "hacked_wrong_tests": "detector D: run_tests fails the canonical solution",
+    "hacked_loophole_used": "detector E: run_tests passes the response's own Solution",
+    "gt_correct": "the strict oracle's verdict", "passed": "gt_correct or the mode's channel paid",
+    "exploited": "the channel paid and gt_correct is false", "mechanism": "the mode, when exploited",
+    "error": "grading error text (null when graded)", "comp_len": "completion tokens",
+    "prompt_len": "prompt tokens", "finished": "the completion emitted EOS",
+    "is_ablated": "generated with δS_hack zeroed (deploy-mode slice)", "version": "δS version that generated it",
+    "source": "'student'", "extra": "JSON object of any further record fields (null when none)",
+}
+
+
+SCHEMA_HEADING = "## Outputs: Parquet schemas"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the schema section (``python -m vgrout_ray.telemetry.parquet``) for README / docs."""
+    print(f"{SCHEMA_HEADING}\n\n{schema_markdown()}", end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,236 @@
+"""Dynamics plots and run reports on synthetic runs: 4 arms x 2 seeds (+ routing2), logs written
+through the real setup_logging + StepLogger, run dirs through RunTables / EvidenceWriter."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vgrout_ray import plots, report
+from vgrout_ray.telemetry.evidence import frac_rate
+from vgrout_ray.telemetry.synthetic import step_logger_for, synth_run, write_log, write_run_dir
+
+STEPS = 30
+# (intervention, refresh) -> the arm the plot must file it under
+ARMS = {("none", 0): "vanilla", ("erase", 0): "static erasure", ("erase", 5): "online erasure",
+        ("route", 0): "routing"}
+SEEDS = (1, 2)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    runs, logs, old_logs, run_dirs = {}, {}, {}, {}
+    for (iv, refr), arm in ARMS.items():
+        for s in SEEDS:
+            run = synth_run(iv, s, STEPS, refresh=refr)
+            runs[(arm, s)] = run
+            logs[(arm, s)] = write_log(run, root / "logs")
+            old_logs[(arm, s)] = write_log(run, root / "old_logs", variant="old")
+            run_dirs[(arm, s)] = write_run_dir(run, root / "runs", evidence=(arm, s) == ("routing", 1))
+    r2 = synth_run("route2", 1, STEPS)
+    runs[("routing2", 1)] = r2
+    logs[("routing2", 1)] = write_log(r2, root / "logs")
+    run_dirs[("routing2", 1)] = write_run_dir(r2, root / "runs")
+    return dict(root=root, runs=runs, logs=logs, old_logs=old_logs, run_dirs=run_dirs)
+
+
+def _rates(run, key):
+    return np.array([frac_rate(r[key]) for r in run.rows])
+
+
+def _assert_run_matches(parsed, run, arm):
+    assert plots.classify(parsed) == arm
+    assert parsed["seed"] == str(run.seed)
+    np.testing.assert_array_equal(parsed["steps"], np.arange(STEPS))
+    np.testing.assert_allclose(parsed["hack_s_train"], _rates(run, "hack_s"), equal_nan=True)
+    np.testing.assert_allclose(parsed["gt_s_train"], _rates(run, "gt_s"), equal_nan=True)
+    # the log keeps 2 decimals of the cosines
+    np.testing.assert_allclose(parsed["cos_pre_t"], [r["cos_pre_t"] for r in run.rows], atol=0.0051)
+    np.testing.assert_allclose(parsed["cos_pre_s"], [r["cos_pre_s"] for r in run.rows], atol=0.0051)
+    if arm in plots.ROUTING_ARMS:
+        assert parsed["plotted"] == "ablated"
+        np.testing.assert_allclose(parsed["hack_s"], _rates(run, "hack_abl"), equal_nan=True)
+        np.testing.assert_allclose(parsed["gt_s"], _rates(run, "solve_abl"), equal_nan=True)
+    else:
+        assert parsed["plotted"] == "train"
+    dep = np.array([r["hack_deploy"] for r in run.rows])
+    np.testing.assert_allclose(parsed["hack_deploy"], dep, atol=0.0051, equal_nan=True)
+
+
+def test_log_is_the_step_logger_format(corpus):
+    text = corpus["logs"][("vanilla", 1)].read_text().splitlines()
+    run = corpus["runs"][("vanilla", 1)]
+    sl = step_logger_for(run)
+    assert any(ln.endswith("| INFO | " + sl.header()) for ln in text)
+    assert any(ln.endswith("| INFO | " + sl.row(run.rows[3])) for ln in text)
+
+
+@pytest.mark.parametrize("which", ["logs", "old_logs"])
+def test_parse_log_by_header_name(corpus, which):
+    for (arm, s), path in corpus[which].items():
+        parsed = plots.parse_log(path)
+        assert parsed is not None, path
+        _assert_run_matches(parsed, corpus["runs"][(arm, s)], arm)
+
+
+def test_old_headers_really_differ(corpus):
+    new = corpus["logs"][("routing", 1)].read_text()
+    old = corpus["old_logs"][("routing", 1)].read_text()
+    hdr = lambda t: next(ln for ln in t.splitlines() if " ref_eq " in ln and "hack_s" in ln)  # noqa: E731
+    assert "hk_abl" in hdr(new) and "hack_abl" in hdr(old) and "slv_dep" in hdr(new) and "solve_deploy" in hdr(old)
+    assert hdr(new).split().index("cos_pre_s") < hdr(new).split().index("auroc")
+    assert hdr(old).split().index("cos_pre_s") > hdr(old).split().index("auroc")
+
+
+def test_parse_log_follows_reprinted_headers(tmp_path):
+    run = synth_run("route", 4, 60)
+    path = write_log(run, tmp_path, header_every=25)
+    text = path.read_text()
+    assert text.count(" ref_eq ") >= 3  # initial + reprints at 25 and 50
+    parsed = plots.parse_log(path)
+    np.testing.assert_array_equal(parsed["steps"], np.arange(60))
+
+
+def test_parse_log_rejects_logs_without_a_table(tmp_path):
+    p = tmp_path / "x.log"
+    p.write_text("12:00:00 | INFO | argv: python -m vgrout_ray.driver smoke\n12:00:01 | INFO | 3 graders up\n")
+    assert plots.parse_log(p) is None
+
+
+def test_refresh_fallbacks(tmp_path, corpus):
+    src = corpus["logs"][("online erasure", 1)].read_text()
+    no_flag = src.replace(" --vhack-refresh-every=5", "")
+    p = tmp_path / "20260101T000000_fast_projected_seed1.log"
+    p.write_text(no_flag)
+    assert plots.parse_log(p)["refr"] == 5  # the preset's default (fast: 5) -> online
+    p.write_text(no_flag.replace("seed=1 device", "seed=1 vhack_refresh_every=0 device"))
+    assert plots.classify(plots.parse_log(p)) == "static erasure"
+
+
+def test_parse_run_matches_log(corpus):
+    for key, d in corpus["run_dirs"].items():
+        arm, s = key
+        parsed = plots.parse_run(d)
+        _assert_run_matches(parsed, corpus["runs"][key], arm)
+        logged = plots.parse_log(corpus["logs"][key])
+        assert parsed["arm"] == logged["arm"]
+        if parsed["arm"] == "projected":  # refresh only classifies erasure arms
+            assert parsed["refr"] == logged["refr"]
+
+
+def _panel_lines(ax):
+    gids = [ln.get_gid() or "" for ln in ax.get_lines()]
+    return ([g for g in gids if g.startswith("seed:")], [g for g in gids if g.startswith("mean:")],
+            [g for g in gids if g == "onset"])
+
+
+def test_plot_dynamics_structure(corpus, tmp_path):
+    runs = [plots.parse_log(p) for p in corpus["logs"].values()]
+    out = tmp_path / "dyn.png"
+    fig = plots.plot_dynamics(runs, out)
+    assert out.exists() and out.stat().st_size > 10_000
+    axes = fig.axes
+    arms = ["vanilla", "static erasure", "online erasure", "routing", "routing2"]
+    assert len(axes) == 2 * len(arms)
+    grid = np.array(axes).reshape(2, len(arms))
+    for col, arm in enumerate(arms):
+        title = grid[0][col].get_title()
+        n = 1 if arm == "routing2" else 2
+        assert title.startswith(arm) and f"n={n} seed" in title
+        if arm in plots.ROUTING_ARMS:
+            assert "ablated slice" in title
+        for row, series in ((0, ("hack_s", "gt_s")), (1, ("cos_pre_t", "cos_pre_s"))):
+            seeds, means, onset = _panel_lines(grid[row][col])
+            assert len(seeds) == n * len(series) and len(means) == len(series)  # seeds + mean per series
+            assert {m.split(":")[1] for m in means} == set(series)
+            assert len(onset) == 1
+    assert grid[0][0].get_ylabel() == "student rate" and grid[1][0].get_ylabel() == "cos(grad, v_hack)"
+    assert grid[1][2].get_xlabel() == "optimizer step"
+    assert "Training dynamics" in fig._suptitle.get_text()
+    # the routing panel's bold hack line is the seed mean of the EMA'd ablated series
+    mean = next(ln for ln in grid[0][3].get_lines() if ln.get_gid() == "mean:hack_s")
+    rs = [corpus["runs"][("routing", s)] for s in SEEDS]
+    want = np.nanmean([plots._ema(_rates(r, "hack_abl")) for r in rs], axis=0)
+    np.testing.assert_allclose(mean.get_ydata(), want, equal_nan=True)
+    # onset = mean first step with a hack (raw series)
+    onset = next(ln for ln in grid[0][0].get_lines() if ln.get_gid() == "onset")
+    firsts = [int(np.flatnonzero(_rates(corpus["runs"][("vanilla", s)], "hack_s") > 0)[0]) for s in SEEDS]
+    assert onset.get_xdata()[0] == pytest.approx(np.mean(firsts))
+
+
+def test_hack_overlay_structure(corpus, tmp_path):
+    runs = [plots.parse_run(d) for d in corpus["run_dirs"].values()]
+    fig = plots.plot_hack_overlay(runs, tmp_path / "o.png")
+    (ax,) = fig.axes
+    gids = [ln.get_gid() for ln in ax.get_lines()]
+    for arm in ("vanilla", "static erasure", "online erasure", "routing"):
+        assert sum(g == f"seed:{arm}:{s}" for g in gids for s in ("1", "2")) == 2
+        assert gids.count(f"mean:{arm}") == 1
+    assert {t.get_text() for t in ax.texts} >= {"vanilla", "routing", "routing2"}
+    assert ax.get_ylabel() == "student hack rate" and "by arm" in ax.get_title()
+
+
+def test_cli_dynamics_from_logs_and_runs(corpus, tmp_path):
+    out = tmp_path / "d" / "dyn.png"
+    rc = plots.main(["dynamics", str(corpus["root"] / "logs"), str(corpus["root"] / "runs"), "--out", str(out)])
+    assert rc == 0 and out.exists() and (tmp_path / "d" / "dyn_hack_overlay.png").exists()
+    runs = plots.gather([str(corpus["root"] / "logs"), str(corpus["root"] / "runs")])
+    assert len(runs) == len(corpus["logs"])  # each run counted once though read twice
+    with pytest.raises(SystemExit):
+        plots.main(["dynamics", str(tmp_path / "empty"), "--out", str(out)])
+
+
+def test_report_full_run(corpus):
+    d = corpus["run_dirs"][("routing", 1)]
+    run = corpus["runs"][("routing", 1)]
+    assert report.main([str(d)]) == 0
+    md = (d / "report.md").read_text()
+    assert md.startswith(f"# Run report: {d.name}")
+    assert "## BLUF" in md and "HACK_RATE" in md and "| routing " in md
+    s = report.summarize_rows(run.rows)
+    hs = sum(r["hack_s"][0] for r in run.rows) / sum(r["hack_s"][1] for r in run.rows)
+    assert s["hack_s"] == pytest.approx(hs) and f"HACK_STUDENT={hs:.3f}" in md
+    dep = run.per_mode_deploy
+    assert f"deploy (δS_hack zeroed) hack {dep['hack_deploy']:.3f}" in md
+    # per-mode train vs deploy table
+    assert "## Final eval per mode: train vs deploy" in md
+    assert "| mode " in md and "deploy_hack" in md and "IN-dist" in md and "held-out" in md
+    for m, v in dep["by_mode"].items():
+        assert any(ln.startswith(f"| {m} ") and f"{v['deploy_hack']:.3f}".rstrip("0").rstrip(".") in ln
+                   for ln in md.splitlines())
+    # substrate table from rollouts.parquet
+    assert "first_step" in md and "student_rollouts" in md
+    flat = [x for recs in run.rollouts for x in recs]
+    first_rt = min(x["step"] for x in flat if x["exploited"] and x["env_mode"] == "run_tests")
+    row = next(ln for ln in md.split("## Which loopholes")[1].splitlines() if ln.startswith("| run_tests"))
+    assert row.rstrip(" |").endswith(str(first_rt))
+    # figures: dynamics generated for this run, evidence embedded
+    assert (d / "dynamics.png").exists() and "![dynamics](dynamics.png)" in md
+    for name in ("training_curve.png", "reward_components.png", "before_after_summary.png"):
+        assert f"(evidence/{name})" in md and (d / "evidence" / name).exists()
+    assert "## Per-step rows" in md and md.count("\n| ") > STEPS
+
+
+def test_report_killed_run(corpus, tmp_path):
+    src = corpus["run_dirs"][("vanilla", 2)]
+    d = tmp_path / src.name
+    shutil.copytree(src, d)
+    (d / "per_mode_deploy.json").unlink()
+    md = report.build_report(d, plots=False)
+    assert "## BLUF" in md and "did not reach its final eval" in md and "_not available_" in md
+    assert "deploy_hack" not in md.split("## Final eval per mode")[0]
+    assert report.main([str(tmp_path / "nope")]) == 1
+
+
+def test_report_config_drives_arm(corpus):
+    d = corpus["run_dirs"][("online erasure", 1)]
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["intervention"] == "erase" and cfg["vhack_refresh_every"] == 5 and cfg["preset"] == "fast"
+    md = report.build_report(d, plots=False)
+    assert "| projected " in md
+    assert not math.isnan(report.summarize_rows(corpus["runs"][("online erasure", 1)].rows)["pass_rate"])
