@@ -17,7 +17,6 @@ only; Docker must pass everything.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -25,7 +24,7 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -593,7 +592,6 @@ for _p in ("/proc/1/fd/0", f"/proc/{os.getppid()}/fd/0"):
         print("NOSTDIN", _p, _e.errno)
 """, check_stdin),
     Attack("read_host_problem_set", """
-import json
 _code = None
 for _p in @DATA@:
     try:
