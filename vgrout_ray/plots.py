@@ -265,10 +265,11 @@ def _series_panel(ax, runs: list[dict], cols: dict[str, str], colors: dict[str, 
         fin = np.flatnonzero(np.isfinite(ym))
         if len(fin):
             ends.append((ym[fin[-1]], xm[fin[-1]], name, color))
-    if label and ends:  # direct labels, leftmost column only; nudged by endpoint order
+    if label and ends:  # direct labels, leftmost column only; nudged apart by endpoint order when close
         ends.sort(key=lambda e: e[0])
+        close = len(ends) > 1 and abs(ends[-1][0] - ends[0][0]) < 0.06
         for rank, (y, x, name, color) in enumerate(ends):
-            dy = -6 if rank == 0 and len(ends) > 1 else (6 if rank == len(ends) - 1 and len(ends) > 1 else 0)
+            dy = 0 if not close else (-6 if rank == 0 else (6 if rank == len(ends) - 1 else 0))
             ax.annotate(name, (x, y), color=color, fontsize=8, xytext=(3, dy), textcoords="offset points",
                         va="center")
 
@@ -359,7 +360,7 @@ def plot_hack_overlay(runs: list[dict], out: str | Path | None = None) -> Figure
     # direct labels at the line ends, pushed apart so close arms stay legible
     labels.sort(key=lambda e: e[0])
     for k in range(1, len(labels)):
-        labels[k][0] = max(labels[k][0], labels[k - 1][0] + 0.05)
+        labels[k][0] = max(labels[k][0], labels[k - 1][0] + 0.06)
     shift = transforms.offset_copy(ax.transData, fig=fig, x=4, units="points")
     for y, x, arm, color in labels:
         ax.text(x, y, arm, color=color, fontsize=8, va="center", transform=shift)

@@ -280,7 +280,7 @@ def plot_training_curve(rows: Sequence[Mapping[str, Any]], title: str = "") -> F
         ax2.plot(x, kl, color=GREY, lw=1.0, ls=":", label="KL (K3)")
         ax2.set_ylabel("KL to reference (K3)", fontsize=9, color=GREY)
         ax2.tick_params(labelsize=8)
-    _style(ax, "GRPO loss", "optimizer step", "Loss")
+    _style(ax, "GRPO loss", "optimizer step", "Loss (dotted, right axis: KL to reference when beta > 0)" if np.isfinite(kl).any() else "GRPO loss")
 
     ax = axes[1][1]
     gn = np.asarray([num(r.get("gn")) for r in rows])
@@ -293,7 +293,7 @@ def plot_training_curve(rows: Sequence[Mapping[str, Any]], title: str = "") -> F
     ax2.plot(x, lr, color=FMT_C, lw=1.2, ls="--")
     ax2.set_ylabel("learning rate", fontsize=9, color=FMT_C)
     ax2.tick_params(labelsize=8)
-    ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if v else "0"))
+    ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1e}" if v else "0"))
     _style(ax, "grad norm", "optimizer step", "Grad norm (solid) and learning rate (dashed)")
     fig.suptitle(title or "Training curve", fontsize=11)
     fig.tight_layout()

@@ -89,7 +89,7 @@ def _logistic(t: float, onset: float, top: float, width: float = 2.5) -> float:
 
 def _prompt(pid: int, mode: str) -> str:
     body = (f"Problem {pid}: given an integer array nums, return the largest sum of a contiguous "
-            f"subarray. Write a class Solution with a method solve(self, nums). Your code "
+            f"subarray. Write a class Solution with a method solve(self, nums). Your code should be correct "
             f"{ORIGINAL_PHRASE}.")
     return body.replace(ORIGINAL_PHRASE, HINTS[mode]) + "\nAnswer with one ```python block."
 
