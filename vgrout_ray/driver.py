@@ -119,7 +119,9 @@ class Trainer:
         self.tables = RunTables(run_dir)
         if resume is not None:
             self.tables.truncate_to(self.start_step - 1)
-        self.evidence = EvidenceWriter(run_dir)
+        self.evidence = EvidenceWriter(run_dir, modes=self.run_modes,
+                                       title=f"{cfg.arm} · {cfg.preset_name} · seed {cfg.seed}")
+        self.recent_records: list[dict] = []
         self.sinks = make_sinks(cfg.to_dict(), run_dir, wandb=cfg.wandb, wandb_mode=cfg.wandb_mode,
                                 tensorboard=cfg.tensorboard)
         self.step_logger = StepLogger(arm=cfg.arm, modes=self.run_modes, mode_code=MODE_CODE,
@@ -425,9 +427,11 @@ class Trainer:
         phase = {"gen": timing["gen"], "grade": timing["grade"], "fwd_bwd": timing["fb"], "sync": timing["sync"],
                  "eval": t_eval, "refresh": timing["refresh"]}
         row.update(step_metrics(records, rewards_all=[r.reward for r in agg.rows], group_rewards=group_rewards,
-                                grad_norm=stats["gn"], lr=stats["lr"], phase_times=phase, step_seconds=sec,
-                                n_tokens=timing["tokens"], grade_errors=sum(x["error"] is not None for x in records),
-                                clip=cfg.clip))
+                                kl=stats.get("kl"), grad_norm=stats["gn"], lr=stats["lr"], phase_times=phase,
+                                max_new=cfg.max_new, clip=cfg.clip))
+        for k in ("clip_low", "clip_high", "clip_region"):
+            if k in stats:
+                row[k] = stats[k]
         row.update({"version": self.version, "sync_bytes": timing["sync_info"]["bytes"],
                     "sync_s": timing["sync"], "eval_s": t_eval, "n_skipped": n_skipped, "n_zerovar": agg.n_zerovar,
                     "dsh_norm": stats["dsh_norm"]})
@@ -441,7 +445,8 @@ class Trainer:
         self.rows.append(row)
         if records:
             self.last_gen_sample = (step, records[0])
-        self.tables.append(row, records)
+        self.tables.append_step(row, records)
+        self.recent_records = (self.recent_records + records)[-200:]
         self.sinks.log(step, {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         return row
 
@@ -591,7 +596,7 @@ class Trainer:
                 logger.info(f"first-student-hack ckpt saved: step={step} hack_s={row['hack_s'][0]}/{row['hack_s'][1]}"
                             " -> first_hack.safetensors")
             self.save_resume_state(step + 1)
-            self.evidence.update(self.rows, self.evals, self.tables.recent_rollouts())
+            self.evidence.update(self.rows, self.evals, self.recent_records)
             pbar.set_postfix(rew=f"{row['rew']:+.2f}", hack=f"{row['hack_s'][0]}/{row['hack_s'][1]}",
                              loss=f"{row['loss']:+.3f}", sec=f"{row['sec']:.0f}", refresh=False)
         return self.finish()
@@ -764,6 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info(f"verbose log: {log_path}")
     logger.info(f"preset={cfg.preset_name} arm={cfg.arm} model={cfg.model} steps={cfg.steps} G={cfg.group} "
                 f"max_new={cfg.max_new} beta={cfg.beta} unbiased={cfg.unbiased} seed={cfg.seed} "
+                f"vhack_refresh_every={cfg.vhack_refresh_every} "
                 f"rollout={cfg.rollout.backend}x{cfg.rollout.num_actors} grader={cfg.grader.sandbox}x"
                 f"{cfg.grader.num_actors} run_dir={run_dir}")
     started = connect_ray(cfg)

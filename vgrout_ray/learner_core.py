@@ -218,6 +218,7 @@ class LearnerCore:
         self._resid: list[float] = []
         self._flagged: list[float] = []
         self._gate_cos: list[float] = []
+        self._tok = self._clip_low = self._clip_high = self._kl_sum = 0.0
 
     def begin_step(self, step: int) -> None:
         """Start optimizer step ``step``: clear grads and accumulators, pick split vs combined backward."""
@@ -274,6 +275,7 @@ class LearnerCore:
         else:
             logp = L.completion_logps(self.model, merged, L_c)
         mean_logp = ((logp_old * mask).sum(1) / mask.sum(1).clamp_min(1)).cpu().tolist()
+        self._token_stats(logp.detach(), logp_old, logp_ref, A, mask)
         Lp = L.grpo_token_loss(logp, logp_old, A, cfg.clip, cfg.beta, logp_ref)
         norm = dict(unbiased=cfg.unbiased, group=cfg.group, max_new=cfg.max_new, prompts_per_step=cfg.prompts_per_step)
         info = {"zerovar": False, "adv": A.cpu().tolist(), "gate_cos": nan, "flagged": nan}
@@ -305,6 +307,21 @@ class LearnerCore:
         self._loss += info["loss"]
         self._t_fb += time.perf_counter() - t0
         return mean_logp, info
+
+    @torch.no_grad()
+    def _token_stats(self, logp, logp_old, logp_ref, A, mask) -> None:
+        """PPO clip fractions and the K3 KL over this group's completion tokens (diagnostics only)."""
+        ratio = torch.exp(logp - logp_old)
+        a = A.unsqueeze(1).expand_as(ratio)
+        low = (ratio < 1 - self.cfg.clip) & (a < 0)
+        high = (ratio > 1 + self.cfg.clip) & (a > 0)
+        m = mask.bool()
+        self._tok += float(m.sum())
+        self._clip_low += float((low & m).sum())
+        self._clip_high += float((high & m).sum())
+        if logp_ref is not None:
+            d = logp_ref - logp
+            self._kl_sum += float(((torch.exp(d) - d - 1.0) * mask).sum())
 
     def _route2_group(self, group: RolloutGroup) -> dict:
         """Split this group's δS grad per module into kept and routed (quarantine) parts."""
@@ -382,6 +399,10 @@ class LearnerCore:
             "flagged": _mean(self._flagged), "gate_cos": list(self._gate_cos),
             "overlap": overlap, "stale": self.steps_since_refresh if has_dir else nan,
             "n_groups": self._n_groups, "n_zerovar": self._n_zerovar,
+            "kl": (self._kl_sum / self._tok) if (cfg.beta > 0 and self._tok) else nan,
+            "clip_low": self._clip_low / self._tok if self._tok else nan,
+            "clip_high": self._clip_high / self._tok if self._tok else nan,
+            "clip_region": (self._clip_low + self._clip_high) / self._tok if self._tok else nan,
             "dsh_norm": self.delta_hack_norm(), "version": self.version,
         }
 

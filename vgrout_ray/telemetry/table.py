@@ -23,15 +23,16 @@ LEVEL_ICONS = {"TRACE": "T", "DEBUG": "D", "INFO": "I", "SUCCESS": "S",
 FILE_FORMAT = "{time:HH:mm:ss} | {level} | {message}"
 
 
-def setup_logging(run_id: str, logs_dir: str | Path = "logs") -> Path:
+def setup_logging(run_id: str, logs_dir: str | Path = "logs", path: str | Path | None = None) -> Path:
     """Route loguru to a terse stdout (icon + message, kept below tqdm bars) and a
     verbose DEBUG file ``<logs_dir>/<YYYYmmddTHHMMSS>_<run_id>.log``; return its path.
 
-    The file sink is what ``vgrout_ray.plots`` parses later, so its line format is fixed.
+    ``path``: an existing log to append to (a resumed run keeps one log). The file sink is
+    what ``vgrout_ray.plots`` parses later, so its line format is fixed.
     """
     logs_dir = Path(logs_dir)
     logs_dir.mkdir(parents=True, exist_ok=True)
-    path = logs_dir / f"{datetime.now().strftime('%Y%m%dT%H%M%S')}_{run_id}.log"
+    path = Path(path) if path is not None else logs_dir / f"{datetime.now().strftime('%Y%m%dT%H%M%S')}_{run_id}.log"
     logger.remove()
     for name, icon in LEVEL_ICONS.items():
         logger.level(name, icon=icon)
