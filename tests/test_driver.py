@@ -1,0 +1,222 @@
+"""The main job end to end, on a real Ray cluster started with ``ray start --head``.
+
+Drivers run as subprocesses connected through RAY_ADDRESS (as under ``ray job submit``), so
+kills hit real actor processes and a killed driver is really gone.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vgrout_ray.plots import parse_log
+from vgrout_ray.telemetry.parquet import read_rollouts, read_rows
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING = {"gen", "fb", "t_rew", "sec"}
+# Quick but complete: eval at 0,2,4 (+last), v_hack refresh at steps 1,3, checkpoint every 2.
+DASHBOARD = ""
+FAST = ["--steps", "5", "--eval-ablate-every", "2", "--vhack-refresh-every", "2", "--checkpoint-every", "2",
+        "--prompts-per-step", "2"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A real single-node Ray cluster via the CLI; yields its address."""
+    port, dport = _free_port(), _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=6", "--include-dashboard=true",
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dport}", "--disable-usage-stats"],
+                   check=True, env=env, capture_output=True, timeout=180)
+    global DASHBOARD
+    DASHBOARD = f"http://127.0.0.1:{dport}"
+    addr = f"127.0.0.1:{port}"
+    try:
+        yield addr
+    finally:
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def _env(addr: str) -> dict:
+    return {**os.environ, "RAY_ADDRESS": addr, "PYTHONUNBUFFERED": "1"}
+
+
+def _driver(workdir: Path, addr: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=workdir,
+                          env=_env(addr), capture_output=True, text=True, timeout=timeout)
+
+
+def _run_dir(workdir: Path) -> Path:
+    runs = sorted((workdir / "out" / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def _log(workdir: Path) -> Path:
+    return next((workdir / "logs").glob("*.log"))
+
+
+def _science(rows: list[dict]) -> list[dict]:
+    """Row fields that must reproduce exactly (timings and throughput excluded)."""
+    def keep(k):
+        return k not in TIMING and not k.startswith("time_") and not k.endswith("_per_s") and k not in (
+            "sync_s", "eval_s")
+    out = []
+    for r in rows:
+        out.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items() if keep(k)})
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", ["none", "erase", "route", "route2"])
+def test_smoke_arm_finishes_with_seed_invariants(ray_head, tmp_path, arm):
+    proc = _driver(tmp_path, ray_head, "--intervention", arm, *FAST)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = _run_dir(tmp_path)
+    rows = read_rows(run)
+    assert [r["step"] for r in rows] == list(range(5))
+    assert all(math.isfinite(r["loss"]) for r in rows)
+    dsh = rows[-1]["dsh_norm"]
+    if arm in ("route", "route2"):
+        assert dsh > 0
+    else:
+        assert dsh == 0.0
+    # every rollout of a step came from the version current at that step
+    ro = read_rollouts(run)
+    assert ro and {r["version"] for r in ro if r["step"] == 3} == {3}
+    for name in ("train.safetensors", "first_hack.safetensors", "per_mode_deploy.json", "config.json",
+                 "ckpt_step0000.safetensors", "ckpt_step0004.safetensors"):
+        if name == "first_hack.safetensors" and not any(r["hack_s"][0] for r in rows):
+            continue
+        assert (run / name).is_file(), name
+    log = _log(tmp_path).read_text()
+    # the streamed table parses by header name, as seed 001 reads it
+    parsed = parse_log(_log(tmp_path))
+    assert list(parsed["steps"]) == list(range(5))
+    assert parsed["arm"] == {"none": "vanilla", "erase": "projected", "route": "routing", "route2": "routing2"}[arm]
+    assert "||delta_S_hack||" in log and "FINAL EVAL" in log and "### Per-step rows (markdown)" in log
+    if arm in ("erase", "route"):
+        assert "refresh@step1" in log
+    if arm == "route":
+        assert "R3 span check" in proc.stdout + proc.stderr + log
+
+
+@pytest.mark.slow
+def test_resume_reproduces_an_uninterrupted_run(ray_head, tmp_path):
+    """Kill a run mid-way (SIGKILL), resume from its run dir: rows equal an uninterrupted run's."""
+    args = ["--intervention", "route2", "--steps", "6", "--eval-ablate-every", "3", "--vhack-refresh-every", "2",
+            "--prompts-per-step", "2"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    proc = _driver(a, ray_head, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    full = read_rows(_run_dir(a))
+
+    p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=b, env=_env(ray_head),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        run = next((b / "out" / "runs").glob("*"), None) if (b / "out" / "runs").exists() else None
+        if run is not None and (run / "rows.parquet").exists() and len(read_rows(run)) >= 3:
+            break
+        time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    run = _run_dir(b)
+    kept = read_rows(run)
+    assert 3 <= len(kept) < 6
+    proc = _driver(b, ray_head, "--resume", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = read_rows(run)
+    assert [r["step"] for r in resumed] == list(range(6))
+    assert _science(resumed) == _science(full)
+    assert "resumed from" in _log(b).read_text()
+
+
+def _actor_pids(addr: str, cls: str) -> list[int]:
+    code = ("import ray,json; from ray.util.state import list_actors; ray.init(address=%r, logging_level='ERROR');"
+            "print(json.dumps([a.pid for a in list_actors(filters=[('class_name','=',%r),('state','=','ALIVE')])]))"
+            % (addr, cls))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
+
+
+def _wait_rows(workdir: Path, n: int, timeout: float = 600) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runs = workdir / "out" / "runs"
+        run = next(runs.glob("*"), None) if runs.exists() else None
+        if run is not None and (run / "rows.parquet").exists() and len(read_rows(run)) >= n:
+            return run
+        time.sleep(0.2)
+    raise TimeoutError(f"run in {workdir} did not reach {n} rows")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["RolloutActorImpl", "GraderActorImpl"])
+def test_step_survives_a_killed_worker_actor(ray_head, tmp_path, victim):
+    args = ["--intervention", "erase", "--steps", "6", "--prompts-per-step", "4", "--eval-ablate-every", "0",
+            "--grader.num-actors", "2"]
+    p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=tmp_path,
+                         env=_env(ray_head), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_rows(tmp_path, 2)
+    pids = _actor_pids(ray_head, victim)
+    assert pids, f"no live {victim}"
+    os.kill(pids[0], signal.SIGKILL)
+    out, _ = p.communicate(timeout=900)
+    assert p.returncode == 0, out[-4000:]
+    rows = read_rows(_run_dir(tmp_path))
+    assert [r["step"] for r in rows] == list(range(6))
+    log = _log(tmp_path).read_text()
+    if victim == "RolloutActorImpl":
+        assert "rollout actor 0 died" in log or "rollout actor 1 died" in log
+    else:
+        assert "replac" in log.lower()
+
+
+@pytest.mark.slow
+def test_killed_learner_stops_with_resume_instructions(ray_head, tmp_path):
+    args = ["--intervention", "route", "--steps", "8", "--prompts-per-step", "2", "--eval-ablate-every", "0"]
+    p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=tmp_path,
+                         env=_env(ray_head), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = _wait_rows(tmp_path, 2)
+    pids = _actor_pids(ray_head, "LearnerActorImpl")
+    assert pids
+    os.kill(pids[0], signal.SIGKILL)
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 3, out[-3000:]
+    assert f"--resume {run}" in out and "learner actor died" in out
+    n = len(read_rows(run))
+    proc = _driver(tmp_path, ray_head, "--resume", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["step"] for r in read_rows(run)] == list(range(8)) and n < 8
+
+
+@pytest.mark.slow
+def test_ray_job_submit(ray_head, tmp_path):
+    """`ray job submit --working-dir . -- python -m vgrout_ray.driver smoke --steps 3` against `ray start --head`."""
+    proc = subprocess.run(["ray", "job", "submit", "--address", DASHBOARD, "--working-dir", ".", "--",
+                           "python", "-m", "vgrout_ray.driver", "smoke", "--steps", "3", "--out-dir", str(tmp_path / "out"),
+                           "--logs-dir", str(tmp_path / "logs")],
+                          cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "succeeded" in proc.stdout.lower()
+    rows = read_rows(_run_dir(tmp_path))
+    assert [r["step"] for r in rows] == [0, 1, 2]
