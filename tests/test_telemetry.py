@@ -392,11 +392,9 @@ def test_schema_doc_lists_every_column():
         assert name in md, name
     for f in ROLLOUT_SCHEMA:
         assert f"`{f.name}`" in md
-    doc = REPO / "docs" / "parquet_schemas.md"
-    readme = REPO / "README.md"
-    text = (readme.read_text() if readme.exists() and "## Outputs: Parquet schemas" in readme.read_text()
-            else doc.read_text())
-    assert schema_markdown().strip() in text, "docs out of date: regenerate with vgrout_ray.telemetry.parquet"
+    text = (REPO / "README.md").read_text()
+    assert "## Outputs: Parquet schemas" in text
+    assert schema_markdown().strip() in text, "README schemas out of date: regenerate with vgrout_ray.telemetry.parquet"
 
 
 # ----------------------------------------------------------------- evidence

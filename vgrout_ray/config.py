@@ -230,6 +230,16 @@ class Config:
         if self.resume is not None:
             _need(Path(self.resume).is_dir(), "resume", f"{self.resume} is not a run directory")
 
+    def absolutize(self) -> None:
+        """Make path fields absolute: actors on a cluster do not share the driver's cwd."""
+        for name in ("out_dir", "logs_dir", "svd_cache", "teacher_pool_dir", "v_hack_path", "vhack_pairs_path",
+                     "resume"):
+            v = getattr(self, name)
+            if v is not None:
+                setattr(self, name, Path(v).expanduser().absolute())
+        if self.problems is not None and not str(self.problems).startswith("hf:"):
+            self.problems = str(Path(self.problems).expanduser().absolute())
+
     def to_dict(self) -> dict:
         """JSON-able view (paths as strings), stored with checkpoints and runs."""
         def conv(v):

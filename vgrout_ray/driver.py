@@ -756,6 +756,7 @@ def _resume_config(cli: Config) -> tuple[Config, dict]:
         raise ConfigError(f"resume: {run_dir} has no config.json and resume/state.pt to resume from")
     cfg = config_from_dict(json.loads(cfg_path.read_text()))
     cfg.resume = run_dir
+    cfg.absolutize()
     return cfg, torch.load(state_path, weights_only=False)
 
 
@@ -763,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     from .telemetry.table import setup_logging
 
     cli = parse_config(argv)
+    cli.absolutize()
     resume_state = None
     if cli.resume is not None:
         cfg, resume_state = _resume_config(cli)
