@@ -312,7 +312,9 @@ def check_memory_bomb(r: JobResult, ctx: Ctx) -> None:
 
 
 def check_memory_tree(r: JobResult, ctx: Ctx) -> None:
+    assert _lines(r, "OOM_ADJ") == ["1000"], "the OOM killer must prefer job processes to the runner"
     ok = len(_lines(r, "ALLOCATED"))
+    assert ok >= 1, f"the attack did not run: {r.stdout[-300:]} {r.stderr[-300:]}"
     assert ok < 5, f"{ok} x 400 MB held at once by one job's processes: total memory not capped"
 
 
@@ -362,6 +364,8 @@ def check_nonce(r: JobResult, ctx: Ctx) -> None:
 
 def check_delete(r: JobResult, ctx: Ctx) -> None:
     assert _lines(r, "TRIED"), "attack did not run"
+    assert not _lines(r, "REMOVED"), r.stdout  # (OVERWROTE may happen: a new file in the sandbox's own /tmp)
+    assert len(_lines(r, "KEPT")) >= len(CANARIES), "every canary must have been tried"
 
 
 def check_many_files(r: JobResult, ctx: Ctx) -> None:
@@ -388,11 +392,13 @@ def check_daemon(r: JobResult, ctx: Ctx) -> None:
 def check_stdin(r: JobResult, ctx: Ctx) -> None:
     assert _lines(r, "STDIN") == ["0"], r.stdout + r.stderr
     assert not _lines(r, "RUNNER_STDIN"), "read the runner's protocol stream"
+    assert len(_lines(r, "NOSTDIN")) == 2, r.stdout
     assert r.wall < 1.5
 
 
 def check_host_files(r: JobResult, ctx: Ctx) -> None:
     assert not _lines(r, "BORROWED"), "the job read the problem set (canonical solutions) off the host"
+    assert len(_lines(r, "READ_FAIL")) == 2, f"the attack must have tried both files: {r.stdout} {r.stderr[-300:]}"
 
 
 ATTACKS = [
@@ -415,6 +421,7 @@ del _blocks
 """, check_memory_bomb),
     Attack("memory_tree", """
 import os, time
+print("OOM_ADJ", open("/proc/self/oom_score_adj").read().strip(), flush=True)
 for _i in range(5):
     if os.fork() == 0:
         try:
@@ -592,6 +599,7 @@ for _p in ("/proc/1/fd/0", f"/proc/{os.getppid()}/fd/0"):
         print("NOSTDIN", _p, _e.errno)
 """, check_stdin),
     Attack("read_host_problem_set", """
+import json
 _code = None
 for _p in @DATA@:
     try:
@@ -673,3 +681,40 @@ def test_attack_is_contained(backend: str, attack: Attack, boxes, problem, tcp_s
 
     # 7. attack-specific containment
     attack.check(raw, ctx)
+
+
+FORK_BOMB = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+FORKER = """
+import os, time
+time.sleep(0.8)  # the bomb in the other sandbox is at its limit by now
+ok = 0
+for _i in range(16):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        print("FORK_FAILED", e.errno)
+        continue
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    ok += 1
+print("FORKED", ok)
+"""
+
+
+@pytest.mark.parametrize("backend", ["process", pytest.param("docker", marks=pytest.mark.docker)])
+def test_fork_bomb_does_not_starve_another_sandbox(backend, boxes, request):
+    """Process limits are per sandbox: a bomb at its limit in one must not stop forks in another
+    (RLIMIT_NPROC counts per uid host-wide, so each sandbox needs a uid of its own)."""
+    a = boxes(backend)
+    with LocalGrader(backend) as other:
+        b = other.sandbox
+        bomb: list[JobResult] = []
+        t = threading.Thread(target=lambda: bomb.extend(a.sandbox.run([Job(FORK_BOMB, timeout=3.0)])))
+        t.start()
+        r = b.run([Job(FORKER, timeout=3.0)])[0]
+        t.join()
+        assert bomb and bomb[0].survivors_killed >= 8, "the bomb must have forked to its limit"
+        assert "FORKED 16" in r.stdout, f"forks failed in the other sandbox: {r.stdout} {r.stderr[-300:]}"
+        assert b.runner.hello["job_uid"] != a.hello["job_uid"]
+    assert _sandbox_processes(a) == []

@@ -7,6 +7,7 @@ protocol version; a sandbox refuses to start on an image whose runner speaks ano
 """
 from __future__ import annotations
 
+import random
 import shutil
 import uuid
 
@@ -18,7 +19,10 @@ from .runner import RUNNER_VERSION
 IMAGE_REPO = "vgrout-sandbox"
 IMAGE = f"{IMAGE_REPO}:runner-v{RUNNER_VERSION}"
 CONTAINER_PREFIX = "vgrout-sbx-"
-SANDBOX_UID = 10001
+SANDBOX_UID = 10001  # the image's user; each container runs as a uid of its own (below)
+# RLIMIT_NPROC counts processes per uid across the whole host: with one shared uid, a fork bomb
+# in one container would keep every other sandbox's jobs from forking until its deadline.
+SANDBOX_UID_RANGE = (100_000, 199_999)  # disjoint from the process backend's job uids
 
 
 def _client():
@@ -49,7 +53,8 @@ def image_ready(image: str = IMAGE) -> tuple[bool, str]:
 
 
 def docker_run_argv(name: str, image: str, *, cpus: float, memory_mb: int, pids: int,
-                    job_memory_mb: int, work_mb: int = 256, inodes: int = 8192) -> list[str]:
+                    job_memory_mb: int, work_mb: int = 256, inodes: int = 8192,
+                    uid: int = SANDBOX_UID) -> list[str]:
     """The ``docker run`` command line of one sandbox container (its stdio is the protocol)."""
     return [
         "docker", "run", "-i", "--rm", "--name", name,
@@ -58,8 +63,8 @@ def docker_run_argv(name: str, image: str, *, cpus: float, memory_mb: int, pids:
         # (the engine copies the image dir's mode onto a tmpfs, so ownership is set by uid/gid)
         # (inode caps as in the process backend: a job leaving 100k files or a 100k-deep chain
         # would otherwise cost the runner seconds of clean-up after every job)
-        "--tmpfs", f"/work:rw,nosuid,nodev,size={work_mb}m,nr_inodes={inodes},uid={SANDBOX_UID},gid={SANDBOX_UID}",
-        "--tmpfs", f"/tmp:rw,nosuid,nodev,size=64m,nr_inodes={inodes},uid={SANDBOX_UID},gid={SANDBOX_UID}",
+        "--tmpfs", f"/work:rw,nosuid,nodev,size={work_mb}m,nr_inodes={inodes},uid={uid},gid={uid}",
+        "--tmpfs", f"/tmp:rw,nosuid,nodev,size=64m,nr_inodes={inodes},uid={uid},gid={uid}",
         "--ipc", "none",  # own IPC namespace, and /dev/shm only as the capped tmpfs below
         "--tmpfs", f"/dev/shm:rw,nosuid,nodev,noexec,size=64m,nr_inodes={inodes},mode=1777",
         "--memory", f"{memory_mb}m", "--memory-swap", f"{memory_mb}m",
@@ -67,7 +72,7 @@ def docker_run_argv(name: str, image: str, *, cpus: float, memory_mb: int, pids:
         "--cpus", str(cpus),
         "--cap-drop", "ALL",
         "--security-opt", "no-new-privileges",
-        "--user", f"{SANDBOX_UID}:{SANDBOX_UID}",
+        "--user", f"{uid}:{uid}",
         "--ulimit", "core=0",
         "--label", "vgrout.sandbox=1",
         image,
@@ -85,8 +90,9 @@ class DockerSandbox:
                  docker_pids: int = 128, memory_mb: int = 1024, start_timeout: float = 60.0):
         self.image = docker_image or IMAGE
         self.name = CONTAINER_PREFIX + uuid.uuid4().hex[:12]
+        self.uid = random.randint(*SANDBOX_UID_RANGE)
         argv = docker_run_argv(self.name, self.image, cpus=docker_cpus, memory_mb=docker_memory_mb,
-                               pids=docker_pids, job_memory_mb=min(memory_mb, docker_memory_mb))
+                               pids=docker_pids, job_memory_mb=min(memory_mb, docker_memory_mb), uid=self.uid)
         self.runner = RunnerProcess(argv, name=self.name, start_timeout=start_timeout)
         hello = self.runner.hello
         if hello.get("version") != RUNNER_VERSION:

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-RUNNER_VERSION = "4"
+RUNNER_VERSION = "5"
 
 # Modules the grading programs import through the problems' setup code. Importing them
 # once here means forked children find them in sys.modules and start in microseconds.
@@ -250,10 +250,16 @@ def _child(cfg: Config, job: dict, workdir: str, fds: tuple[int, int, int]) -> N
         os.chdir(workdir)
         _set_limits(cfg, float(job.get("timeout", 3.0)), int(job.get("memory_mb", cfg.memory_mb)))
         try:
+            # The OOM killer must pick the job, never the runner. A process that is not dumpable
+            # (inherited from the runner) has its /proc/self files owned by root, so without this
+            # an unprivileged job (the docker backend) could not raise its own score.
+            _prctl(PR_SET_DUMPABLE, 1)
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")
         except OSError:
             pass
+        finally:
+            _prctl(PR_SET_DUMPABLE, 0)
         if cfg.uid is not None and os.getuid() == 0:
             os.setgroups([])
             os.setgid(cfg.gid)
