@@ -284,8 +284,11 @@ class GraderPool:
         if kind == "process":
             return kind
         probe_opts: dict = {"resources": {"grader": 0.001}} if self.use_grader_resource else {}
-        ok, why = ray.get(_probe_docker.options(**probe_opts).remote(self.sandbox_opts.get("docker_image", "")),
-                          timeout=120)
+        try:
+            ok, why = ray.get(_probe_docker.options(**probe_opts).remote(self.sandbox_opts.get("docker_image", "")),
+                              timeout=120)
+        except ray.exceptions.GetTimeoutError:
+            ok, why = False, "could not check: no grader node had room for the probe task in 120 s"
         if ok:
             return "docker"
         if kind == "docker":
@@ -505,8 +508,8 @@ class GraderPool:
                 break
             slots_free = sum(self.max_inflight - len(s.inflight) for s in free)
             n = min(self.batch_size, max(1, math.ceil(len(self._pending) / slots_free)))
-            slot = min(free, key=lambda s: (len(s.inflight), sum(len(self._calls[r].items) for r in s.inflight),
-                                            s.index))
+            slot = min(free, key=lambda s: (len(s.inflight), sum(len(self._calls[r].items) for r in s.inflight
+                                                                  if r in self._calls), s.index))
             items = [self._pending.popleft()]
             while len(items) < n and self._pending and not items[0].solo and not self._pending[0].solo:
                 items.append(self._pending.popleft())
