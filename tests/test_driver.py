@@ -9,7 +9,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,45 +19,32 @@ import pytest
 from vgrout_ray.plots import parse_log
 from vgrout_ray.telemetry.parquet import read_rollouts, read_rows
 
+from .raycli import CliCluster
+
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"gen", "fb", "t_rew", "sec"}
 # Quick but complete: eval at 0,2,4 (+last), v_hack refresh at steps 1,3, checkpoint every 2.
-DASHBOARD = ""
 FAST = ["--steps", "5", "--eval-ablate-every", "2", "--vhack-refresh-every", "2", "--checkpoint-every", "2",
         "--prompts-per-step", "2"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    """A real single-node Ray cluster via the CLI; yields its address."""
-    port, dport = _free_port(), _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=6", "--include-dashboard=true",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dport}", "--disable-usage-stats"],
-                   check=True, env=env, capture_output=True, timeout=180)
-    global DASHBOARD
-    DASHBOARD = f"http://127.0.0.1:{dport}"
-    addr = f"127.0.0.1:{port}"
+def ray_head():
+    """A real single-node Ray cluster via the CLI (with the jobs dashboard); yields it."""
+    c = CliCluster().start_head(num_cpus=6, dashboard=True)
     try:
-        yield addr
+        yield c
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        c.stop()
 
 
-def _env(addr: str) -> dict:
-    return {**os.environ, "RAY_ADDRESS": addr, "PYTHONUNBUFFERED": "1"}
+def _env(cluster: CliCluster) -> dict:
+    return cluster.client_env(PYTHONUNBUFFERED="1")
 
 
-def _driver(workdir: Path, addr: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def _driver(workdir: Path, cluster: CliCluster, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=workdir,
-                          env=_env(addr), capture_output=True, text=True, timeout=timeout)
+                          env=_env(cluster), capture_output=True, text=True, timeout=timeout)
 
 
 def _run_dir(workdir: Path) -> Path:
@@ -149,11 +135,12 @@ def test_resume_reproduces_an_uninterrupted_run(ray_head, tmp_path):
     assert "resumed from" in _log(b).read_text()
 
 
-def _actor_pids(addr: str, cls: str) -> list[int]:
-    code = ("import ray,json; from ray.util.state import list_actors; ray.init(address=%r, logging_level='ERROR');"
+def _actor_pids(cluster: CliCluster, cls: str) -> list[int]:
+    code = ("import ray,json; from ray.util.state import list_actors; ray.init(logging_level='ERROR');"
             "print(json.dumps([a.pid for a in list_actors(filters=[('class_name','=',%r),('state','=','ALIVE')])]))"
-            % (addr, cls))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+            % cls)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=_env(cluster))
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
 
 
@@ -211,11 +198,10 @@ def test_killed_learner_stops_with_resume_instructions(ray_head, tmp_path):
 @pytest.mark.slow
 def test_ray_job_submit(ray_head, tmp_path):
     """`ray job submit --working-dir . -- python -m vgrout_ray.driver smoke --steps 3` against `ray start --head`."""
-    proc = subprocess.run(["ray", "job", "submit", "--address", DASHBOARD, "--working-dir", ".", "--",
+    proc = subprocess.run(["ray", "job", "submit", "--address", ray_head.dashboard_url, "--working-dir", ".", "--",
                            "python", "-m", "vgrout_ray.driver", "smoke", "--steps", "3", "--out-dir", str(tmp_path / "out"),
                            "--logs-dir", str(tmp_path / "logs")],
-                          cwd=REPO, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+                          cwd=REPO, capture_output=True, text=True, timeout=900, env=_env(ray_head))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "succeeded" in proc.stdout.lower()
     rows = read_rows(_run_dir(tmp_path))

@@ -40,9 +40,6 @@ class RolloutConfig:
     sync: Literal["delta", "full"] = "delta"
     vllm_gpu_memory_utilization: float = 0.5
     vllm_max_model_len: int = 4096
-    # CPU vLLM cannot take new weights into a live engine; "rebuild" restarts the engine on a
-    # fresh merged checkpoint each sync (see actors/rollout_vllm.py).
-    vllm_cpu_sync: Literal["rebuild"] = "rebuild"
 
     def __post_init__(self) -> None:
         _need(self.num_actors >= 1, "rollout.num_actors", f"must be >= 1, got {self.num_actors}")

@@ -48,6 +48,17 @@ def _seed_for(base: int, step: int, p_idx: int, part: int) -> int:
     return (base * 1_000_003 + step * 10_007 + p_idx * 31 + part) % (2 ** 31 - 1)
 
 
+def _union_seconds(spans: list[tuple[float, float]]) -> float:
+    """Total time covered by a set of [start, end] intervals (a phase's active wall time)."""
+    total, end = 0.0, -math.inf
+    for a, b in sorted(spans):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
+
+
 def _nan_to_none(x):
     return None if isinstance(x, float) and math.isnan(x) else x
 
@@ -92,7 +103,9 @@ class Trainer:
         self.learner = LearnerActor.options(num_cpus=cfg.cluster.learner_cpus, num_gpus=cfg.cluster.learner_gpus,
                                             **extra).remote(cfg, self.model_path, threads)
         self.rollouts = [self._start_rollout(i) for i in range(cfg.rollout.num_actors)]
-        info = ray.get(self.learner.info.remote())
+        self.incarnation = [0] * len(self.rollouts)  # bumped per replacement of actor i
+        self.replacements = 0
+        info = self._learner(self.learner.info.remote())
         logger.info(f"learner: {info['device']} on node {info['node_id'][:8]}, {info['modules']} modules, "
                     f"{info['trainable']:,} δS; contrastive pairs {info['pairs']}")
         self.version = 0
@@ -172,6 +185,13 @@ class Trainer:
                         f"hack_rate={hr:.2%}; G_s={g_s} student + G_t={g_t} teacher per prompt")
         return problems, pool, partition
 
+    def _learner(self, ref):
+        """ray.get on a learner call; the learner's death becomes LearnerLost (resumable stop)."""
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as e:
+            raise LearnerLost(str(e)) from None
+
     def _start_rollout(self, i: int):
         from .actors.rollout import RolloutActor
 
@@ -196,14 +216,16 @@ class Trainer:
     def _sync(self, actors=None) -> dict:
         """Ship the learner's (version, δS, δS_hack) to rollout actors and wait for them."""
         t0 = time.perf_counter()
-        try:
-            version, deltas = self.ray.get(self.learner.deltas.remote())
-        except self.ray.exceptions.RayActorError as e:
-            raise LearnerLost(str(e)) from None
+        full = self.cfg.rollout.sync == "full"
+        if full:  # benchmark baseline: merged weights (both views when a quarantine exists)
+            version, deltas = self._learner(self.learner.merged_views.remote(
+                self.cfg.intervention in ("route", "route2")))
+        else:
+            version, deltas = self._learner(self.learner.deltas.remote())
         ref = self.ray.put(deltas)
         self.version = version
         targets = self.rollouts if actors is None else actors
-        calls = [(a, a.sync.remote(version, ref, time.time())) for a in targets]
+        calls = [(a, (a.sync_full if full else a.sync).remote(version, ref, time.time())) for a in targets]
         infos = []
         for a, call in calls:
             try:
@@ -212,9 +234,10 @@ class Trainer:
                 if actors is not None:
                     raise
                 i = self.rollouts.index(a)
-                self._replace_rollout(i, str(e).splitlines()[0])
+                self._replace_rollout(i, str(e).splitlines()[0], self.incarnation[i])
                 infos.append({"load_s": 0.0})
-        nbytes = sum(t.numel() * t.element_size() for t in deltas.values())
+        tensors = [t for w in deltas.values() for t in w.values()] if full else list(deltas.values())
+        nbytes = sum(t.numel() * t.element_size() for t in tensors)
         rec = {"version": version, "bytes": nbytes, "actors": len(targets), "seconds": time.perf_counter() - t0,
                "load_s": max(i["load_s"] for i in infos)}
         if actors is None:
@@ -223,20 +246,28 @@ class Trainer:
                          f"in {rec['seconds'] * 1000:.0f} ms")
         return rec
 
-    def _replace_rollout(self, i: int, why: str) -> None:
+    MAX_REPLACEMENTS = 8
+
+    def _replace_rollout(self, i: int, why: str, incarnation: int | None = None) -> None:
+        """Replace rollout actor ``i`` once per death: calls that failed on an actor already
+        replaced (``incarnation`` older than the current one) only need replaying."""
+        if incarnation is not None and incarnation != self.incarnation[i]:
+            return
+        self.replacements += 1
+        if self.replacements > self.MAX_REPLACEMENTS:
+            raise RuntimeError(f"rollout actors died {self.replacements} times this run; giving up ({why})")
         logger.warning(f"rollout actor {i} died ({why}); starting a replacement and replaying its requests")
         try:
             self.ray.kill(self.rollouts[i])
         except Exception:
             pass
         self.rollouts[i] = self._start_rollout(i)
+        self.incarnation[i] += 1
         self._sync([self.rollouts[i]])
 
-    def _generate(self, reqs_by_actor: dict[int, list]) -> dict:
-        """Run generation requests (one list per prompt); replay on a fresh actor if one dies.
-
-        Returns {ref: (actor index, requests)} of in-flight calls."""
-        return {self.rollouts[i].generate_many.remote(reqs): (i, reqs) for i, reqs in reqs_by_actor.items()}
+    def _gen_call(self, i: int, reqs: list):
+        """(ref, incarnation) of a generation call on rollout actor ``i``."""
+        return self.rollouts[i].generate_many.remote(reqs), self.incarnation[i]
 
     # ── the step ─────────────────────────────────────────────────────────────
     def _sample_prompts(self, step: int) -> tuple[list[dict], int]:
@@ -286,20 +317,22 @@ class Trainer:
                         f"G_s {self.G_s}->{cfg.group}")
             self.G_t, self.G_s = 0, cfg.group
         t0 = time.time()
-        try:
-            ray.get(self.learner.begin_step.remote(step))
-        except ray.exceptions.RayActorError as e:
-            raise LearnerLost(str(e)) from None
+        self._learner(self.learner.begin_step.remote(step))
         plans, n_skipped = self._sample_prompts(step)
         by_actor: dict[int, list] = {}
         for k, pl in enumerate(plans):
             by_actor.setdefault(k % len(self.rollouts), []).extend(pl["reqs"])
         # one call per prompt keeps prompts flowing into grading as each finishes
         inflight = {}
+        gen_started: dict[int, float] = {}
         for k, pl in enumerate(plans):
             i = k % len(self.rollouts)
-            inflight[self.rollouts[i].generate_many.remote(pl["reqs"])] = (i, k)
-        t_gen = t_grade = 0.0
+            ref, inc = self._gen_call(i, pl["reqs"])
+            inflight[ref] = (i, k, inc)
+            gen_started[k] = time.perf_counter()
+        gen_spans: list[tuple[float, float]] = []
+        grade_spans: list[tuple[float, float]] = []
+        t_gen = 0.0
         gen_tokens = 0
         state = {k: {"students": None, "results": {}} for k in range(len(plans))}
         submitted_at: dict[int, float] = {}
@@ -310,13 +343,16 @@ class Trainer:
             if inflight:
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.005)
                 for ref in ready:
-                    i, k = inflight.pop(ref)
+                    i, k, inc = inflight.pop(ref)
                     try:
                         results = ray.get(ref)
                     except ray.exceptions.RayActorError as e:
-                        self._replace_rollout(i, str(e).splitlines()[0])
-                        inflight[self.rollouts[i].generate_many.remote(plans[k]["reqs"])] = (i, k)
+                        self._replace_rollout(i, str(e).splitlines()[0], inc)
+                        ref, inc = self._gen_call(i, plans[k]["reqs"])
+                        inflight[ref] = (i, k, inc)
+                        gen_started[k] = time.perf_counter()
                         continue
+                    gen_spans.append((gen_started[k], time.perf_counter()))
                     comps, fins, abl = [], [], []
                     for res in results:
                         if res.version != self.version:
@@ -340,7 +376,7 @@ class Trainer:
                 state[k]["results"][gi] = g.result
                 st = state[k]
                 if st["students"] is not None and len(st["results"]) == len(st["students"]["ids"]):
-                    t_grade += time.perf_counter() - submitted_at[k]
+                    grade_spans.append((submitted_at[k], time.perf_counter()))
             while next_learn < len(plans):
                 st = state[next_learn]
                 if st["students"] is None or len(st["results"]) < len(st["students"]["ids"]):
@@ -356,16 +392,14 @@ class Trainer:
                                      hack_E=[r.hacked_loophole_used for r in res])
                 add_refs.append(self.learner.add_group.remote(next_learn, group))
                 next_learn += 1
-        try:
-            infos = ray.get(add_refs)
-            stats = ray.get(self.learner.end_step.remote())
-        except ray.exceptions.RayActorError as e:
-            raise LearnerLost(str(e)) from None
+        infos = self._learner(add_refs)
+        stats = self._learner(self.learner.end_step.remote())
         t_sync0 = time.perf_counter()
         sync = self._sync()
         t_sync = time.perf_counter() - t_sync0
         return self._finish_step(step, t0, plans, state, infos, stats, n_skipped, grade_errors,
-                                 {"gen": t_gen, "grade": t_grade, "fb": stats["fb"], "sync": t_sync,
+                                 {"gen": _union_seconds(gen_spans), "gen_busy": t_gen,
+                                  "grade": _union_seconds(grade_spans), "fb": stats["fb"], "sync": t_sync,
                                   "refresh": stats.get("t_refresh", 0.0), "tokens": gen_tokens, "sync_info": sync})
 
     def _finish_step(self, step, t0, plans, state, infos, stats, n_skipped, grade_errors, timing) -> dict:
@@ -484,17 +518,16 @@ class Trainer:
                 continue
             reqs.append((prob, GenRequest(("eval", j), pids, cfg.group, cfg.max_new,
                                           _seed_for(cfg.seed + 7919, step, j, int(ablate)), ablate=ablate)))
-        refs = {}
-        for n, (prob, r) in enumerate(reqs):
-            refs[n] = self.rollouts[n % len(self.rollouts)].generate_many.remote([r])
+        refs = {n: self._gen_call(n % len(self.rollouts), [r]) for n, (prob, r) in enumerate(reqs)}
         gens = {}
-        for n, ref in refs.items():
-            try:
-                gens[n] = self.ray.get(ref)[0]
-            except self.ray.exceptions.RayActorError as e:
-                i = n % len(self.rollouts)
-                self._replace_rollout(i, str(e).splitlines()[0])
-                gens[n] = self.ray.get(self.rollouts[i].generate_many.remote([reqs[n][1]]))[0]
+        for n, (ref, inc) in refs.items():
+            i = n % len(self.rollouts)
+            while n not in gens:
+                try:
+                    gens[n] = self.ray.get(ref)[0]
+                except self.ray.exceptions.RayActorError as e:
+                    self._replace_rollout(i, str(e).splitlines()[0], inc)
+                    ref, inc = self._gen_call(i, [reqs[n][1]])
         grade_reqs, modes = [], []
         for n, (prob, _) in enumerate(reqs):
             for t in self.tok.batch_decode(gens[n].completions, skip_special_tokens=True):
@@ -521,7 +554,7 @@ class Trainer:
         """δS only (the deploy adapter) + rows and config as metadata, like the seed's save_ckpt."""
         from safetensors.torch import save_file
 
-        version, deltas = self.ray.get(self.learner.deltas.remote())
+        version, deltas = self._learner(self.learner.deltas.remote())
         tensors = {k[: -len(".delta_S")]: v.contiguous() for k, v in deltas.items() if k.endswith(".delta_S")}
         n = sum(r["N"] for r in self.rows)
         hr = sum(r["hack_s"][0] + r["hack_t"][0] for r in self.rows) / max(1, n)
@@ -536,7 +569,7 @@ class Trainer:
 
     def save_resume_state(self, next_step: int) -> None:
         state = {
-            "next_step": next_step, "learner": self.ray.get(self.learner.state_dict.remote()),
+            "next_step": next_step, "learner": self._learner(self.learner.state_dict.remote()),
             "rng": self.rng.get_state(), "rows": self.rows, "mode_rollouts": self.mode_rollouts,
             "mode_hacks": self.mode_hacks, "mode_first_step": self.mode_first_step,
             "first_hack_saved": self.first_hack_saved, "lp_t_best": self.lp_t_best,
@@ -551,7 +584,7 @@ class Trainer:
         os.replace(tmp, d / "state.pt")
 
     def _restore(self, st: dict) -> None:
-        self.version = self.ray.get(self.learner.load_state_dict.remote(st["learner"]))
+        self.version = self._learner(self.learner.load_state_dict.remote(st["learner"]))
         self.rng.set_state(st["rng"])
         self.rows = st["rows"]
         self.start_step = st["next_step"]
@@ -641,7 +674,7 @@ class Trainer:
         n_s, n_t = tot("hack_s", 1), tot("hack_t", 1)
         hack_rate_s = tot("hack_s", 0) / max(1, n_s)
         hack_rate_t = tot("hack_t", 0) / max(1, n_t)
-        dsh = self.ray.get(self.learner.delta_hack_norm.remote())
+        dsh = self._learner(self.learner.delta_hack_norm.remote())
         logger.info(f"||delta_S_hack|| = {dsh:.4f} (SHOULD: >0 for route/route2, ==0 for none/erase; ELSE "
                     "routing broke)")
         if cfg.intervention in ("route", "route2") and cfg.route2_random_v_seed is None:
@@ -790,8 +823,13 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(cfg, run_dir, log_path, resume=resume_state)
         return trainer.run()
     except LearnerLost as e:
-        logger.error(f"the learner actor died ({str(e).splitlines()[0]}). Nothing after the last completed step is "
-                     f"lost; resume with:\n  python -m vgrout_ray.driver {cfg.preset_name} --resume {run_dir}")
+        why = str(e).splitlines()[0] if str(e) else "no reason given"
+        if (run_dir / "resume" / "state.pt").exists():
+            logger.error(f"the learner actor died ({why}). Everything up to the last completed step is saved; "
+                         f"resume with:\n  python -m vgrout_ray.driver {cfg.preset_name} --resume {run_dir}")
+        else:
+            logger.error(f"the learner actor died before the first step completed ({why}); nothing to resume, "
+                         "start the run again")
         return 3
     finally:
         if trainer is not None:

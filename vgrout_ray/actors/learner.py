@@ -45,6 +45,14 @@ class LearnerActorImpl:
         """(version, δS/δS_hack on CPU): the weight-sync payload."""
         return self.core.version, self.core.deltas_state()
 
+    def merged_views(self, both: bool) -> tuple[int, dict]:
+        """(version, {ablate: merged W'}) for full-weight sync; the deploy view only when ``both``."""
+        ad = self.core.adapter
+        views = {False: {k: v.cpu() for k, v in ad.merged_weights(include_hack=True).items()}}
+        if both:
+            views[True] = {k: v.cpu() for k, v in ad.merged_weights(include_hack=False).items()}
+        return self.core.version, views
+
     def delta_hack_norm(self) -> float:
         return self.core.delta_hack_norm()
 

@@ -96,10 +96,24 @@ class HFEngine:
         self.version = version
         self._applied = None
 
+    def load_views(self, version: int, views: dict[bool, dict[str, torch.Tensor]]) -> None:
+        """Full-weight sync (benchmark baseline): merged W' per view {ablate: {hf name: W'}}."""
+        self.views = {ab: {k: v.to(self.device) for k, v in w.items()} for ab, w in views.items()}
+        self.deltas = None
+        self.version = version
+        self._applied = None
+
     @torch.no_grad()
     def _apply(self, ablate: bool) -> None:
         """Swap W' for the requested view into the Linears (no-op if already there)."""
         if self._applied == (self.version, ablate) or (self.deltas is None and self._applied is not None):
+            return
+        views = getattr(self, "views", None)
+        if self.deltas is None and views:
+            w = views.get(ablate, views.get(False))
+            for n, layer in self.layers.items():
+                layer.weight.copy_(w[f"{n}.weight"])
+            self._applied = (self.version, ablate)
             return
         for n, layer in self.layers.items():
             if self.deltas is None:
@@ -167,6 +181,16 @@ class RolloutActorImpl:
         t0 = time.perf_counter()
         self.engine.load_deltas(version, deltas)
         nbytes = sum(t.numel() * t.element_size() for t in deltas.values())
+        info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
+                "latency_s": (time.time() - sent_at) if sent_at else None}
+        self.syncs.append(info)
+        return info
+
+    def sync_full(self, version: int, views: dict, sent_at: float | None = None) -> dict:
+        """Full-weight sync (``rollout.sync=full``, the benchmark baseline): merged W' per view."""
+        t0 = time.perf_counter()
+        self.engine.load_views(version, views)
+        nbytes = sum(t.numel() * t.element_size() for w in views.values() for t in w.values())
         info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
                 "latency_s": (time.time() - sent_at) if sent_at else None}
         self.syncs.append(info)

@@ -114,8 +114,18 @@ class VLLMEngine:
         self.version = version
         self._applied = None
 
+    def load_views(self, version: int, views: dict[bool, dict[str, torch.Tensor]]) -> None:
+        """Full-weight sync (benchmark baseline): merged W' per view {ablate: {hf name: W'}}."""
+        self.views = views
+        self.deltas = None
+        self.version = version
+        self._applied = None
+
     @torch.no_grad()
     def merged(self, ablate: bool) -> dict[str, torch.Tensor]:
+        views = getattr(self, "views", None)
+        if self.deltas is None and views:
+            return views.get(ablate, views.get(False))
         out = {}
         for n in self.base:
             if self.deltas is None:
@@ -128,7 +138,8 @@ class VLLMEngine:
         return out
 
     def _apply(self, ablate: bool) -> None:
-        if self._applied == (self.version, ablate) or (self.deltas is None and self._applied is not None):
+        if self._applied == (self.version, ablate) or (self.deltas is None and self._applied is not None
+                                                          and not getattr(self, "views", None)):
             return
         named = [(k, v.cpu() if not self.cuda else v) for k, v in self.merged(ablate).items()]
         info = self.llm.collective_rpc("vgrout_load_merged", args=(named,))
