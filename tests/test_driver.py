@@ -178,6 +178,30 @@ def test_smoke_with_vllm_rollouts(ray_head, tmp_path):
 
 
 @pytest.mark.slow
+def test_substrate_teacher_pool_from_shared_data(ray_head, tmp_path, shared_data):
+    """Real data (built from LeetCodeDataset) + the shared 4-mode substrate pool: the partition
+    sets each problem's mode, Qwen-tokenized pool rows are re-tokenized for the tiny model, and
+    the per-mode learning table is reported."""
+    lc = shared_data / "leetcode"
+    build = subprocess.run([sys.executable, "-m", "vgrout_ray.data", "build", "--source",
+                            str(lc / "LeetCodeDataset-v0.2.0-train.jsonl.gz"), "--out", str(tmp_path / "train.jsonl"),
+                            "--test-set", str(lc / "leetcode_test_medhard.jsonl"), "--limit", "120",
+                            "--sandbox", "process"], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-2000:]
+    proc = _driver(tmp_path, ray_head, "--intervention", "route", "--steps", "2", "--prompts-per-step", "2",
+                   "--problems", str(tmp_path / "train.jsonl"), "--n-problems", "120",
+                   "--teacher-pool-dir", str(shared_data / "pools" / "substrate"), "--eval-ablate-every", "0")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = _log(tmp_path).read_text()
+    assert "SUBSTRATE: per-problem env_mode partition (24 problems)" in log
+    assert "SUBSTRATE per-mode learning" in log
+    rows = read_rows(_run_dir(tmp_path))
+    assert all(r["hack_t"][1] > 0 for r in rows)  # teacher rows mixed in every step
+    modes = {r["env_mode"] for r in read_rollouts(_run_dir(tmp_path))}
+    assert modes <= {"run_tests", "stdout_marker", "sentinel", "file_marker"}
+
+
+@pytest.mark.slow
 def test_resume_reproduces_an_uninterrupted_run(ray_head, tmp_path):
     """Kill a run mid-way (SIGKILL), resume from its run dir: rows equal an uninterrupted run's.
     The killed run's Parquet files are readable and complete up to its last step."""
