@@ -10,6 +10,7 @@ Backends: ``hf`` (transformers ``generate``, below) and ``vllm`` (rollout_vllm.p
 """
 from __future__ import annotations
 
+import abc
 import time
 from dataclasses import dataclass, field
 
@@ -55,7 +56,70 @@ def trim_completion(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool]
     return ids, False
 
 
-class HFEngine:
+class MergingEngine(abc.ABC):
+    """What both engines share: base W, SVD factors, the synced δS (or full views), and the
+    merged W' of the requested view, pushed into the engine only when (version, view) changes.
+    Subclasses set ``base``, ``U``, ``Vh``, ``device`` and implement ``_push``."""
+
+    base: dict[str, torch.Tensor]
+    U: dict[str, torch.Tensor]
+    Vh: dict[str, torch.Tensor]
+    device: torch.device
+
+    def _init_sync_state(self) -> None:
+        self.deltas: dict[str, torch.Tensor] | None = None
+        self.views: dict[bool, dict[str, torch.Tensor]] | None = None
+        self.version = 0
+        self._applied: tuple[int, bool] | None = None  # None: the engine holds its base weights
+
+    def load_deltas(self, version: int, deltas: dict[str, torch.Tensor]) -> None:
+        missing = [n for n in self.base if f"{n}.delta_S" not in deltas or f"{n}.delta_S_hack" not in deltas]
+        if missing:
+            raise KeyError(f"sync payload lacks modules {missing[:3]}")
+        self.deltas = {k: v.to(self.device, torch.float32) for k, v in deltas.items()}
+        self.views = None
+        self.version = version
+        self._applied = (-1, False)
+
+    def load_views(self, version: int, views: dict[bool, dict[str, torch.Tensor]]) -> None:
+        """Full-weight sync (benchmark baseline): merged W' per view {ablate: {hf name: W'}}."""
+        self.views = {ab: {k: v.to(self.device) for k, v in w.items()} for ab, w in views.items()}
+        self.deltas = None
+        self.version = version
+        self._applied = (-1, False)
+
+    @torch.no_grad()
+    def merged(self, ablate: bool) -> dict[str, torch.Tensor]:
+        """HF name -> W' of the view (deploy view = δS only when ``ablate``)."""
+        if self.views is not None:
+            return self.views.get(ablate, self.views[False])
+        out = {}
+        for n in self.base:
+            if self.deltas is None:
+                out[f"{n}.weight"] = self.base[n]
+                continue
+            d = self.deltas[f"{n}.delta_S"]
+            if not ablate:
+                d = d + self.deltas[f"{n}.delta_S_hack"]
+            out[f"{n}.weight"] = merge_delta(self.base[n], self.U[n], self.Vh[n], d)
+        return out
+
+    def _apply(self, ablate: bool) -> None:
+        if self._applied is None or self._applied == (self.version, ablate):
+            return
+        self._push(self.merged(ablate))
+        self._applied = (self.version, ablate)
+
+    @abc.abstractmethod
+    def _push(self, named: dict[str, torch.Tensor]) -> None:
+        """Load merged target weights (HF names) into the engine."""
+
+    def merged_state(self, ablate: bool) -> dict[str, torch.Tensor]:
+        """Merged target weights of a view (tests and benchmarks compare engines with it)."""
+        return {k: v.detach().cpu().clone() for k, v in self.merged(ablate).items()}
+
+
+class HFEngine(MergingEngine):
     """transformers generation with merged weights swapped in per (version, view)."""
 
     backend = "hf"
@@ -79,51 +143,17 @@ class HFEngine:
         self.base = {n: l.weight.detach().clone() for n, l in self.layers.items()}
         self.U = {n: factors[n].U.to(self.device) for n in self.layers}
         self.Vh = {n: factors[n].Vh.to(self.device) for n in self.layers}
-        self.deltas: dict[str, torch.Tensor] | None = None
-        self.version = 0
-        self._applied: tuple[int, bool] | None = (0, False)  # base weights == any view at δS = 0
+        self._init_sync_state()
         gc = self.model.generation_config
         self.eos_ids = {int(e) for e in ([gc.eos_token_id] if isinstance(gc.eos_token_id, int)
                                          else (gc.eos_token_id or []))}
         if self.tok.eos_token_id is not None:
             self.eos_ids.add(int(self.tok.eos_token_id))
 
-    def load_deltas(self, version: int, deltas: dict[str, torch.Tensor]) -> None:
-        missing = [n for n in self.layers if f"{n}.delta_S" not in deltas or f"{n}.delta_S_hack" not in deltas]
-        if missing:
-            raise KeyError(f"sync payload lacks modules {missing[:3]}")
-        self.deltas = {k: v.to(self.device, torch.float32) for k, v in deltas.items()}
-        self.version = version
-        self._applied = None
-
-    def load_views(self, version: int, views: dict[bool, dict[str, torch.Tensor]]) -> None:
-        """Full-weight sync (benchmark baseline): merged W' per view {ablate: {hf name: W'}}."""
-        self.views = {ab: {k: v.to(self.device) for k, v in w.items()} for ab, w in views.items()}
-        self.deltas = None
-        self.version = version
-        self._applied = None
-
     @torch.no_grad()
-    def _apply(self, ablate: bool) -> None:
-        """Swap W' for the requested view into the Linears (no-op if already there)."""
-        if self._applied == (self.version, ablate) or (self.deltas is None and self._applied is not None):
-            return
-        views = getattr(self, "views", None)
-        if self.deltas is None and views:
-            w = views.get(ablate, views.get(False))
-            for n, layer in self.layers.items():
-                layer.weight.copy_(w[f"{n}.weight"])
-            self._applied = (self.version, ablate)
-            return
+    def _push(self, named: dict[str, torch.Tensor]) -> None:
         for n, layer in self.layers.items():
-            if self.deltas is None:
-                layer.weight.copy_(self.base[n])
-                continue
-            d = self.deltas[f"{n}.delta_S"]
-            if not ablate:
-                d = d + self.deltas[f"{n}.delta_S_hack"]
-            layer.weight.copy_(merge_delta(self.base[n], self.U[n], self.Vh[n], d))
-        self._applied = (self.version, ablate)
+            layer.weight.copy_(named[f"{n}.weight"])
 
     @torch.no_grad()
     def generate(self, req: GenRequest) -> GenResult:
@@ -147,11 +177,6 @@ class HFEngine:
         logp = torch.log_softmax(self.model(x).logits[0, :-1].float(), -1)
         return logp.gather(1, x[0, 1:].unsqueeze(1)).squeeze(1).tolist()
 
-    @torch.no_grad()
-    def merged_state(self, ablate: bool) -> dict[str, torch.Tensor]:
-        """Current merged target weights (benchmarks and tests compare engines with it)."""
-        self._apply(ablate)
-        return {f"{n}.weight": l.weight.detach().cpu().clone() for n, l in self.layers.items()}
 
 
 def make_engine(backend: str, model_path: str, svd_cache: str, **kw):

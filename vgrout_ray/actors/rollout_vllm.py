@@ -21,7 +21,7 @@ from loguru import logger
 
 from ..model.adapter import merge_delta
 from ..model.svd_cache import load_or_compute_factors, target_linears
-from .rollout import SAMPLING, GenRequest, GenResult
+from .rollout import SAMPLING, GenRequest, GenResult, MergingEngine
 
 # vLLM module names (fused) whose weights the adapter changes.
 _VLLM_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
@@ -66,7 +66,7 @@ class VgroutWorkerExtension:
         return {"loaded": len(loaded or []), "repacked": len(touched)}
 
 
-class VLLMEngine:
+class VLLMEngine(MergingEngine):
     """One vLLM ``LLM`` plus the base weights and SVD factors needed to merge δS into it."""
 
     backend = "vllm"
@@ -101,51 +101,14 @@ class VLLMEngine:
         self.llm = LLM(**kw)
         logger.info(f"vllm engine up in {time.perf_counter() - t0:.1f}s ({'cuda' if self.cuda else 'cpu'}, "
                     f"{len(self.base)} target Linears)")
-        self.deltas: dict[str, torch.Tensor] | None = None
-        self.version = 0
-        self._applied: tuple[int, bool] | None = (0, False)
+        self._init_sync_state()
         self.eos_ids = {int(self.tok.eos_token_id)} if self.tok.eos_token_id is not None else set()
 
-    def load_deltas(self, version: int, deltas: dict[str, torch.Tensor]) -> None:
-        missing = [n for n in self.base if f"{n}.delta_S" not in deltas or f"{n}.delta_S_hack" not in deltas]
-        if missing:
-            raise KeyError(f"sync payload lacks modules {missing[:3]}")
-        self.deltas = {k: v.to(self.device, torch.float32) for k, v in deltas.items()}
-        self.version = version
-        self._applied = None
-
-    def load_views(self, version: int, views: dict[bool, dict[str, torch.Tensor]]) -> None:
-        """Full-weight sync (benchmark baseline): merged W' per view {ablate: {hf name: W'}}."""
-        self.views = views
-        self.deltas = None
-        self.version = version
-        self._applied = None
-
-    @torch.no_grad()
-    def merged(self, ablate: bool) -> dict[str, torch.Tensor]:
-        views = getattr(self, "views", None)
-        if self.deltas is None and views:
-            return views.get(ablate, views.get(False))
-        out = {}
-        for n in self.base:
-            if self.deltas is None:
-                out[f"{n}.weight"] = self.base[n]
-                continue
-            d = self.deltas[f"{n}.delta_S"]
-            if not ablate:
-                d = d + self.deltas[f"{n}.delta_S_hack"]
-            out[f"{n}.weight"] = merge_delta(self.base[n], self.U[n], self.Vh[n], d)
-        return out
-
-    def _apply(self, ablate: bool) -> None:
-        if self._applied == (self.version, ablate) or (self.deltas is None and self._applied is not None
-                                                          and not getattr(self, "views", None)):
-            return
-        named = [(k, v.cpu() if not self.cuda else v) for k, v in self.merged(ablate).items()]
-        info = self.llm.collective_rpc("vgrout_load_merged", args=(named,))
+    def _push(self, named: dict[str, torch.Tensor]) -> None:
+        payload = [(k, v.cpu() if not self.cuda else v) for k, v in named.items()]
+        info = self.llm.collective_rpc("vgrout_load_merged", args=(payload,))
         if not info or info[0]["loaded"] == 0:
             raise RuntimeError(f"vllm did not load the merged weights: {info}")
-        self._applied = (self.version, ablate)
 
     def generate(self, req: GenRequest) -> GenResult:
         from vllm import SamplingParams
@@ -173,6 +136,3 @@ class VLLMEngine:
         out = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids))],
                                 SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0), use_tqdm=False)[0]
         return [float(d[t].logprob) for t, d in zip(ids[1:], out.prompt_logprobs[1:])]
-
-    def merged_state(self, ablate: bool) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in self.merged(ablate).items()}

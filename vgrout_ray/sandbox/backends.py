@@ -18,7 +18,7 @@ from typing import Protocol
 
 from loguru import logger
 
-from .client import RUNNER_PATH, Job, JobResult, RunnerProcess, SandboxError
+from .client import RUNNER_PATH, Job, JobResult, RunnerProcess, RunnerSandbox, SandboxError
 
 _warned: set[str] = set()
 _warn_lock = threading.Lock()
@@ -42,7 +42,7 @@ class Sandbox(Protocol):
     def describe(self) -> dict: ...
 
 
-class ProcessSandbox:
+class ProcessSandbox(RunnerSandbox):
     """The warm runner as a host process (the laptop / CI-without-engine backend)."""
 
     kind = "process"
@@ -78,17 +78,6 @@ class ProcessSandbox:
                                      " in its own namespaces under an unprivileged uid")
                   + ". Use --grader.sandbox=docker for real isolation.")
 
-    def run(self, jobs: list[Job]) -> list[JobResult]:
-        return self.runner.run(jobs)
-
-    def healthy(self) -> bool:
-        return self.runner.alive() and self.runner.ping()
-
-    def close(self) -> None:
-        self.runner.close()
-
-    def describe(self) -> dict:
-        return {"kind": self.kind, **self.runner.hello}
 
 
 def docker_available() -> tuple[bool, str]:

@@ -182,3 +182,22 @@ class RunnerProcess:
             except (SandboxError, ValueError):
                 pass
         self.kill()
+
+
+class RunnerSandbox:
+    """A sandbox backed by one RunnerProcess; backends differ only in how they start it."""
+
+    kind = "runner"
+    runner: RunnerProcess
+
+    def run(self, jobs: list[Job]) -> list[JobResult]:
+        return self.runner.run(jobs)
+
+    def healthy(self) -> bool:
+        return self.runner.alive() and self.runner.ping()
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, **self.runner.hello}

@@ -13,7 +13,7 @@ import uuid
 
 from loguru import logger
 
-from .client import Job, JobResult, RunnerProcess, SandboxError
+from .client import RunnerProcess, RunnerSandbox, SandboxError
 from .runner import RUNNER_VERSION
 
 IMAGE_REPO = "vgrout-sandbox"
@@ -81,7 +81,7 @@ def docker_run_argv(name: str, image: str, *, cpus: float, memory_mb: int, pids:
     ]
 
 
-class DockerSandbox:
+class DockerSandbox(RunnerSandbox):
     """One container running the warm runner; replaced by the caller when it dies."""
 
     kind = "docker"
@@ -104,18 +104,12 @@ class DockerSandbox:
             raise SandboxError(f"{self.name}: runner runs as root inside the container; refusing")
         logger.debug(f"docker sandbox {self.name} up (pid1={hello.get('pid1')}, uid={hello.get('uid')})")
 
-    def run(self, jobs: list[Job]) -> list[JobResult]:
-        return self.runner.run(jobs)
-
-    def healthy(self) -> bool:
-        return self.runner.alive() and self.runner.ping()
-
     def close(self) -> None:
         self.runner.close()
         force_remove(self.name)
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "container": self.name, "image": self.image, **self.runner.hello}
+        return {**super().describe(), "container": self.name, "image": self.image}
 
 
 def force_remove(name: str) -> None:
