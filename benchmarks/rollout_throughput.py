@@ -68,7 +68,7 @@ def main() -> None:
         out["vllm_over_hf"] = round(res["vllm"]["tokens_per_s"] / res["hf"]["tokens_per_s"], 2)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "rollout_throughput.json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = [f"# Rollout throughput (tiny model, CPU)\n",
+    lines = ["# Rollout throughput (tiny model, CPU)\n",
              f"`python benchmarks/rollout_throughput.py --prompts {args.prompts} --n {args.n} "
              f"--max-new {args.max_new}`\n", "| engine | tokens | seconds | tokens/s |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['tokens']} | {v['seconds']} | {v['tokens_per_s']} |" for k, v in res.items()]

@@ -50,3 +50,22 @@ def ray_cluster():
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on 2 busy cores, small tensor ops run far faster single-threaded."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """The offline tiny Qwen3 (model + tokenizer dir), built once per session."""
+    from vgrout_ray.model.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(tmp_path_factory.getbasetemp() / "tiny_models")

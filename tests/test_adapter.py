@@ -12,20 +12,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from vgrout_ray.model.adapter import attach_adapter, merge_delta
 from vgrout_ray.model.svd_cache import (StaleSVDCacheError, TARGET_MODULES, load_or_compute_factors,
                                         model_slug, target_linears)
-from vgrout_ray.model.tiny import ensure_tiny_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return ensure_tiny_model(tmp_path_factory.getbasetemp() / "tiny_models")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

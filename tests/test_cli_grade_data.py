@@ -68,7 +68,7 @@ def test_data_build_matches_the_test_set_schema(tmp_path, shared_data):
         assert user.startswith("PROBLEM:\n") and user.endswith("# Add your code here\n```\n\nSOLUTION:\n")
         method = r["func_name"].split(".")[-1]
         assert f"called {method} and should pass all tests. Use the following starter code:\n```python\n" in user
-        assert all(t.startswith(f"assert ") and f"Solution().{method}(" in t for t in r["gt_answer"])
+        assert all(t.startswith("assert ") and f"Solution().{method}(" in t for t in r["gt_answer"])
         assert "class Solution:" in r["prompt_metadata"]["starter_code"]
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
     # deterministic: a second build writes the same bytes

@@ -15,23 +15,12 @@ from vgrout_ray.env.exploits import clean_completion, exploit_completion, wrong_
 from vgrout_ray.env.modes import LOOPHOLE_MODES
 from vgrout_ray.env.problems import load_problems
 from vgrout_ray.learner_core import LearnerCore, RolloutGroup
-from vgrout_ray.model.tiny import ensure_tiny_model
 
 STEP_KEYS = ("loss", "gn", "q_egy", "tau", "hkgap", "resid", "lr", "cos_pre", "cos_pre_s", "cos_pre_t",
              "cos_post", "fired", "refr", "fb", "flagged", "gate_cos")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return ensure_tiny_model(tmp_path_factory.getbasetemp() / "tiny_models")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from vgrout_ray.model.tiny import SPECIAL_TOKENS, build_tiny_model, ensure_tiny_model, resolve_model
+from vgrout_ray.model.tiny import SPECIAL_TOKENS, build_tiny_model, resolve_model
 from vgrout_ray.tiny_model import main as tiny_main
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return ensure_tiny_model(tmp_path_factory.getbasetemp() / "tiny_models")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_build_is_deterministic(tmp_path, tiny):

@@ -19,20 +19,9 @@ from vgrout_ray.env.modes import LOOPHOLE_MODES
 from vgrout_ray.env.problems import load_problems
 from vgrout_ray.model.adapter import attach_adapter
 from vgrout_ray.model.svd_cache import load_or_compute_factors
-from vgrout_ray.model.tiny import ensure_tiny_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return ensure_tiny_model(tmp_path_factory.getbasetemp() / "tiny_models")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,13 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from loguru import logger
 
 from .config import Config, ConfigError, config_from_dict, parse_config
-from .env.grading import GradeRequest, RewardResult
+from .env.grading import GradeRequest
 from .env.modes import LOOPHOLE_MODES, MODE_CODE
 from .env.problems import load_problems
 from .rows import REF_GENS_PER_STEP, SEED_DUMP_FIELDS, RowIn, StepAgg, step_row

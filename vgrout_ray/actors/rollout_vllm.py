@@ -19,7 +19,6 @@ import time
 import torch
 from loguru import logger
 
-from ..model.adapter import merge_delta
 from ..model.svd_cache import load_or_compute_factors, target_linears
 from .rollout import SAMPLING, GenRequest, GenResult, MergingEngine
 
