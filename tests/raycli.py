@@ -83,7 +83,7 @@ def kill_marked(value: str) -> int:
 class CliCluster:
     """A head (and optional worker nodes) on this machine, each its own `ray start --block`."""
 
-    def __init__(self, fast_failure_detection: bool = False) -> None:
+    def __init__(self, fast_failure_detection: bool = False, object_store_bytes: int | None = None) -> None:
         self.token = secrets.token_hex(16)
         self.temp = tempfile.mkdtemp(prefix="vgrc", dir="/tmp")  # short: socket paths are length-limited
         self._used: set[int] = set()
@@ -91,6 +91,7 @@ class CliCluster:
         self.gcs_port = free_port(self._used)
         self.address = f"127.0.0.1:{self.gcs_port}"
         self.dashboard_url = ""
+        self.object_store_bytes = object_store_bytes
         self.nodes: dict[str, dict] = {}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         self.env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0",
@@ -105,18 +106,21 @@ class CliCluster:
 
     def _start(self, name: str, args: list[str], num_cpus: int) -> None:
         lo, hi = free_range(100, self._ranges)
+        nm_port = free_port(self._used)
         argv = ["ray", "start", *args, f"--num-cpus={num_cpus}", "--disable-usage-stats", "--block",
-                f"--node-manager-port={free_port(self._used)}", f"--object-manager-port={free_port(self._used)}",
+                f"--node-manager-port={nm_port}", f"--object-manager-port={free_port(self._used)}",
                 f"--min-worker-port={lo}", f"--max-worker-port={hi}",
                 f"--dashboard-agent-listen-port={free_port(self._used)}",
                 f"--dashboard-agent-grpc-port={free_port(self._used)}",
                 f"--metrics-export-port={free_port(self._used)}", f"--runtime-env-agent-port={free_port(self._used)}"]
+        if self.object_store_bytes:
+            argv.append(f"--object-store-memory={self.object_store_bytes}")
         if name in self.nodes:
             self.nodes[name]["log"].close()
         log = open(Path(self.temp) / f"{name}.out", "w")
         proc = subprocess.Popen(argv, env={**self.env, MARK: f"{self.token}:{name}"}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-        self.nodes[name] = {"proc": proc, "log": log}
+        self.nodes[name] = {"proc": proc, "log": log, "port": nm_port}
 
     def _start_node(self, name: str, args: list[str], num_cpus: int, tries: int = 2) -> None:
         # one node at a time: ports are picked before `ray start` binds them
@@ -151,6 +155,20 @@ class CliCluster:
                 return False
             time.sleep(0.2)
         return False
+
+    def alive_nodes(self) -> list[dict]:
+        """``ray.nodes()`` entries that are alive, read by a client process."""
+        import json
+        import sys
+
+        code = ("import ray, json; ray.init(log_to_driver=False); "
+                "print('NODES', json.dumps([n for n in ray.nodes() if n['Alive']], default=str))")
+        out = subprocess.run([sys.executable, "-c", code], env=self.client_env(), capture_output=True, text=True,
+                             timeout=60)
+        for line in out.stdout.splitlines():
+            if line.startswith("NODES "):
+                return json.loads(line[6:])
+        raise RuntimeError(f"cannot list nodes: {out.stderr[-1000:]}")
 
     def log_tail(self, name: str, n: int = 1500) -> str:
         try:

@@ -16,16 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -36,13 +30,13 @@ from vgrout_ray.env.modes import LOOPHOLE_MODES
 from vgrout_ray.env.problems import load_problems
 from vgrout_ray.sandbox.local_grader import LocalGrader
 
+from .raycli import CliCluster, procs_marked
+
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TEST_SET = Path(os.environ.get("VGROUT_SHARED_DATA", REPO.parent / "shared" / "data")) \
     / "leetcode" / "leetcode_test_medhard.jsonl"
-MARK = "VGROUT_MULTINODE"  # env marker: "<cluster token>:<node name>" on every process of a node
-
 DRIVER = r'''
 import json, sys, time
 import ray
@@ -71,179 +65,6 @@ pool.close(timeout=10)
 '''
 
 
-def _free_port(used: set[int]) -> int:
-    """A port free now and not handed out before (the kernel may return a just-closed one again)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("", 0))
-            port = s.getsockname()[1]
-        if port not in used:
-            used.add(port)
-            return port
-
-
-def _free_range(n: int = 100, taken: set[int] | None = None) -> tuple[int, int]:
-    """A run of n ports that are free now (worker ports of one node), below the ephemeral range
-    that ``_free_port`` draws from."""
-    eph_lo = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(200):
-        lo = random.randrange(15000, max(15100, eph_lo - n), 100)
-        if taken is not None and lo in taken:
-            continue
-        socks = []
-        try:
-            for p in range(lo, lo + n, 10):  # sample every 10th
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("", p))
-            if taken is not None:
-                taken.add(lo)
-            return lo, lo + n - 1
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
-
-
-def _procs_marked(value: str) -> list[int]:
-    """Pids whose environment carries MARK=value (prefix match on value)."""
-    out = []
-    needle = f"{MARK}={value}".encode()
-    for e in os.listdir("/proc"):
-        if not e.isdigit() or int(e) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{e}/environ", "rb") as f:
-                env = f.read()
-        except OSError:
-            continue
-        if any(v.startswith(needle) for v in env.split(b"\0")):
-            out.append(int(e))
-    return out
-
-
-def _kill_marked(value: str) -> int:
-    pids = _procs_marked(value)
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except OSError:
-            pass
-    return len(pids)
-
-
-class LocalMultiNode:
-    """Head + worker nodes started with `ray start --block`, each in its own process group."""
-
-    def __init__(self) -> None:
-        self.token = secrets.token_hex(16)
-        self.temp = tempfile.mkdtemp(prefix="vgmn", dir="/tmp")  # short: socket paths are length-limited
-        self._used: set[int] = set()
-        self.gcs_port = self._port()
-        self.address = f"127.0.0.1:{self.gcs_port}"
-        self.nodes: dict[str, dict] = {}
-        self._ranges: set[int] = set()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-        self.env.update({
-            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,  # this cluster's own token
-            # notice a dead node in seconds, not half a minute
-            "RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
-            "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3",
-            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        })
-
-    def _port(self) -> int:
-        return _free_port(self._used)
-
-    def _start(self, name: str, args: list[str]) -> None:
-        lo, hi = _free_range(taken=self._ranges)
-        nm_port = self._port()
-        argv = ["ray", "start", *args, "--num-cpus=1", "--disable-usage-stats", "--block",
-                f"--node-manager-port={nm_port}", f"--object-manager-port={self._port()}",
-                f"--min-worker-port={lo}", f"--max-worker-port={hi}",
-                f"--dashboard-agent-listen-port={self._port()}", f"--dashboard-agent-grpc-port={self._port()}",
-                f"--metrics-export-port={self._port()}", f"--runtime-env-agent-port={self._port()}",
-                "--object-store-memory=100000000"]
-        if name in self.nodes:
-            self.nodes[name]["log"].close()
-        log = open(Path(self.temp) / f"{name}.out", "w")
-        proc = subprocess.Popen(argv, env={**self.env, MARK: f"{self.token}:{name}"}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        self.nodes[name] = {"proc": proc, "port": nm_port, "log": log}
-
-    def start(self) -> None:
-        # One node at a time: ports are picked before `ray start` binds them, and Ray picks a few
-        # of its own, so concurrent starts can collide; a node that fails is retried once.
-        self._start_node("head", ["--head", f"--port={self.gcs_port}", "--resources={}",
-                                  "--include-dashboard=false", f"--dashboard-port={self._port()}",
-                                  f"--ray-client-server-port={self._port()}", f"--temp-dir={self.temp}"])
-        for name in ("w1", "w2"):
-            self._start_node(name, [f"--address={self.address}", '--resources={"grader": 1}'])
-
-    def _start_node(self, name: str, args: list[str], tries: int = 2) -> None:
-        for attempt in range(tries):
-            self._start(name, args)
-            if self._wait_started(name, 90):
-                return
-            self.kill_node(name)
-        raise RuntimeError(f"ray start ({name}) failed: {self.log_tail(name)}")
-
-    def _wait_started(self, name: str, timeout: float) -> bool:
-        """`ray start` prints this only after its raylet registered with the GCS."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if "Ray runtime started" in self.log_tail(name, 1 << 20):
-                return True
-            if self.nodes[name]["proc"].poll() is not None:
-                return False
-            time.sleep(0.2)
-        return False
-
-    def alive_nodes(self) -> list[dict]:
-        code = ("import ray, json; ray.init(address=%r, log_to_driver=False); "
-                "print('NODES', json.dumps([n for n in ray.nodes() if n['Alive']], default=str))" % self.address)
-        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60)
-        for line in out.stdout.splitlines():
-            if line.startswith("NODES "):
-                return json.loads(line[6:])
-        raise RuntimeError(f"cannot list nodes: {out.stderr[-1000:]}")
-
-    def log_tail(self, name: str, n: int = 1500) -> str:
-        try:
-            return (Path(self.temp) / f"{name}.out").read_text()[-n:]
-        except OSError:
-            return ""
-
-    def kill_node(self, name: str) -> int:
-        """Kill one node: its `ray start` group and every process that node started (raylet's workers too)."""
-        node = self.nodes[name]
-        try:
-            os.killpg(node["proc"].pid, signal.SIGKILL)
-        except OSError:
-            pass
-        return _kill_marked(f"{self.token}:{name}") + 1
-
-    def stop(self) -> None:
-        for name in list(self.nodes):
-            try:
-                os.killpg(self.nodes[name]["proc"].pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for _ in range(3):  # workers live in their own process groups: sweep by marker
-            if not _kill_marked(f"{self.token}:"):
-                break
-            time.sleep(0.5)
-        for node in self.nodes.values():
-            try:
-                node["proc"].wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            node["log"].close()
-        shutil.rmtree(self.temp, ignore_errors=True)
-
-
 def _corpus() -> list[GradeRequest]:
     try:
         probs = load_problems(10, env_modes=list(LOOPHOLE_MODES))
@@ -262,13 +83,16 @@ def _corpus() -> list[GradeRequest]:
 
 @pytest.fixture
 def cluster():
-    c = LocalMultiNode()
+    """Head (no grader resource) + two worker nodes advertising `grader`: 1, one CPU each."""
+    c = CliCluster(fast_failure_detection=True, object_store_bytes=100_000_000)
     try:
-        c.start()
+        c.start_head(num_cpus=1, resources="{}")
+        for name in ("w1", "w2"):
+            c.add_worker(name, num_cpus=1, resources='{"grader": 1}')
         yield c
     finally:
         c.stop()
-        assert _procs_marked(f"{c.token}:") == [], "processes of the test cluster survived teardown"
+        assert procs_marked(f"{c.token}:") == [], "processes of the test cluster survived teardown"
 
 
 def test_graders_on_grader_nodes_survive_a_node_death(cluster, tmp_path):
@@ -279,7 +103,7 @@ def test_graders_on_grader_nodes_survive_a_node_death(cluster, tmp_path):
     (tmp_path / "reqs.json").write_text(json.dumps([r.__dict__ for r in reqs]))
     (tmp_path / "driver.py").write_text(DRIVER)
     driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), cluster.address, str(tmp_path / "reqs.json")],
-                              env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=cluster.client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
     err_tail: list[str] = []
     threading.Thread(target=lambda: [err_tail.append(ln) for ln in driver.stderr], daemon=True).start()
