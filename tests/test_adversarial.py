@@ -99,7 +99,7 @@ class _Box:
         self.hello = self.sandbox.runner.hello
 
     def broken(self) -> bool:
-        return self.grader._sb is not self.sandbox or self.grader.replacements > 0 or not self.sandbox.healthy()
+        return self.grader.started is not self.sandbox or self.grader.replacements > 0 or not self.sandbox.healthy()
 
 
 @pytest.fixture(scope="module")
@@ -656,13 +656,13 @@ def test_attack_is_contained(backend: str, attack: Attack, boxes, problem, tcp_s
                                GradeRequest.from_problem(problem, text, "gt_only")])
 
     # 3. the same sandbox instance keeps working, fast
-    assert box.grader._sb is box.sandbox and box.grader.replacements == 0, "the sandbox had to be replaced"
+    assert box.grader.started is box.sandbox and box.grader.replacements == 0, "the sandbox had to be replaced"
     t0 = time.monotonic()
     canon = box.grader.grade([GradeRequest.from_problem(problem, clean_completion(problem), attack.mode)])[0]
     took = time.monotonic() - t0
     assert canon.error is None and canon.gt_correct and canon.passed, canon
     assert took < 2.0, f"grading after the attack took {took:.2f} s"
-    assert box.grader._sb is box.sandbox and box.grader.replacements == 0
+    assert box.grader.started is box.sandbox and box.grader.replacements == 0
 
     # 4. nothing of the job is left running
     assert _sandbox_processes(box) == [], "processes survived the job"

@@ -84,10 +84,10 @@ class GraderActorImpl:
         self._start_sandbox()
         self.batches += 1
         try:
-            results = self.grader._grade_once(list(requests))
+            results = self.grader.grade_once(list(requests))
         except SandboxError as e:
             self.sandbox_restarts += 1
-            self.grader._replace(f"batch {batch_id}: {e}")
+            self.grader.discard_sandbox(f"batch {batch_id}: {e}")
             raise SandboxDied(f"batch {batch_id} ({len(requests)} completions): {e}") from None
         except Exception as e:  # a malformed request (unknown mode, ...): must not sink its batch-mates
             if len(requests) == 1:
@@ -107,7 +107,7 @@ class GraderActorImpl:
     def describe(self) -> dict:
         """Where this actor runs and what sandbox it holds (node id/ip, kind, container name)."""
         ctx = ray.get_runtime_context()
-        sb = self.grader._sb
+        sb = self.grader.started
         info = sb.describe() if sb is not None else {}
         runner = getattr(sb, "runner", None)
         return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),

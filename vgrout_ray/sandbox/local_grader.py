@@ -35,7 +35,13 @@ class LocalGrader:
     def _job(self, check: Check) -> Job:
         return Job(program=check.program, timeout=check.timeout, memory_mb=self.memory_mb)
 
-    def _replace(self, why: str) -> None:
+    @property
+    def started(self) -> Sandbox | None:
+        """The live sandbox, or None when none is started (nothing is started by asking)."""
+        return self._sb
+
+    def discard_sandbox(self, why: str) -> None:
+        """Drop the current sandbox after a failure; the next use starts a fresh one."""
         self.replacements += 1
         logger.warning(f"grader sandbox failed ({why}); replacing it (replacement #{self.replacements})")
         if self._sb is not None:
@@ -45,7 +51,8 @@ class LocalGrader:
                 pass
         self._sb = None
 
-    def _grade_once(self, requests: list[GradeRequest]) -> list[RewardResult]:
+    def grade_once(self, requests: list[GradeRequest]) -> list[RewardResult]:
+        """One attempt on the current sandbox; a sandbox failure raises SandboxError (no retry)."""
         return grade_many(lambda jobs: self.sandbox.run(jobs), requests, make_job=self._job,
                           timeout=self.timeout, cache=self.cache)
 
@@ -55,20 +62,20 @@ class LocalGrader:
         if not requests:
             return []
         try:
-            return self._grade_once(requests)
+            return self.grade_once(requests)
         except SandboxError as e:
-            self._replace(str(e))
+            self.discard_sandbox(str(e))
         # Retry one by one so a completion that kills its sandbox cannot sink the others.
         out = []
         for req in requests:
             err = None
             for _ in range(max(1, self.retries)):
                 try:
-                    out.append(self._grade_once([req])[0])
+                    out.append(self.grade_once([req])[0])
                     break
                 except SandboxError as e:
                     err = str(e)
-                    self._replace(err)
+                    self.discard_sandbox(err)
             else:
                 out.append(RewardResult.failed(f"sandbox failed {self.retries + 1} times: {err}"))
         return out
