@@ -616,9 +616,7 @@ for _p in @DATA@:
 if _code:
     print("BORROWED")
     exec(_code, globals())
-""", check_host_files,
-           process_xfail="process backend shares the host filesystem: a job can read world-readable files "
-                         "such as the problem set with canonical solutions (Docker sees only its image)"),
+""", check_host_files),
 ]
 
 

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-RUNNER_VERSION = "5"
+RUNNER_VERSION = "6"
 
 # Modules the grading programs import through the problems' setup code. Importing them
 # once here means forked children find them in sys.modules and start in microseconds.
@@ -144,19 +144,79 @@ def isolate(cfg: Config) -> dict:
         try:
             _mount("none", "/", "", MS_REC | MS_PRIVATE)
             opts = f"size={cfg.tmpfs_mb}m,nr_inodes=8192,mode=1777"
-            for d in ("/tmp", "/var/tmp", "/dev/shm"):
-                if os.path.isdir(d):
-                    _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, opts)
-                    cfg.scratch.append(d)
-            if got["pidns"]:
-                _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-            cfg.work_root = "/tmp"
+            if os.path.isdir("/dev/shm"):
+                _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, opts)
             got["mountns"] = True
-            if cfg.uid is not None:
-                got["exposed"] = _expose_python_to_jobs()
+            try:
+                _minimal_root(opts, got["pidns"])
+                got["minimal_root"] = True
+                cfg.scratch = ["/tmp", "/var/tmp", "/dev/shm"]
+            except OSError as e:
+                # fall back: the host filesystem, with private scratch dirs and /proc
+                got["minimal_root"] = False
+                got["root_error"] = str(e)
+                for d in ("/tmp", "/var/tmp"):
+                    if os.path.isdir(d):
+                        _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+                cfg.scratch = [d for d in ("/tmp", "/var/tmp", "/dev/shm") if os.path.isdir(d)]
+                if got["pidns"]:
+                    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                if cfg.uid is not None:
+                    got["exposed"] = _expose_python_to_jobs()
+            cfg.work_root = "/tmp"
         except OSError as e:
             got["mount_error"] = str(e)
     return got
+
+
+# What a job's filesystem view is made of (read-only): the system and the interpreter. The
+# project, its data (problem sets with canonical solutions) and home directories stay out.
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+
+
+def _bind_ro(src: str, root: str) -> None:
+    dst = root + src
+    if os.path.islink(src):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if not os.path.lexists(dst):
+            os.symlink(os.readlink(src), dst)
+        return
+    if not os.path.isdir(src) or os.path.isdir(dst) and os.path.ismount(dst):
+        return
+    os.makedirs(dst, exist_ok=True)
+    _mount(src, dst, "", MS_BIND | MS_REC)
+    _mount("none", dst, "", MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
+def _minimal_root(tmpfs_opts: str, pidns: bool) -> None:
+    """Chroot the runner (so its jobs) into a fresh root: system dirs and the interpreter's install,
+    read-only; fresh /tmp and /var/tmp; /dev; a /proc of the namespace. This package's own
+    directory is masked even when it is installed inside the interpreter's site-packages."""
+    _mount("tmpfs", "/mnt", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    root = "/mnt/root"
+    os.mkdir(root)
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=755")
+    for d in _SYSTEM_DIRS:
+        _bind_ro(d, root)
+    prefixes = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix)}
+    for p in sorted(prefixes):
+        if not any(p == d or p.startswith(d + "/") for d in _SYSTEM_DIRS):
+            _bind_ro(p, root)
+    pkg = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    if os.path.basename(pkg) == "vgrout_ray" and os.path.isdir(root + pkg):
+        _mount("tmpfs", root + pkg, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=755")
+    os.makedirs(root + "/dev", exist_ok=True)
+    _mount("/dev", root + "/dev", "", MS_BIND | MS_REC)
+    os.makedirs(root + "/proc", exist_ok=True)
+    if pidns:
+        _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    else:
+        _mount("/proc", root + "/proc", "", MS_BIND | MS_REC)
+    for d in ("/tmp", "/var/tmp"):
+        os.makedirs(root + d, exist_ok=True)
+        _mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, tmpfs_opts)
+    os.chroot(root)
+    os.chdir("/")
 
 
 def _first_closed_ancestor(path: str) -> tuple[str, str] | None:
