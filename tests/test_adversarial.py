@@ -427,7 +427,7 @@ for _i in range(5):
         try:
             _b = bytearray(400 * 1024 * 1024)
             os.write(1, b"ALLOCATED\\n")
-            time.sleep(1.5)
+            time.sleep(5)  # hold until every sibling has tried: the cap is on memory held at once
         except MemoryError:
             os.write(1, b"DENIED\\n")
         os._exit(0)
