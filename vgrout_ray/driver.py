@@ -317,6 +317,7 @@ class Trainer:
             self.G_t, self.G_s = 0, cfg.group
         t0 = time.time()
         self._learner(self.learner.begin_step.remote(step))
+        self.gen_version = self.version  # every rollout of this step must carry this δS version
         plans, n_skipped = self._sample_prompts(step)
         by_actor: dict[int, list] = {}
         for k, pl in enumerate(plans):
@@ -354,9 +355,9 @@ class Trainer:
                     gen_spans.append((gen_started[k], time.perf_counter()))
                     comps, fins, abl = [], [], []
                     for res in results:
-                        if res.version != self.version:
+                        if res.version != self.gen_version:
                             raise AssertionError(f"rollout generated with δS v{res.version} but the learner is at "
-                                                 f"v{self.version}: strict on-policy broken")
+                                                 f"v{self.gen_version}: strict on-policy broken")
                         t_gen += res.seconds
                         gen_tokens += res.n_tokens
                         comps += res.completions
@@ -437,7 +438,7 @@ class Trainer:
                     "prompt": pl["prompt"], "text": st["students"]["texts"][gi], **r.to_dict(),
                     "comp_len": len(st["students"]["ids"][gi]), "prompt_len": len(pl["prompt_ids"]),
                     "finished": st["students"]["finished"][gi], "is_ablated": st["students"]["ablated"][gi],
-                    "version": self.version - 1, "source": "student"})
+                    "version": self.gen_version, "source": "student"})
             for j, t in enumerate(pl["teacher"]):
                 n_s = len(res)
                 agg.rows.append(RowIn(reward=float(t["reward"]), is_student=False, hack=bool(t["hacked"]),
