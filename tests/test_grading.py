@@ -46,13 +46,15 @@ def test_result_has_the_seed_fields(grader, problems):
 
 
 def _matrix(grader, problem):
-    reqs, keys = [], []
+    """Every exploit spelling graded under every mode (shared checks run once per completion)."""
+    keys, reqs = [], []
     for fam in LOOPHOLE_MODES:
         for v in range(N_VARIANTS):
-            for mode in ALL_MODES:
-                reqs.append(GradeRequest.from_problem(problem, exploit_completion(problem, fam, v), mode))
-                keys.append((fam, v, mode))
-    return keys, grader.grade(reqs)
+            reqs.append(GradeRequest.from_problem(problem, exploit_completion(problem, fam, v), "gt_only"))
+            keys.append((fam, v))
+    by_mode = grader.grade_under_modes(reqs, list(ALL_MODES))
+    return ([(fam, v, mode) for fam, v in keys for mode in ALL_MODES],
+            [verdicts[mode] for verdicts in by_mode for mode in ALL_MODES])
 
 
 @pytest.mark.parametrize("index", [0, 3])
@@ -88,23 +90,35 @@ def test_canonical_of_every_shared_problem_is_correct_under_every_mode(shared_da
     """Every canonical solution of the shared test set: gt_correct, never exploited, under every mode."""
     probs = load_problems(None, source=shared_data / "leetcode" / "leetcode_test_medhard.jsonl")
     assert len(probs) == 119
-    reqs = [GradeRequest.from_problem(p, clean_completion(p), m) for p in probs for m in ALL_MODES]
+    reqs = [GradeRequest.from_problem(p, clean_completion(p), "gt_only") for p in probs]
     chunks = [reqs[i::2] for i in range(2)]
 
     def run(chunk):
         # A generous per-program deadline: this checks semantics, and a few canonical solutions
         # need most of the default 3 s when the machine is busy.
         with LocalGrader("process", timeout=10.0) as g:
-            return g.grade(chunk)
+            return g.grade_under_modes(chunk, list(ALL_MODES))
 
     with ThreadPoolExecutor(2) as ex:
         parts = list(ex.map(run, chunks))
     res = [None] * len(reqs)
     for i in range(2):
         res[i::2] = parts[i]
-    bad = [(r_.func_name, r_.env_mode, r) for r_, r in zip(reqs, res)
+    bad = [(q.func_name, m, r) for q, verdicts in zip(reqs, res) for m, r in verdicts.items()
            if not r.gt_correct or r.exploited or not r.passed or r.error]
     assert not bad, bad[:3]
+    assert sum(len(v) for v in res) == 119 * len(ALL_MODES)
+
+
+def test_grading_under_several_modes_equals_grading_each(grader, problems):
+    """The shared-check path gives exactly the verdicts of grading the completion once per mode."""
+    p = problems[4]
+    comps = [exploit_completion(p, "stdout_marker", 1), exploit_completion(p, "exit_code", 3),
+             clean_completion(p), wrong_completion(p)]
+    multi = grader.grade_under_modes([GradeRequest.from_problem(p, c, "gt_only") for c in comps], list(ALL_MODES))
+    for c, verdicts in zip(comps, multi):
+        single = grader.grade([GradeRequest.from_problem(p, c, m) for m in ALL_MODES])
+        assert [verdicts[m] for m in ALL_MODES] == single
 
 
 # ── the strict oracle ────────────────────────────────────────────────────────

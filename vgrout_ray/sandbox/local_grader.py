@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from loguru import logger
 
-from ..env.grading import Check, ExpectedCache, GradeRequest, RewardResult, grade_many
+from ..env.grading import Check, ExpectedCache, GradeRequest, RewardResult, grade_many, grade_under_modes
 from ..env.modes import CHECK_MEMORY_MB, CHECK_TIMEOUT_S
 from .backends import Sandbox, make_sandbox
 from .client import Job, SandboxError
@@ -79,6 +79,18 @@ class LocalGrader:
             else:
                 out.append(RewardResult.failed(f"sandbox failed {self.retries + 1} times: {err}"))
         return out
+
+    def grade_under_modes(self, requests: list[GradeRequest], modes: list[str]) -> list[dict[str, RewardResult]]:
+        """Each completion's verdict under every mode, shared checks run once. A sandbox failure
+        is retried once on a fresh sandbox; a second one raises SandboxError."""
+        def attempt():
+            return grade_under_modes(lambda jobs: self.sandbox.run(jobs), requests, modes, make_job=self._job,
+                                     timeout=self.timeout, cache=self.cache)
+        try:
+            return attempt()
+        except SandboxError as e:
+            self.discard_sandbox(str(e))
+        return attempt()
 
     def healthy(self) -> bool:
         return self._sb is not None and self._sb.healthy()
