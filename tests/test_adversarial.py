@@ -656,9 +656,10 @@ def test_attack_is_contained(backend: str, attack: Attack, boxes, problem, tcp_s
         program = plain_program(problem["setup_code"], code, tests)
     raw = ctx.raw(program, attack.raw_timeout)
 
-    # 2. graded under a foreign mode and under gt_only
-    graded = box.grader.grade([GradeRequest.from_problem(problem, text, attack.mode),
-                               GradeRequest.from_problem(problem, text, "gt_only")])
+    # 2. graded under a foreign mode and under gt_only (their shared checks run once)
+    modes = [attack.mode, "gt_only"]
+    verdicts = box.grader.grade_under_modes([GradeRequest.from_problem(problem, text, attack.mode)], modes)[0]
+    graded = [verdicts[m] for m in modes]
 
     # 3. the same sandbox instance keeps working, fast
     assert box.grader.started is box.sandbox and box.grader.replacements == 0, "the sandbox had to be replaced"
@@ -679,7 +680,7 @@ def test_attack_is_contained(backend: str, attack: Attack, boxes, problem, tcp_s
     assert _file_digest(str(RUNNER_PATH)) == RUNNER_DIGEST, "runner source changed"
 
     # 6. no credit, and no grading error (the grader handled the attack)
-    for mode, r in zip((attack.mode, "gt_only"), graded):
+    for mode, r in zip(modes, graded):
         assert r.error is None, f"{mode}: {r.error}"
         assert not r.passed and not r.gt_correct and not r.exploited and r.mechanism is None, (mode, r)
         assert r.reward <= 0.5, (mode, r)
