@@ -257,25 +257,24 @@ def _wait_rows(workdir: Path, n: int, timeout: float = 600) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("victim", ["RolloutActorImpl", "GraderActorImpl"])
-def test_step_survives_a_killed_worker_actor(ray_head, tmp_path, victim):
-    args = ["--intervention", "erase", "--steps", "4", "--prompts-per-step", "4", "--eval-ablate-every", "0",
+def test_steps_survive_killed_rollout_and_grader_actors(ray_head, tmp_path):
+    """A rollout actor and then a grader actor SIGKILLed mid-run: every step still completes."""
+    args = ["--intervention", "erase", "--steps", "5", "--prompts-per-step", "4", "--eval-ablate-every", "0",
             "--grader.num-actors", "2"]
     p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=tmp_path,
                          env=_env(ray_head), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_rows(tmp_path, 2)
-    pids = _actor_pids(ray_head, victim)
-    assert pids, f"no live {victim}"
-    os.kill(pids[0], signal.SIGKILL)
+    for n_rows, victim in ((1, "RolloutActorImpl"), (2, "GraderActorImpl")):
+        _wait_rows(tmp_path, n_rows)
+        pids = _actor_pids(ray_head, victim)
+        assert pids, f"no live {victim}"
+        os.kill(pids[0], signal.SIGKILL)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out[-4000:]
     rows = read_rows(_run_dir(tmp_path))
-    assert [r["step"] for r in rows] == list(range(4))
+    assert [r["step"] for r in rows] == list(range(5))
     log = _log(tmp_path).read_text()
-    if victim == "RolloutActorImpl":
-        assert "rollout actor 0 died" in log or "rollout actor 1 died" in log
-    else:
-        assert "replac" in log.lower()
+    assert "rollout actor 0 died" in log
+    assert "replac" in out.lower() + log.lower()  # the grader pool replaced its actor
 
 
 @pytest.mark.slow
