@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vgrout_ray.env.exploits import clean_completion, exploit_completion  # noqa: E402
+from vgrout_ray.env.exploits import N_VARIANTS, clean_completion, exploit_completion  # noqa: E402
 from vgrout_ray.env.grading import ExpectedCache, GradeRequest, grade_many  # noqa: E402
 from vgrout_ray.env.modes import LOOPHOLE_MODES  # noqa: E402
 from vgrout_ray.env.problems import load_problems  # noqa: E402
@@ -70,50 +70,67 @@ def fresh_interpreter_run(jobs: list[Job]) -> list[JobResult]:
     return out
 
 
-def corpus(problems: list[dict]) -> list[GradeRequest]:
-    """Per problem: its canonical and one exploit per loophole family, graded under the problem's
-    mode (modes assigned round-robin over the six loophole modes)."""
-    reqs = []
+def corpus(problems: list[dict]) -> tuple[list[GradeRequest], list[str]]:
+    """Per problem: its canonical solution and every exploit we have (6 families x 4 spellings),
+    graded under the problem's mode (modes round-robin over the six loophole modes).
+    Returns the requests and each one's kind ("canonical" / "exploit")."""
+    reqs, kinds = [], []
     for i, p in enumerate(problems):
         mode = LOOPHOLE_MODES[i % len(LOOPHOLE_MODES)]
         reqs.append(GradeRequest.from_problem(p, clean_completion(p), mode))
+        kinds.append("canonical")
         for fam in LOOPHOLE_MODES:
-            reqs.append(GradeRequest.from_problem(p, exploit_completion(p, fam, i % 4), mode))
-    return reqs
+            for v in range(N_VARIANTS):
+                reqs.append(GradeRequest.from_problem(p, exploit_completion(p, fam, v), mode))
+                kinds.append("exploit")
+    return reqs, kinds
+
+
+def timed(run, reqs: list[GradeRequest], kinds: list[str], mk) -> tuple[list, dict[str, float]]:
+    """Grade one completion at a time (sequential, one core); seconds spent per kind. Expected
+    values are computed once per problem for both executors (the reference has no such program)."""
+    spent: dict[str, float] = {}
+    out = []
+    cache = ExpectedCache()
+    for r, k in zip(reqs, kinds):
+        t = time.perf_counter()
+        out += grade_many(run, [r], make_job=mk, cache=cache)
+        spent[k] = spent.get(k, 0.0) + time.perf_counter() - t
+    return out, spent
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", default=str(DEFAULT_PROBLEMS) if DEFAULT_PROBLEMS.exists() else None,
                     help="benchmark-form JSONL (default: the shared test set, else the packaged problems)")
-    ap.add_argument("--n", type=int, default=40, help="number of problems")
+    ap.add_argument("--n", type=int, default=24, help="number of problems")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args()
     probs = load_problems(args.n, source=args.problems)
-    reqs = corpus(probs)
+    reqs, kinds = corpus(probs)
     mk = lambda c: Job(c.program, c.timeout)  # noqa: E731
-    print(f"corpus: {len(reqs)} completions over {len(probs)} problems ({args.problems or 'packaged'})")
+    print(f"corpus: {len(reqs)} completions over {len(probs)} problems ({args.problems or 'packaged'}): "
+          f"{kinds.count('canonical')} canonical, {kinds.count('exploit')} exploits")
 
     sb = ProcessSandbox()
     grade_many(sb.run, reqs[:7], make_job=mk)  # warm-up (imports, first fork)
-    t = time.perf_counter()
-    warm = grade_many(sb.run, reqs, make_job=mk, cache=ExpectedCache())
-    t_warm = time.perf_counter() - t
+    warm, warm_s = timed(lambda jobs: sb.run(jobs), reqs, kinds, mk)
     sb.close()
-
-    t = time.perf_counter()
-    fresh = grade_many(fresh_interpreter_run, reqs, make_job=mk)
-    t_fresh = time.perf_counter() - t
+    fresh, fresh_s = timed(fresh_interpreter_run, reqs, kinds, mk)
+    t_warm, t_fresh = sum(warm_s.values()), sum(fresh_s.values())
 
     agree = sum(asdict(a) == asdict(b) for a, b in zip(warm, fresh))
     mism = [(r.func_name, r.env_mode, asdict(a), asdict(b)) for r, a, b in zip(reqs, warm, fresh)
             if asdict(a) != asdict(b)]
+    per_kind = {k: {"n": kinds.count(k), "warm_per_s": round(kinds.count(k) / warm_s[k], 2),
+                    "fresh_per_s": round(kinds.count(k) / fresh_s[k], 2), "ratio": round(fresh_s[k] / warm_s[k], 2)}
+                for k in warm_s}
     res = {
         "completions": len(reqs), "problems": len(probs), "source": str(args.problems or "packaged"),
         "warm_seconds": round(t_warm, 2), "fresh_seconds": round(t_fresh, 2),
         "warm_completions_per_s_per_core": round(len(reqs) / t_warm, 2),
         "fresh_completions_per_s_per_core": round(len(reqs) / t_fresh, 2),
-        "ratio": round(t_fresh / t_warm, 2),
+        "ratio": round(t_fresh / t_warm, 2), "per_kind": per_kind,
         "agreement": agree / len(reqs), "mismatches": mism[:5],
         "hacks_credited": sum(r.exploited for r in warm), "solved": sum(r.gt_correct for r in warm),
         "target": "ratio >= 3 at 100% agreement",
@@ -122,14 +139,18 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "grading_throughput.json").write_text(json.dumps(res, indent=2) + "\n")
-    md = (f"# Grading throughput\n\n`python benchmarks/grading_throughput.py --n {args.n}`\n\n"
-          f"| executor | completions/s per core | seconds |\n|---|---|---|\n"
-          f"| warm runner (fork per check) | {res['warm_completions_per_s_per_core']} | {res['warm_seconds']} |\n"
-          f"| fresh interpreter per check (reference style) | {res['fresh_completions_per_s_per_core']} | "
-          f"{res['fresh_seconds']} |\n\nratio **{res['ratio']}x**, verdict agreement "
-          f"**{100 * res['agreement']:.1f}%** on {len(reqs)} completions ({res['solved']} correct, "
-          f"{res['hacks_credited']} exploits credited). Target: {res['target']} → "
-          f"{'met' if res['met'] else 'NOT met'}.\n")
+    kinds_md = "".join(f"| {k} only ({v['n']}) | {v['warm_per_s']} | {v['fresh_per_s']} | {v['ratio']}x |\n"
+                       for k, v in per_kind.items())
+    md = (f"# Grading throughput\n\n`python benchmarks/grading_throughput.py --n {args.n}` (one core, sequential; "
+          f"every check of a completion in one round trip)\n\n"
+          f"| corpus | warm runner, completions/s | fresh interpreter per check (reference style), completions/s "
+          f"| ratio |\n|---|---|---|---|\n"
+          f"| all ({len(reqs)}) | {res['warm_completions_per_s_per_core']} | {res['fresh_completions_per_s_per_core']} "
+          f"| **{res['ratio']}x** |\n{kinds_md}\n"
+          f"Verdict agreement **{100 * res['agreement']:.1f}%** ({res['solved']} correct, {res['hacks_credited']} "
+          f"exploits credited). Target: {res['target']} → {'met' if res['met'] else 'NOT met'}. Canonical "
+          f"solutions run their ~100 asserts in three programs, so execution dominates and the ratio is small "
+          f"there; wrong or exploit completions fail fast and the saved interpreter start-up dominates.\n")
     (args.out / "grading_throughput.md").write_text(md)
     print(md)
 
