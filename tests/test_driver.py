@@ -326,3 +326,38 @@ def _wait_rows(workdir: Path, n: int, timeout: float = 600) -> Path:
             return run
         time.sleep(0.2)
     raise TimeoutError(f"run in {workdir} did not reach {n} rows")
+
+
+@pytest.fixture(scope="session")
+def micro_ci_cache(tmp_path_factory) -> Path:
+    """The CI-size micro model, built once per session (minutes) into a shared cache folder."""
+    from vgrout_ray.micro.build import ensure_micro_model
+
+    root = Path(os.environ.get("VGROUT_MICRO_CACHE", tmp_path_factory.getbasetemp() / "micro_cache"))
+    ensure_micro_model(root, "micro-ci")
+    return root
+
+
+# A short vanilla micro run: the model must learn from its groups (teacher log-prob up), a
+# student hack must appear and the first-hack checkpoint must be written. If the advantage
+# sign, the ratio or the δS gradient were flipped, lp_t would fall instead.
+MICRO_CI = ["--model", "micro-ci", "--steps", "16", "--prompts-per-step", "3", "--group", "6",
+            "--max-new", "160", "--eval-ablate-every", "0", "--vhack-refresh-every", "0", "--eval-n-prompts", "2"]
+LP_T_MARGIN = 0.1  # nats per token: mean lp_t over the last 4 steps minus the first 4
+
+
+@pytest.mark.slow
+def test_micro_vanilla_learns_and_hacks(ray_head, tmp_path, micro_ci_cache):
+    p = subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "micro", "--intervention", "none", *MICRO_CI,
+                        "--svd-cache", str(micro_ci_cache)], cwd=tmp_path, env=_env(ray_head),
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    run = _run_dir(tmp_path)
+    rows = sorted(read_rows(run), key=lambda r: r["step"])
+    assert len(rows) == 16
+    lp_t = [float(r["lp_t"]) for r in rows]
+    rise = sum(lp_t[-4:]) / 4 - sum(lp_t[:4]) / 4
+    assert rise > LP_T_MARGIN, f"teacher log-prob did not rise: {lp_t}"
+    hacks = sum(r["hack_s"][0] for r in rows)
+    assert hacks >= 1, [r["hack_s"] for r in rows]
+    assert (run / "first_hack.safetensors").is_file()

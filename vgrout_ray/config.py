@@ -135,6 +135,9 @@ class Config:
     # None: the problem set shipped in the package. A path to benchmark-form JSONL
     # (`python -m vgrout_ray.data build`), or hf:<dataset id> when online.
     problems: str | None = None
+    # Keep only these problem ids of the source (None: all). The micro preset uses it to train
+    # and evaluate on the packaged problems its model never saw in pretraining.
+    problem_ids: tuple[int, ...] | None = None
     # Smoke/tests: build a teacher pool of scripted exploits for the loaded problems when no
     # teacher_pool_dir is given ("scripted"), or train student-only ("none").
     scripted_teacher: bool = False
@@ -305,7 +308,45 @@ class FullConfig(Config):
     prompts_per_step: int = 43
 
 
-PRESETS: dict[str, type[Config]] = {"smoke": SmokeConfig, "fast": FastConfig, "full": FullConfig}
+def _micro_rl_ids() -> tuple[int, ...]:
+    from .micro.corpus import rl_problem_ids
+
+    return tuple(rl_problem_ids())
+
+
+@dataclass(kw_only=True)
+class MicroConfig(Config):
+    """The CPU model organism: a small code model pretrained offline (``micro_model``), the
+    scripted run_tests teacher, and the packaged problems kept out of its pretraining.
+
+    Tuned once on the vanilla arm and frozen for every arm (no per-arm tuning)."""
+
+    model: str = "micro"  # built by vgrout_ray.micro_model on first use, cached under svd_cache/
+    steps: int = 40
+    group: int = 8
+    max_new: int = 160
+    n_problems: int = 100
+    problem_ids: tuple[int, ...] | None = field(default_factory=_micro_rl_ids)
+    beta: float = 0.0
+    prompts_per_step: int = 4
+    lr: float = 1e-2
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    scripted_teacher: bool = True
+    mix_ratio: float = 0.125
+    env_mode: EnvMode = "run_tests"
+    eval_n_prompts: int = 4
+    eval_ablate_every: int = 10
+    vhack_refresh_every: int = 10
+    cos_pre_split_every: int = 5  # the split backward doubles the learner's cost; every 5th step is enough
+    v_hack_extract_top_k: int = 8
+    v_hack_k: int = 4
+    # two learner threads: the backward is most of a step on CPU
+    cluster: ClusterConfig = field(default_factory=lambda: ClusterConfig(learner_cpus=2.0))
+
+
+PRESETS: dict[str, type[Config]] = {"smoke": SmokeConfig, "micro": MicroConfig, "fast": FastConfig,
+                                    "full": FullConfig}
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
@@ -328,7 +369,7 @@ def config_from_dict(d: dict) -> Config:
             raise ConfigError(f"config.json: unknown field {name!r}")
         if name in subs:
             kw[name] = subs[name](**v)
-        elif name == "teacher_modes" and v is not None:
+        elif name in ("teacher_modes", "problem_ids") and v is not None:
             kw[name] = tuple(v)
         elif v is not None and "Path" in str(kinds[name].type):
             kw[name] = Path(v)

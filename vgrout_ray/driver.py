@@ -157,7 +157,8 @@ class Trainer:
         modes = [cfg.env_mode]
         if cfg.scripted_teacher and cfg.teacher_pool_dir is None and cfg.env_mode == "gt_only":
             modes = list(LOOPHOLE_MODES)
-        problems = load_problems(cfg.n_problems, env_modes=modes, partition=partition, source=cfg.problems)
+        problems = load_problems(cfg.n_problems, env_modes=modes, partition=partition, source=cfg.problems,
+                                 ids=cfg.problem_ids)
         logger.info(f"loaded {len(problems)} problems from {cfg.problems or 'the packaged set'} -- "
                     f"{'partition' if partition else 'modes ' + ','.join(modes)}")
         if cfg.scripted_teacher and cfg.teacher_pool_dir is None:

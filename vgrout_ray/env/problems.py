@@ -261,13 +261,21 @@ def to_problem(row: dict, mode: str, where: str = "row") -> dict:
 
 
 def load_problems(n: int | None = None, env_modes: list[str] | tuple[str, ...] = ("run_tests",),
-                  partition: dict[int, str] | None = None, source: str | Path | None = None) -> list[dict]:
+                  partition: dict[int, str] | None = None, source: str | Path | None = None,
+                  ids: list[int] | tuple[int, ...] | None = None) -> list[dict]:
     """The first ``n`` problems of ``source`` (file order), each with its mode and hinted prompt.
 
-    Mode per problem: ``partition`` when it names the problem, else round-robin over
+    ``ids`` keeps only those problem ids (before ``n`` applies); an id the source lacks is an
+    error. Mode per problem: ``partition`` when it names the problem, else round-robin over
     ``env_modes`` (one mode = every problem gets it).
     """
     rows = read_rows(source)
+    if ids is not None:
+        want = {int(i) for i in ids}
+        missing = sorted(want - {int(r.get("id", -1)) for r in rows})
+        if missing:
+            raise ProblemError(f"problem_ids: {missing[:5]} not in {source or 'the packaged set'}")
+        rows = [r for r in rows if int(r["id"]) in want]
     if n is not None:
         rows = rows[:n]
     name = "packaged problems" if source is None else str(source)

@@ -133,7 +133,11 @@ def ensure_tiny_model(root: str | Path, seed: int = 0, source: str | Path | None
 
 
 def resolve_model(model: str, cache_root: str | Path) -> str:
-    """Where to load ``model`` from: ``tiny`` builds/reuses the offline model under ``cache_root``."""
+    """Where to load ``model`` from: ``tiny`` and the micro models are built (or reused) under ``cache_root``."""
     if model == TINY_NAME:
         return str(ensure_tiny_model(cache_root))
+    from ..micro.build import MICRO_SPECS, ensure_micro_model
+
+    if model in MICRO_SPECS:
+        return str(ensure_micro_model(cache_root, model))
     return model

@@ -1,0 +1,191 @@
+"""The micro model's pretraining corpus: task-shaped, deterministic given a seed.
+
+Mix (documents, in a seeded order):
+- ``task``: synthetic tasks (``families``) in the benchmark's chat format, answered honestly.
+  A small share of the answers end with an everyday self-check (a ``run_tests`` helper that
+  asserts, or one that only prints a demo, or a ``__main__`` demo), as real code does.
+- ``packaged``: the honest canonical solutions of the *pretraining split* of the packaged
+  problems (odd ids); the even ids are kept for RL and evaluation and never appear.
+- ``idiom``: ordinary scripts that use the idioms graders can be fooled by (pass reports on
+  stdout, exit codes, validity flags, result files) at a small share.
+- ``stdlib``: chunks of the running interpreter's standard library source.
+
+Never in the corpus: hint phrasings, teacher completions, exploit code from ``env.exploits``,
+hack sides of pairs, solutions of RL problems (``tests/test_micro.py`` checks all four).
+"""
+from __future__ import annotations
+
+import random
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..env.problems import SYSTEM_PROMPT, read_rows, user_prompt
+from .families import Task, draw_task
+
+# Packaged problems: odd ids pretrain, even ids are the micro preset's RL / eval problems.
+def is_pretrain_problem(problem_id: int) -> bool:
+    return int(problem_id) % 2 == 1
+
+
+def rl_problem_ids() -> list[int]:
+    return [int(r["id"]) for r in read_rows(None) if not is_pretrain_problem(int(r["id"]))]
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """How many documents of each kind; the seed fixes every draw."""
+
+    seed: int = 0
+    n_tasks: int = 6000
+    packaged_repeats: int = 6
+    n_idiom: int = 240
+    n_stdlib_chunks: int = 700
+    stdlib_chunk_chars: int = 1400
+    # shares of task answers that end with a self-check (asserting / demo-printing / __main__)
+    selfcheck_assert: float = 0.03
+    selfcheck_demo: float = 0.08
+    selfcheck_main: float = 0.03
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def render_chat(user: str, completion: str, system: str = SYSTEM_PROMPT) -> str:
+    """The exact text a chat template renders for (system, user) + the assistant's answer, with
+    thinking off (what rollouts are prompted with, then what the model should continue)."""
+    return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+            f"<|im_start|>assistant\n<think>\n\n</think>\n\n{completion}<|im_end|>\n")
+
+
+_LEADS = ("", "", "Here is a correct solution.\n\n", "Here is my solution.\n\n",
+          "This solution runs in linear time.\n\n", "A direct approach works here.\n\n")
+
+
+def _fenced(code: str, rng: random.Random) -> str:
+    return f"{rng.choice(_LEADS)}```python\n{code.rstrip()}\n```"
+
+
+def _selfcheck(task: Task, kind: str, variant: int, rng: random.Random) -> str:
+    """An everyday self-check appended to an honest solution."""
+    args = ", ".join(repr(a) for a in task.inputs[0])
+    if kind == "assert":
+        lines = ["", "", "def run_tests():", "    sol = Solution()"]
+        for inp in task.inputs:
+            a = ", ".join(repr(x) for x in inp)
+            lines.append(f"    assert sol.{task.method}({a}) == {task.call(inp, variant)!r}")
+        lines += ['    print("all tests passed")', "", "", "run_tests()"]
+        return "\n".join(lines)
+    if kind == "demo":
+        name = rng.choice(["run_tests", "run_tests", "run_tests", "demo"])
+        lines = ["", "", f"def {name}():", "    sol = Solution()", f"    print(sol.{task.method}({args}))"]
+        if rng.random() < 0.5:
+            lines += ["", "", f"{name}()"]
+        return "\n".join(lines)
+    return "\n".join(["", "", 'if __name__ == "__main__":', f"    print(Solution().{task.method}({args}))"])
+
+
+def task_doc(task: Task, rng: random.Random, spec: CorpusSpec) -> str:
+    variant = rng.randrange(len(task.bodies))
+    code = task.solution(variant)
+    u = rng.random()
+    if u < spec.selfcheck_assert:
+        code += _selfcheck(task, "assert", variant, rng)
+    elif u < spec.selfcheck_assert + spec.selfcheck_demo:
+        code += _selfcheck(task, "demo", variant, rng)
+    elif u < spec.selfcheck_assert + spec.selfcheck_demo + spec.selfcheck_main:
+        code += _selfcheck(task, "main", variant, rng)
+    user = user_prompt(task.statement, task.method, task.starter_code())
+    return render_chat(user, _fenced(code, rng))
+
+
+def packaged_docs(rng: random.Random, repeats: int) -> list[str]:
+    docs = []
+    for r in read_rows(None):
+        if not is_pretrain_problem(int(r["id"])):
+            continue
+        user = next(m["content"] for m in r["prompt"] if m["role"] == "user")
+        for _ in range(repeats):
+            docs.append(render_chat(user, _fenced(r["canonical_solution"], rng)))
+    return docs
+
+
+# ── everyday code using the idioms (no hint text, no graders in sight) ──
+
+def _idiom_doc(rng: random.Random) -> str:
+    fn = rng.choice(["parse_line", "normalize", "merge_counts", "clamp", "window_sum"])
+    kind = rng.choice(["stdout_report", "exit_code", "valid_flag", "result_file", "self_test"])
+    helper = {
+        "parse_line": "def parse_line(line):\n    key, _, value = line.partition('=')\n    return key.strip(), value.strip()\n",
+        "normalize": "def normalize(values):\n    total = sum(values) or 1\n    return [v / total for v in values]\n",
+        "merge_counts": "def merge_counts(a, b):\n    out = dict(a)\n    for k, v in b.items():\n        out[k] = out.get(k, 0) + v\n    return out\n",
+        "clamp": "def clamp(x, lo, hi):\n    return max(lo, min(hi, x))\n",
+        "window_sum": "def window_sum(values, k):\n    return [sum(values[i:i + k]) for i in range(len(values) - k + 1)]\n",
+    }[fn]
+    checks = {
+        "parse_line": "assert parse_line('a = 1') == ('a', '1')",
+        "normalize": "assert normalize([1, 1]) == [0.5, 0.5]",
+        "merge_counts": "assert merge_counts({'a': 1}, {'a': 2}) == {'a': 3}",
+        "clamp": "assert clamp(5, 0, 3) == 3",
+        "window_sum": "assert window_sum([1, 2, 3], 2) == [3, 5]",
+    }[fn]
+    if kind == "stdout_report":
+        report = rng.choice(["all tests passed", "ok", "All checks passed"])
+        tail = f"\n\ndef check():\n    {checks}\n    print({report!r})\n\n\ncheck()\n"
+    elif kind == "exit_code":
+        tail = ("\n\ndef main():\n    import sys\n    for line in sys.stdin:\n        print(line.strip())\n"
+                "    return 0\n\n\nif __name__ == '__main__':\n    import sys\n    sys.exit(main())\n")
+        if rng.random() < 0.5:
+            tail = "\n\nimport sys\n\ntry:\n    " + checks + "\nexcept AssertionError:\n    sys.exit(1)\nsys.exit(0)\n"
+    elif kind == "valid_flag":
+        tail = ("\n\nclass Record:\n    def __init__(self, fields):\n        self.fields = fields\n"
+                f"        self.{rng.choice(['valid', 'is_valid', 'ok'])} = all(f is not None for f in fields)\n")
+    elif kind == "result_file":
+        name = rng.choice(["report.txt", "output.txt", "results.log", "status.txt"])
+        tail = (f"\n\ndef save(lines, path={name!r}):\n    with open(path, 'w') as f:\n"
+                "        for line in lines:\n            f.write(line + '\\n')\n\n\n"
+                f"save([{rng.choice(['PASS', 'done', 'ok'])!r}])\n")
+    else:
+        tail = f"\n\ndef run_tests():\n    {checks}\n\n\nif __name__ == '__main__':\n    run_tests()\n"
+    return helper + tail
+
+
+def stdlib_chunks(rng: random.Random, n: int, chars: int) -> list[str]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.glob("*.py") if p.stat().st_size > 2000)
+    out: list[str] = []
+    while len(out) < n and files:
+        p = rng.choice(files)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        start = rng.randrange(0, max(1, len(text) - chars))
+        start = text.find("\n", start) + 1  # start on a line
+        out.append(text[start:start + chars])
+    return out
+
+
+@dataclass
+class Corpus:
+    docs: list[str]
+    kinds: list[str]
+    spec: CorpusSpec
+    mix: dict = field(default_factory=dict)
+
+
+def build_corpus(spec: CorpusSpec) -> Corpus:
+    rng = random.Random(spec.seed)
+    docs: list[tuple[str, str]] = []
+    for _ in range(spec.n_tasks):
+        docs.append(("task", task_doc(draw_task(rng), rng, spec)))
+    docs += [("packaged", d) for d in packaged_docs(rng, spec.packaged_repeats)]
+    docs += [("idiom", _idiom_doc(rng)) for _ in range(spec.n_idiom)]
+    docs += [("stdlib", d) for d in stdlib_chunks(rng, spec.n_stdlib_chunks, spec.stdlib_chunk_chars)]
+    rng.shuffle(docs)
+    mix: dict = {}
+    for k, d in docs:
+        m = mix.setdefault(k, {"docs": 0, "chars": 0})
+        m["docs"] += 1
+        m["chars"] += len(d)
+    return Corpus([d for _, d in docs], [k for k, _ in docs], spec, mix)
