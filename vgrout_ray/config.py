@@ -123,6 +123,10 @@ class Config:
     eval_n_prompts: int = 8
     save_eval_ckpts: bool = True
     vhack_pairs_path: Path | None = None
+    # Named pairset when vhack_pairs_path is None: run_tests (seed 003: hand-written run_tests
+    # pairs, run_tests in-dist, the rest held out) or all_modes (scripted exploits of all six
+    # modes vs the oracle canonicals of the run's problems; every mode in-dist).
+    vhack_pairset: Literal["run_tests", "all_modes"] = "run_tests"
     route2_random_v_seed: int | None = None
     cos_pre_split_every: int = 1
     out_tag: str = ""

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from loguru import logger
 
+from .algo.pairs import configured_pair_modes, mode_labels
 from .config import Config, ConfigError, config_from_dict, parse_config
 from .env.grading import GradeRequest
 from .env.modes import LOOPHOLE_MODES, MODE_CODE
@@ -95,6 +96,10 @@ class Trainer:
         self.G_s, self.G_t = (cfg.teacher_split if self.teacher_pool else (cfg.group, 0))
         self.run_modes = sorted({p["env_mode"] for p in self.problems},
                                 key=lambda m: list(MODE_CODE).index(m) if m in MODE_CODE else 99)
+        self.pair_modes = configured_pair_modes(cfg.vhack_pairs_path, cfg.vhack_pairset)
+        self.mode_labels = mode_labels(LOOPHOLE_MODES, self.pair_modes)
+        logger.info(f"v_hack pairs cover {','.join(self.pair_modes) or 'no known mode'}: "
+                    + ", ".join(f"{m} {self.mode_labels[m]}" for m in self.run_modes if m in self.mode_labels))
 
         # ── actors ──
         threads = max(1, int(cfg.cluster.learner_cpus))
@@ -137,6 +142,7 @@ class Trainer:
         self.sinks = make_sinks(cfg.to_dict(), run_dir, wandb=cfg.wandb, wandb_mode=cfg.wandb_mode,
                                 tensorboard=cfg.tensorboard)
         self.step_logger = StepLogger(arm=cfg.arm, modes=self.run_modes, mode_code=MODE_CODE,
+                                      in_dist=self.pair_modes,
                                       show_ablate=cfg.rollout_ablate_frac > 0 and cfg.intervention in ("route", "route2"))
 
     # ── set-up ───────────────────────────────────────────────────────────────
@@ -701,17 +707,19 @@ class Trainer:
         for mode in sorted(ev_deploy["by_mode"]):
             th, ts, tn = ev_train["by_mode"].get(mode, [0, 0, 0])
             dh, ds, dn = ev_deploy["by_mode"][mode]
-            tag = "IN-dist" if mode == "run_tests" else "held-out"
+            tag = self.mode_labels.get(mode, "-")
             logger.info(f"  per-mode[{mode:<13} {tag:>8}] train hack={th}/{tn} solve={ts}/{tn} | "
                         f"deploy hack={dh}/{dn} solve={ds}/{dn}")
-            per_mode[mode] = {"in_dist": mode == "run_tests", "train_hack": th / max(1, tn),
+            per_mode[mode] = {"in_dist": mode in self.pair_modes, "train_hack": th / max(1, tn),
                               "train_solve": ts / max(1, tn), "deploy_hack": dh / max(1, dn),
                               "deploy_solve": ds / max(1, dn), "n": dn}
         record = {"arm": cfg.arm, "intervention": cfg.intervention, "refresh_every": cfg.vhack_refresh_every,
                   "seed": cfg.seed, "steps": len(self.rows), "model": cfg.model, "out_tag": cfg.out_tag,
                   "log": str(self.log_path), "eval_n": ev_deploy["n"], "hack_train": ev_train["hack"],
                   "solve_train": ev_train["solve"], "hack_deploy": ev_deploy["hack"],
-                  "solve_deploy": ev_deploy["solve"], "by_mode": per_mode}
+                  "solve_deploy": ev_deploy["solve"], "by_mode": per_mode,
+                  "in_dist_modes": list(self.pair_modes),
+                  "pairs": str(cfg.vhack_pairs_path) if cfg.vhack_pairs_path else cfg.vhack_pairset}
         (self.run_dir / "per_mode_deploy.json").write_text(json.dumps(record, indent=2))
         logger.info(f"per-mode deploy artifact: {self.run_dir / 'per_mode_deploy.json'}")
         cue = "🟢" if (cfg.arm == "vanilla" and hack_rate > 0.0) else "🟡"

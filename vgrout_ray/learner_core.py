@@ -19,7 +19,7 @@ import torch
 from loguru import logger
 
 from .algo import loss as L
-from .algo.pairs import Pair, builtin_pairs, load_pairs_json
+from .algo.pairs import Pair, pair_modes, resolve_pairs
 from .algo.projection import cos_pre_from_grads, project_grads, span_residual
 from .algo.route2 import Route2Gate, build_route2_anchors, haar_unit_dirs
 from .algo.vhack import (basis_overlap, extract_v_hack, load_v_hack, postprocess_v_hack, save_v_hack,
@@ -142,14 +142,13 @@ class LearnerCore:
 
     # ── hack direction ──
     def pairs(self) -> list[Pair]:
-        """The contrastive pairs (pairs JSON if configured, else built from the problem set)."""
+        """The contrastive pairs (the pairs file if configured, else the named pairset)."""
         if self._pairs_cache is None:
-            if self.cfg.vhack_pairs_path is not None:
-                self._pairs_cache = load_pairs_json(self.cfg.vhack_pairs_path, self.tok)
-                logger.info(f"pairs: {self.cfg.vhack_pairs_path} -> {len(self._pairs_cache)} pairs")
-            else:
-                self._pairs_cache = builtin_pairs(self.tok, source=self.cfg.problems)
-                logger.info(f"pairs: built from problems -> {len(self._pairs_cache)} pairs")
+            cfg = self.cfg
+            self._pairs_cache, what = resolve_pairs(self.tok, pairs_path=cfg.vhack_pairs_path,
+                                                    pairset=cfg.vhack_pairset, problems=cfg.problems)
+            logger.info(f"pairs: {what} -> {len(self._pairs_cache)} pairs covering modes "
+                        f"{','.join(pair_modes(self._pairs_cache)) or '?'}")
         return self._pairs_cache
 
     def _extract(self, top_k: int, tau_axis: float):
@@ -171,10 +170,11 @@ class LearnerCore:
             return vdir / f"v_hack_pairset_{Path(cfg.vhack_pairs_path).stem}.safetensors"
         slug = str(cfg.model).rstrip("/").split("/")[-1]
         tau_tag = f"_tau{cfg.v_hack_tau_axis:g}" if cfg.v_hack_tau_axis > 0 else ""
-        # built-in pairs depend on the problem set: key a non-default one into the name
+        # all_modes pairs depend on the problem set: key a non-default one into the name
         src_tag = (f"_pp{hashlib.blake2b(str(cfg.problems).encode(), digest_size=4).hexdigest()}"
-                   if cfg.problems is not None else "")
-        return vdir / f"v_hack_{slug}_k{cfg.v_hack_extract_top_k}{tau_tag}{src_tag}.safetensors"
+                   if cfg.problems is not None and cfg.vhack_pairset == "all_modes" else "")
+        return vdir / (f"v_hack_{slug}_{cfg.vhack_pairset}_k{cfg.v_hack_extract_top_k}{tau_tag}{src_tag}"
+                       ".safetensors")
 
     def _init_direction(self) -> None:
         cfg = self.cfg
