@@ -40,6 +40,12 @@ class RolloutConfig:
     sync: Literal["delta", "full"] = "delta"
     vllm_gpu_memory_utilization: float = 0.5
     vllm_max_model_len: int = 4096
+    # How rollout engines apply δS (see actors/rollout.py and rollout_vllm.py): hook = the learner's
+    # adapter on the base weights (exact); merge = W' merged into engine-dtype weights (bf16 loses
+    # small updates to rounding; the measured baseline).
+    delta_apply: Literal["hook", "merge"] = "hook"
+    # Engine dtype ("" = bf16 on GPU, fp32 on CPU, like the learner).
+    dtype: Literal["", "bf16", "fp32"] = ""
 
     def __post_init__(self) -> None:
         _need(self.num_actors >= 1, "rollout.num_actors", f"must be >= 1, got {self.num_actors}")
@@ -144,6 +150,9 @@ class Config:
     scripted_teacher: bool = False
     # Held-out contrastive pairs kept out of the v_hack SVD (seed: n_heldout=2).
     vhack_n_heldout: int = 2
+    # Truncated importance sampling against sampler/learner drift: each student token's loss is
+    # weighted by min(π_old/μ, tis_cap), μ the rollout engine's probability. None = off (the seed).
+    tis_cap: float | None = None
     checkpoint_every: int = 25
     # ── paths ──
     out_dir: Path = Path("out")
@@ -206,6 +215,7 @@ class Config:
         _need(self.project_overshoot > 0, "project_overshoot", "must be > 0")
         _need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
         _need(self.vhack_n_heldout >= 0, "vhack_n_heldout", "must be >= 0")
+        _need(self.tis_cap is None or self.tis_cap > 0, "tis_cap", f"must be > 0 (or unset), got {self.tis_cap}")
         if self.teacher_pool_dir is not None or self.scripted_teacher:
             _need(0.0 <= self.mix_ratio < 1.0, "mix_ratio",
                   f"must be in [0, 1) when a teacher pool is used, got {self.mix_ratio}")

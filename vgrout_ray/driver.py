@@ -26,6 +26,8 @@ from .env.modes import LOOPHOLE_MODES, MODE_CODE
 from .env.problems import load_problems
 from .rows import REF_GENS_PER_STEP, SEED_DUMP_FIELDS, RowIn, StepAgg, step_row
 
+MISMATCH_KEYS = ("mismatch_kl", "mismatch_max_abs_dlogp", "mismatch_tokens")
+TIS_KEYS = ("tis_mean_w", "tis_capped_frac")
 MAX_TOKENS = 2048  # prompt + max_new longer than this is skipped (seed 003)
 DIVERGENCE_DROP = 5.0
 WARN_DROP = 3.0
@@ -201,7 +203,7 @@ class Trainer:
         from .actors.rollout import RolloutActor
 
         rc = self.cfg.rollout
-        kw = {"threads": max(1, int(rc.cpus_per_actor))}
+        kw = {"threads": max(1, int(rc.cpus_per_actor)), "delta_apply": rc.delta_apply, "dtype": rc.dtype or None}
         if rc.backend == "vllm":
             kw.update(gpu_memory_utilization=rc.vllm_gpu_memory_utilization, max_model_len=rc.vllm_max_model_len)
         extra = {"resources": {self.cfg.cluster.rollout_resource: 1}} if self.cfg.cluster.rollout_resource else {}
@@ -359,7 +361,7 @@ class Trainer:
                         gen_started[k] = time.perf_counter()
                         continue
                     gen_spans.append((gen_started[k], time.perf_counter()))
-                    comps, fins, abl = [], [], []
+                    comps, fins, abl, slps = [], [], [], []
                     for res in results:
                         if res.version != self.gen_version:
                             raise AssertionError(f"rollout generated with δS v{res.version} but the learner is at "
@@ -369,8 +371,13 @@ class Trainer:
                         comps += res.completions
                         fins += res.finished
                         abl += [res.key[1] == 1] * len(res.completions)
+                        # the ablated slice is drawn from the deploy view, not the policy the learner
+                        # scores: no sampler log-probs for it (no mismatch, no TIS weight)
+                        slps += (list(res.logprobs) if res.logprobs is not None and res.key[1] != 1
+                                 else [None] * len(res.completions))
                     texts = self.tok.batch_decode(comps, skip_special_tokens=True)
-                    state[k]["students"] = {"ids": comps, "finished": fins, "ablated": abl, "texts": texts}
+                    state[k]["students"] = {"ids": comps, "finished": fins, "ablated": abl, "texts": texts,
+                                            "sampler_logps": slps}
                     prob = plans[k]["prob"]
                     submitted_at[k] = time.perf_counter()
                     self.pool.submit([GradeRequest.from_problem(prob, t) for t in texts],
@@ -395,7 +402,8 @@ class Trainer:
                                      completion_ids=st["students"]["ids"] + pl["teacher_ids"],
                                      rewards=rewards,
                                      is_student=[True] * len(res) + [False] * len(pl["teacher"]),
-                                     hack_E=[r.hacked_loophole_used for r in res])
+                                     hack_E=[r.hacked_loophole_used for r in res],
+                                     sampler_logps=st["students"]["sampler_logps"])
                 add_refs.append(self.learner.add_group.remote(next_learn, group))
                 next_learn += 1
         infos = self._learner(add_refs)
@@ -482,6 +490,12 @@ class Trainer:
         for k in ("clip_low", "clip_high", "clip_region"):
             if k in stats:
                 row[k] = stats[k]
+        row.update({k: stats.get(k, math.nan) for k in MISMATCH_KEYS + TIS_KEYS})
+        logger.debug(f"step {step} sampler-vs-learner mismatch ({cfg.rollout.backend}, student rows, "
+                     f"{stats.get('mismatch_tokens', 0)} tokens): KL(k3)={stats.get('mismatch_kl', math.nan):.3g} "
+                     f"max|dlogp|={stats.get('mismatch_max_abs_dlogp', math.nan):.3g}"
+                     + (f"; TIS cap {cfg.tis_cap}: mean w={stats.get('tis_mean_w', math.nan):.4f} "
+                        f"capped={stats.get('tis_capped_frac', math.nan):.3f}" if cfg.tis_cap is not None else ""))
         row.update({"version": self.version, "sync_bytes": timing["sync_info"]["bytes"],
                     "sync_s": timing["sync"], "eval_s": t_eval, "n_skipped": n_skipped, "n_zerovar": agg.n_zerovar,
                     "dsh_norm": stats["dsh_norm"]})
