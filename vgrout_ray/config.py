@@ -68,6 +68,10 @@ class GraderConfig:
     docker_cpus: float = 1.0
     docker_memory_mb: int = 1536
     docker_pids: int = 128
+    # Channel-probe semantics (stdout_marker / sentinel / file_marker): "reference" runs the
+    # completion in an empty namespace like the reference grader; "intended" with the setup
+    # code's names (typing, collections, ...) visible.
+    compat: Literal["reference", "intended"] = "reference"
 
     def __post_init__(self) -> None:
         _need(self.num_actors >= 1, "grader.num_actors", f"must be >= 1, got {self.num_actors}")

@@ -169,7 +169,7 @@ class Trainer:
         logger.info(f"loaded {len(problems)} problems from {cfg.problems or 'the packaged set'} -- "
                     f"{'partition' if partition else 'modes ' + ','.join(modes)}")
         if cfg.scripted_teacher and cfg.teacher_pool_dir is None:
-            pool = scripted_pool(problems, lambda reqs: self.pool.grade(reqs))
+            pool = scripted_pool(problems, lambda reqs: self.pool.grade(reqs), compat=cfg.grader.compat)
         if cfg.teacher_modes is not None and pool:
             if partition is None:
                 raise ConfigError("teacher_modes: needs a pool with partition.json")
@@ -380,7 +380,7 @@ class Trainer:
                                             "sampler_logps": slps}
                     prob = plans[k]["prob"]
                     submitted_at[k] = time.perf_counter()
-                    self.pool.submit([GradeRequest.from_problem(prob, t) for t in texts],
+                    self.pool.submit([GradeRequest.from_problem(prob, t, compat=self.cfg.grader.compat) for t in texts],
                                      keys=[(step, k, gi) for gi in range(len(texts))])
             for g in self.pool.poll(timeout=0.0 if inflight else 0.01):
                 s_, k, gi = g.key
@@ -551,7 +551,7 @@ class Trainer:
         grade_reqs, modes = [], []
         for n, (prob, _) in enumerate(reqs):
             for t in self.tok.batch_decode(gens[n].completions, skip_special_tokens=True):
-                grade_reqs.append(GradeRequest.from_problem(prob, t))
+                grade_reqs.append(GradeRequest.from_problem(prob, t, compat=cfg.grader.compat))
                 modes.append(prob["env_mode"])
         results = self.pool.grade(grade_reqs)
         by_mode: dict[str, list[int]] = {}
