@@ -620,6 +620,29 @@ if _code:
 ]
 
 
+def _kill_is_safe_here(hello: dict) -> bool:
+    """Whether the kill_parent attack can run without reaching this test process: the runner is
+    PID 1 of its own namespace, or jobs run under another uid than ours (a root runner drops them
+    to an unprivileged uid, which may signal only its own processes). Only a runner that has no
+    namespaces and runs jobs as our own uid is unsafe (a non-root host without user namespaces)."""
+    return bool(hello.get("pid1")) or hello.get("job_uid") not in (None, os.getuid())
+
+
+def test_kill_parent_runs_wherever_it_cannot_reach_the_test_process():
+    """kill_parent used to be skipped whenever the process runner had no PID namespace; it now runs
+    there too as long as jobs have a uid of their own (CI runs as root)."""
+    me = os.getuid()
+    assert _kill_is_safe_here({"pid1": True, "job_uid": me})
+    assert _kill_is_safe_here({"pid1": False, "job_uid": me + 10001})
+    assert not _kill_is_safe_here({"pid1": False, "job_uid": me})
+    if os.getuid() == 0:  # root (CI): the runner always drops jobs to an unprivileged uid
+        from vgrout_ray.sandbox.local_grader import LocalGrader
+
+        with LocalGrader("process") as g:
+            hello = g.sandbox.runner.hello
+        assert hello["job_uid"] != 0 and _kill_is_safe_here(hello), hello
+
+
 def _cases():
     out = []
     for backend in ("process", "docker"):
@@ -634,8 +657,9 @@ def _cases():
 @pytest.mark.parametrize("backend,attack", _cases())
 def test_attack_is_contained(backend: str, attack: Attack, boxes, problem, tcp_server):
     box = boxes(backend)
-    if attack.id == "kill_parent" and backend == "process" and not box.hello.get("pid1"):
-        pytest.skip("process backend without a PID namespace here: kill(-1) would reach the test process")
+    if attack.id == "kill_parent" and backend == "process" and not _kill_is_safe_here(box.hello):
+        pytest.skip("process backend with neither a PID namespace nor a separate job uid here: the job's "
+                    "kill(-1) would reach this test process")
     ctx = Ctx(box, problem, tcp_server)
     text, code = completion(attack, ctx)
     tests = problem["gt_tests"]

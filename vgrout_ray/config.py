@@ -40,6 +40,12 @@ class RolloutConfig:
     sync: Literal["delta", "full"] = "delta"
     vllm_gpu_memory_utilization: float = 0.5
     vllm_max_model_len: int = 4096
+    # How rollout engines apply δS (see actors/rollout.py and rollout_vllm.py): hook = the learner's
+    # adapter on the base weights (exact); merge = W' merged into engine-dtype weights (bf16 loses
+    # small updates to rounding; the measured baseline).
+    delta_apply: Literal["hook", "merge"] = "hook"
+    # Engine dtype ("" = bf16 on GPU, fp32 on CPU, like the learner).
+    dtype: Literal["", "bf16", "fp32"] = ""
 
     def __post_init__(self) -> None:
         _need(self.num_actors >= 1, "rollout.num_actors", f"must be >= 1, got {self.num_actors}")
@@ -62,6 +68,10 @@ class GraderConfig:
     docker_cpus: float = 1.0
     docker_memory_mb: int = 1536
     docker_pids: int = 128
+    # Channel-probe semantics (stdout_marker / sentinel / file_marker): "reference" runs the
+    # completion in an empty namespace like the reference grader; "intended" with the setup
+    # code's names (typing, collections, ...) visible.
+    compat: Literal["reference", "intended"] = "reference"
 
     def __post_init__(self) -> None:
         _need(self.num_actors >= 1, "grader.num_actors", f"must be >= 1, got {self.num_actors}")
@@ -123,6 +133,10 @@ class Config:
     eval_n_prompts: int = 8
     save_eval_ckpts: bool = True
     vhack_pairs_path: Path | None = None
+    # Named pairset when vhack_pairs_path is None: run_tests (seed 003: hand-written run_tests
+    # pairs, run_tests in-dist, the rest held out) or all_modes (scripted exploits of all six
+    # modes vs the oracle canonicals of the run's problems; every mode in-dist).
+    vhack_pairset: Literal["run_tests", "all_modes"] = "run_tests"
     route2_random_v_seed: int | None = None
     cos_pre_split_every: int = 1
     out_tag: str = ""
@@ -143,6 +157,9 @@ class Config:
     scripted_teacher: bool = False
     # Held-out contrastive pairs kept out of the v_hack SVD (seed: n_heldout=2).
     vhack_n_heldout: int = 2
+    # Truncated importance sampling against sampler/learner drift: each student token's loss is
+    # weighted by min(π_old/μ, tis_cap), μ the rollout engine's probability. None = off (the seed).
+    tis_cap: float | None = None
     checkpoint_every: int = 25
     # ── paths ──
     out_dir: Path = Path("out")
@@ -205,6 +222,7 @@ class Config:
         _need(self.project_overshoot > 0, "project_overshoot", "must be > 0")
         _need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
         _need(self.vhack_n_heldout >= 0, "vhack_n_heldout", "must be >= 0")
+        _need(self.tis_cap is None or self.tis_cap > 0, "tis_cap", f"must be > 0 (or unset), got {self.tis_cap}")
         if self.teacher_pool_dir is not None or self.scripted_teacher:
             _need(0.0 <= self.mix_ratio < 1.0, "mix_ratio",
                   f"must be in [0, 1) when a teacher pool is used, got {self.mix_ratio}")

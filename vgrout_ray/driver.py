@@ -19,12 +19,15 @@ from pathlib import Path
 import torch
 from loguru import logger
 
+from .algo.pairs import configured_pair_modes, mode_labels
 from .config import Config, ConfigError, config_from_dict, parse_config
 from .env.grading import GradeRequest
 from .env.modes import LOOPHOLE_MODES, MODE_CODE
 from .env.problems import load_problems
 from .rows import REF_GENS_PER_STEP, SEED_DUMP_FIELDS, RowIn, StepAgg, step_row
 
+MISMATCH_KEYS = ("mismatch_kl", "mismatch_max_abs_dlogp", "mismatch_tokens")
+TIS_KEYS = ("tis_mean_w", "tis_capped_frac")
 MAX_TOKENS = 2048  # prompt + max_new longer than this is skipped (seed 003)
 DIVERGENCE_DROP = 5.0
 WARN_DROP = 3.0
@@ -95,6 +98,10 @@ class Trainer:
         self.G_s, self.G_t = (cfg.teacher_split if self.teacher_pool else (cfg.group, 0))
         self.run_modes = sorted({p["env_mode"] for p in self.problems},
                                 key=lambda m: list(MODE_CODE).index(m) if m in MODE_CODE else 99)
+        self.pair_modes = configured_pair_modes(cfg.vhack_pairs_path, cfg.vhack_pairset)
+        self.mode_labels = mode_labels(LOOPHOLE_MODES, self.pair_modes)
+        logger.info(f"v_hack pairs cover {','.join(self.pair_modes) or 'no known mode'}: "
+                    + ", ".join(f"{m} {self.mode_labels[m]}" for m in self.run_modes if m in self.mode_labels))
 
         # ── actors ──
         threads = max(1, int(cfg.cluster.learner_cpus))
@@ -137,6 +144,7 @@ class Trainer:
         self.sinks = make_sinks(cfg.to_dict(), run_dir, wandb=cfg.wandb, wandb_mode=cfg.wandb_mode,
                                 tensorboard=cfg.tensorboard)
         self.step_logger = StepLogger(arm=cfg.arm, modes=self.run_modes, mode_code=MODE_CODE,
+                                      in_dist=self.pair_modes,
                                       show_ablate=cfg.rollout_ablate_frac > 0 and cfg.intervention in ("route", "route2"))
 
     # ── set-up ───────────────────────────────────────────────────────────────
@@ -162,7 +170,7 @@ class Trainer:
         logger.info(f"loaded {len(problems)} problems from {cfg.problems or 'the packaged set'} -- "
                     f"{'partition' if partition else 'modes ' + ','.join(modes)}")
         if cfg.scripted_teacher and cfg.teacher_pool_dir is None:
-            pool = scripted_pool(problems, lambda reqs: self.pool.grade(reqs))
+            pool = scripted_pool(problems, lambda reqs: self.pool.grade(reqs), compat=cfg.grader.compat)
         if cfg.teacher_modes is not None and pool:
             if partition is None:
                 raise ConfigError("teacher_modes: needs a pool with partition.json")
@@ -196,7 +204,7 @@ class Trainer:
         from .actors.rollout import RolloutActor
 
         rc = self.cfg.rollout
-        kw = {"threads": max(1, int(rc.cpus_per_actor))}
+        kw = {"threads": max(1, int(rc.cpus_per_actor)), "delta_apply": rc.delta_apply, "dtype": rc.dtype or None}
         if rc.backend == "vllm":
             kw.update(gpu_memory_utilization=rc.vllm_gpu_memory_utilization, max_model_len=rc.vllm_max_model_len)
         extra = {"resources": {self.cfg.cluster.rollout_resource: 1}} if self.cfg.cluster.rollout_resource else {}
@@ -354,7 +362,7 @@ class Trainer:
                         gen_started[k] = time.perf_counter()
                         continue
                     gen_spans.append((gen_started[k], time.perf_counter()))
-                    comps, fins, abl = [], [], []
+                    comps, fins, abl, slps = [], [], [], []
                     for res in results:
                         if res.version != self.gen_version:
                             raise AssertionError(f"rollout generated with δS v{res.version} but the learner is at "
@@ -364,11 +372,16 @@ class Trainer:
                         comps += res.completions
                         fins += res.finished
                         abl += [res.key[1] == 1] * len(res.completions)
+                        # the ablated slice is drawn from the deploy view, not the policy the learner
+                        # scores: no sampler log-probs for it (no mismatch, no TIS weight)
+                        slps += (list(res.logprobs) if res.logprobs is not None and res.key[1] != 1
+                                 else [None] * len(res.completions))
                     texts = self.tok.batch_decode(comps, skip_special_tokens=True)
-                    state[k]["students"] = {"ids": comps, "finished": fins, "ablated": abl, "texts": texts}
+                    state[k]["students"] = {"ids": comps, "finished": fins, "ablated": abl, "texts": texts,
+                                            "sampler_logps": slps}
                     prob = plans[k]["prob"]
                     submitted_at[k] = time.perf_counter()
-                    self.pool.submit([GradeRequest.from_problem(prob, t) for t in texts],
+                    self.pool.submit([GradeRequest.from_problem(prob, t, compat=self.cfg.grader.compat) for t in texts],
                                      keys=[(step, k, gi) for gi in range(len(texts))])
             for g in self.pool.poll(timeout=0.0 if inflight else 0.01):
                 s_, k, gi = g.key
@@ -390,7 +403,8 @@ class Trainer:
                                      completion_ids=st["students"]["ids"] + pl["teacher_ids"],
                                      rewards=rewards,
                                      is_student=[True] * len(res) + [False] * len(pl["teacher"]),
-                                     hack_E=[r.hacked_loophole_used for r in res])
+                                     hack_E=[r.hacked_loophole_used for r in res],
+                                     sampler_logps=st["students"]["sampler_logps"])
                 add_refs.append(self.learner.add_group.remote(next_learn, group))
                 next_learn += 1
         infos = self._learner(add_refs)
@@ -477,6 +491,12 @@ class Trainer:
         for k in ("clip_low", "clip_high", "clip_region"):
             if k in stats:
                 row[k] = stats[k]
+        row.update({k: stats.get(k, math.nan) for k in MISMATCH_KEYS + TIS_KEYS})
+        logger.debug(f"step {step} sampler-vs-learner mismatch ({cfg.rollout.backend}, student rows, "
+                     f"{stats.get('mismatch_tokens', 0)} tokens): KL(k3)={stats.get('mismatch_kl', math.nan):.3g} "
+                     f"max|dlogp|={stats.get('mismatch_max_abs_dlogp', math.nan):.3g}"
+                     + (f"; TIS cap {cfg.tis_cap}: mean w={stats.get('tis_mean_w', math.nan):.4f} "
+                        f"capped={stats.get('tis_capped_frac', math.nan):.3f}" if cfg.tis_cap is not None else ""))
         row.update({"version": self.version, "sync_bytes": timing["sync_info"]["bytes"],
                     "sync_s": timing["sync"], "eval_s": t_eval, "n_skipped": n_skipped, "n_zerovar": agg.n_zerovar,
                     "dsh_norm": stats["dsh_norm"]})
@@ -532,7 +552,7 @@ class Trainer:
         grade_reqs, modes = [], []
         for n, (prob, _) in enumerate(reqs):
             for t in self.tok.batch_decode(gens[n].completions, skip_special_tokens=True):
-                grade_reqs.append(GradeRequest.from_problem(prob, t))
+                grade_reqs.append(GradeRequest.from_problem(prob, t, compat=cfg.grader.compat))
                 modes.append(prob["env_mode"])
         results = self.pool.grade(grade_reqs)
         by_mode: dict[str, list[int]] = {}
@@ -702,17 +722,19 @@ class Trainer:
         for mode in sorted(ev_deploy["by_mode"]):
             th, ts, tn = ev_train["by_mode"].get(mode, [0, 0, 0])
             dh, ds, dn = ev_deploy["by_mode"][mode]
-            tag = "IN-dist" if mode == "run_tests" else "held-out"
+            tag = self.mode_labels.get(mode, "-")
             logger.info(f"  per-mode[{mode:<13} {tag:>8}] train hack={th}/{tn} solve={ts}/{tn} | "
                         f"deploy hack={dh}/{dn} solve={ds}/{dn}")
-            per_mode[mode] = {"in_dist": mode == "run_tests", "train_hack": th / max(1, tn),
+            per_mode[mode] = {"in_dist": mode in self.pair_modes, "train_hack": th / max(1, tn),
                               "train_solve": ts / max(1, tn), "deploy_hack": dh / max(1, dn),
                               "deploy_solve": ds / max(1, dn), "n": dn}
         record = {"arm": cfg.arm, "intervention": cfg.intervention, "refresh_every": cfg.vhack_refresh_every,
                   "seed": cfg.seed, "steps": len(self.rows), "model": cfg.model, "out_tag": cfg.out_tag,
                   "log": str(self.log_path), "eval_n": ev_deploy["n"], "hack_train": ev_train["hack"],
                   "solve_train": ev_train["solve"], "hack_deploy": ev_deploy["hack"],
-                  "solve_deploy": ev_deploy["solve"], "by_mode": per_mode}
+                  "solve_deploy": ev_deploy["solve"], "by_mode": per_mode,
+                  "in_dist_modes": list(self.pair_modes),
+                  "pairs": str(cfg.vhack_pairs_path) if cfg.vhack_pairs_path else cfg.vhack_pairset}
         (self.run_dir / "per_mode_deploy.json").write_text(json.dumps(record, indent=2))
         logger.info(f"per-mode deploy artifact: {self.run_dir / 'per_mode_deploy.json'}")
         cue = "🟢" if (cfg.arm == "vanilla" and hack_rate > 0.0) else "🟡"

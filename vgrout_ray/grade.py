@@ -8,6 +8,7 @@ and the others are still graded. Output order = input order.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=3.0, help="seconds per check program")
     ap.add_argument("--memory-mb", type=int, default=1024)
     ap.add_argument("--ray", action="store_true", help="grade on a Ray GraderPool (RAY_ADDRESS or a local cluster)")
+    ap.add_argument("--compat", choices=["reference", "intended"], default="reference",
+                    help="channel-probe semantics: reference = the completion runs in an empty namespace (the "
+                         "reference grader); intended = with the setup code's names visible")
     args = ap.parse_args(argv)
     if not args.inp.is_file():
         ap.error(f"--in: {args.inp} does not exist")
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(k, req) for k, (_, req, err) in enumerate(rows) if req is not None]
     logger.info(f"{len(rows)} rows, {len(todo)} well-formed, {len(rows) - len(todo)} malformed; "
                 f"sandbox={args.sandbox} workers={args.workers}")
-    reqs = [req for _, req in todo]
+    reqs = [dataclasses.replace(req, compat=args.compat) for _, req in todo]
     from .sandbox.client import SandboxError
     try:
         if args.ray or args.sandbox == "docker":

@@ -19,7 +19,7 @@ import torch
 from loguru import logger
 
 from .algo import loss as L
-from .algo.pairs import Pair, builtin_pairs, load_pairs_json
+from .algo.pairs import Pair, pair_modes, resolve_pairs
 from .algo.projection import cos_pre_from_grads, project_grads, span_residual
 from .algo.route2 import Route2Gate, build_route2_anchors, haar_unit_dirs
 from .algo.vhack import (basis_overlap, extract_v_hack, load_v_hack, postprocess_v_hack, save_v_hack,
@@ -43,6 +43,9 @@ class RolloutGroup:
     rewards: list[float]
     is_student: list[bool]
     hack_E: list[bool] = field(default_factory=list)  # detector E per row (or per leading student row)
+    # the rollout engine's log-prob of every sampled token, per leading student row (None: a row
+    # the sampler did not draw from the training view, e.g. the ablated slice); [] = not given
+    sampler_logps: list[list[float] | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.completion_ids)
@@ -55,22 +58,29 @@ class RolloutGroup:
             raise ValueError(f"RolloutGroup: {len(self.hack_E)} hack_E flags for {n} completions")
         if not self.prompt_ids:
             raise ValueError("RolloutGroup has an empty prompt")
+        if len(self.sampler_logps) > n:
+            raise ValueError(f"RolloutGroup: {len(self.sampler_logps)} sampler_logps rows for {n} completions")
+        for i, lp in enumerate(self.sampler_logps):
+            if lp is not None and len(lp) != len(self.completion_ids[i]):
+                raise ValueError(f"RolloutGroup: sampler_logps[{i}] has {len(lp)} values for "
+                                 f"{len(self.completion_ids[i])} completion tokens")
 
 
-def load_model(path: str, device: torch.device):
-    """fp32 + sdpa on CPU; bf16 + flash_attention_2 on CUDA (sdpa when flash-attn is missing)."""
+def load_model(path: str, device: torch.device, dtype: torch.dtype | None = None):
+    """fp32 + sdpa on CPU; bf16 + flash_attention_2 on CUDA (sdpa when flash-attn is missing).
+    ``dtype`` overrides the dtype (tests run the bf16 learner on CPU)."""
     global _flash_warned
     from transformers import AutoModelForCausalLM
     from transformers.utils import is_flash_attn_2_available
 
     if device.type == "cuda":
-        dtype = torch.bfloat16
+        dtype = dtype or torch.bfloat16
         attn = "flash_attention_2" if is_flash_attn_2_available() else "sdpa"
         if attn == "sdpa" and not _flash_warned:
             logger.warning("flash-attn is not installed: learner uses bf16 + sdpa attention")
             _flash_warned = True
     else:
-        dtype, attn = torch.float32, "sdpa"
+        dtype, attn = dtype or torch.float32, "sdpa"
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn).to(device)
     model.config.use_cache = False
     return model
@@ -99,7 +109,8 @@ def _mean(xs: list[float]) -> float:
 class LearnerCore:
     """Model + adapter + optimizer + intervention state; one instance per training run."""
 
-    def __init__(self, cfg: Config, model_path: str | Path | None = None, device: str | torch.device | None = None):
+    def __init__(self, cfg: Config, model_path: str | Path | None = None, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None):
         self.cfg = cfg
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model_path = str(model_path) if model_path is not None else resolve_model(cfg.model, cfg.svd_cache)
@@ -110,7 +121,7 @@ class LearnerCore:
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
         self.pad_id = int(self.tok.pad_token_id)
-        self.model = load_model(self.model_path, self.device)
+        self.model = load_model(self.model_path, self.device, dtype)
         factors = load_or_compute_factors(self.model, self.model_path, cfg.svd_cache)
         self.adapter: SVDAdapter = attach_adapter(self.model, factors)
         self.model.train()
@@ -142,14 +153,13 @@ class LearnerCore:
 
     # ── hack direction ──
     def pairs(self) -> list[Pair]:
-        """The contrastive pairs (pairs JSON if configured, else built from the problem set)."""
+        """The contrastive pairs (the pairs file if configured, else the named pairset)."""
         if self._pairs_cache is None:
-            if self.cfg.vhack_pairs_path is not None:
-                self._pairs_cache = load_pairs_json(self.cfg.vhack_pairs_path, self.tok)
-                logger.info(f"pairs: {self.cfg.vhack_pairs_path} -> {len(self._pairs_cache)} pairs")
-            else:
-                self._pairs_cache = builtin_pairs(self.tok, source=self.cfg.problems)
-                logger.info(f"pairs: built from problems -> {len(self._pairs_cache)} pairs")
+            cfg = self.cfg
+            self._pairs_cache, what = resolve_pairs(self.tok, pairs_path=cfg.vhack_pairs_path,
+                                                    pairset=cfg.vhack_pairset, problems=cfg.problems)
+            logger.info(f"pairs: {what} -> {len(self._pairs_cache)} pairs covering modes "
+                        f"{','.join(pair_modes(self._pairs_cache)) or '?'}")
         return self._pairs_cache
 
     def _extract(self, top_k: int, tau_axis: float):
@@ -171,10 +181,11 @@ class LearnerCore:
             return vdir / f"v_hack_pairset_{Path(cfg.vhack_pairs_path).stem}.safetensors"
         slug = str(cfg.model).rstrip("/").split("/")[-1]
         tau_tag = f"_tau{cfg.v_hack_tau_axis:g}" if cfg.v_hack_tau_axis > 0 else ""
-        # built-in pairs depend on the problem set: key a non-default one into the name
+        # all_modes pairs depend on the problem set: key a non-default one into the name
         src_tag = (f"_pp{hashlib.blake2b(str(cfg.problems).encode(), digest_size=4).hexdigest()}"
-                   if cfg.problems is not None else "")
-        return vdir / f"v_hack_{slug}_k{cfg.v_hack_extract_top_k}{tau_tag}{src_tag}.safetensors"
+                   if cfg.problems is not None and cfg.vhack_pairset == "all_modes" else "")
+        return vdir / (f"v_hack_{slug}_{cfg.vhack_pairset}_k{cfg.v_hack_extract_top_k}{tau_tag}{src_tag}"
+                       ".safetensors")
 
     def _init_direction(self) -> None:
         cfg = self.cfg
@@ -219,6 +230,10 @@ class LearnerCore:
         self._flagged: list[float] = []
         self._gate_cos: list[float] = []
         self._tok = self._clip_low = self._clip_high = self._kl_sum = 0.0
+        self._mm_kl = self._mm_max = 0.0
+        self._mm_n = 0
+        self._tis_sum = 0.0
+        self._tis_capped = self._tis_n = 0
 
     def begin_step(self, step: int) -> None:
         """Start optimizer step ``step``: clear grads and accumulators, pick split vs combined backward."""
@@ -261,6 +276,14 @@ class LearnerCore:
         if (rewards.max() - rewards.min()).item() < ZERO_VAR_EPS:
             self._n_zerovar += 1
             self._gate_cos.extend(nan)
+            if any(lp is not None for lp in group.sampler_logps):
+                # no loss, but the mismatch is still measured on every sampled row
+                t0 = time.perf_counter()
+                merged, L_c, mask = self._tensors(group)
+                with torch.no_grad():
+                    logp_old = L.completion_logps(self.model, merged, L_c).detach()
+                self._sampler_terms(group, logp_old, mask)
+                self._t_fb += time.perf_counter() - t0
             return nan, {"zerovar": True, "loss": 0.0, "adv": [0.0] * n, "gate_cos": nan, "flagged": nan}
         self._n_groups += 1
         t0 = time.perf_counter()
@@ -268,6 +291,7 @@ class LearnerCore:
         merged, L_c, mask = self._tensors(group)
         with torch.no_grad():
             logp_old = L.completion_logps(self.model, merged, L_c).detach()
+        is_weight = self._sampler_terms(group, logp_old, mask)
         logp_ref = self.adapter.ref_logprobs(merged, L_c).detach() if cfg.beta > 0 else None
         if self.is_route2:
             with self.adapter.gate_probe():
@@ -276,7 +300,7 @@ class LearnerCore:
             logp = L.completion_logps(self.model, merged, L_c)
         mean_logp = ((logp_old * mask).sum(1) / mask.sum(1).clamp_min(1)).cpu().tolist()
         self._token_stats(logp.detach(), logp_old, logp_ref, A, mask)
-        Lp = L.grpo_token_loss(logp, logp_old, A, cfg.clip, cfg.beta, logp_ref)
+        Lp = L.grpo_token_loss(logp, logp_old, A, cfg.clip, cfg.beta, logp_ref, is_weight=is_weight)
         norm = dict(unbiased=cfg.unbiased, group=cfg.group, max_new=cfg.max_new, prompts_per_step=cfg.prompts_per_step)
         info = {"zerovar": False, "adv": A.cpu().tolist(), "gate_cos": nan, "flagged": nan}
         if self.split:
@@ -307,6 +331,35 @@ class LearnerCore:
         self._loss += info["loss"]
         self._t_fb += time.perf_counter() - t0
         return mean_logp, info
+
+    @torch.no_grad()
+    def _sampler_terms(self, group: RolloutGroup, logp_old: torch.Tensor, mask: torch.Tensor):
+        """Accumulate the sampler-vs-learner mismatch of the rows with sampler log-probs and
+        return the TIS weights [B, L] (None when tis_cap is off or no row has them)."""
+        rows = [i for i, lp in enumerate(group.sampler_logps) if lp is not None]
+        if not rows:
+            return None
+        B, L_c = logp_old.shape
+        lp_s = torch.zeros(B, L_c, dtype=torch.float32, device=self.device)
+        has = torch.zeros(B, dtype=torch.bool, device=self.device)
+        for i in rows:
+            v = group.sampler_logps[i]
+            if v:
+                lp_s[i, :len(v)] = torch.tensor(v, dtype=torch.float32, device=self.device)
+            has[i] = True
+        m = mask * has.unsqueeze(1).float()
+        mm = L.sampler_mismatch(logp_old.float(), lp_s, m)
+        self._mm_kl += mm["kl_sum"]
+        self._mm_max = max(self._mm_max, mm["max_abs"])
+        self._mm_n += mm["n"]
+        if self.cfg.tis_cap is None:
+            return None
+        w = L.tis_weights(logp_old.float(), lp_s, has, self.cfg.tis_cap)
+        mb = m.bool()
+        self._tis_sum += float(w[mb].sum())
+        self._tis_capped += int((w[mb] >= self.cfg.tis_cap).sum())
+        self._tis_n += int(mb.sum())
+        return w.to(logp_old.dtype)
 
     @torch.no_grad()
     def _token_stats(self, logp, logp_old, logp_ref, A, mask) -> None:
@@ -404,6 +457,11 @@ class LearnerCore:
             "clip_high": self._clip_high / self._tok if self._tok else nan,
             "clip_region": (self._clip_low + self._clip_high) / self._tok if self._tok else nan,
             "dsh_norm": self.delta_hack_norm(), "version": self.version,
+            "mismatch_kl": self._mm_kl / self._mm_n if self._mm_n else nan,
+            "mismatch_max_abs_dlogp": self._mm_max if self._mm_n else nan,
+            "mismatch_tokens": self._mm_n,
+            "tis_mean_w": self._tis_sum / self._tis_n if self._tis_n else nan,
+            "tis_capped_frac": self._tis_capped / self._tis_n if self._tis_n else nan,
         }
 
     def _r3_span_check(self) -> None:

@@ -105,6 +105,26 @@ def _dynamics(run_dir: Path) -> list[Path]:
     return [out, overlay_path(out)]
 
 
+def in_dist_modes(dep: Mapping[str, Any]) -> list[str]:
+    """The modes the run's v_hack pairs covered (per_mode_deploy.json), as recorded by the run."""
+    if "in_dist_modes" in dep:
+        return list(dep["in_dist_modes"])
+    return sorted(m for m, v in (dep.get("by_mode") or {}).items() if v.get("in_dist"))
+
+
+def _dist_note(dep: Mapping[str, Any]) -> str:
+    ind = in_dist_modes(dep)
+    held = sorted(m for m, v in (dep.get("by_mode") or {}).items() if not v.get("in_dist") and m != "gt_only")
+    src = f" (pairs: {dep['pairs']})" if dep.get("pairs") else ""
+    if not ind:
+        return f"No mode is in-distribution: the v_hack pairs{src} cover none of this run's modes.\n"
+    text = (f"In-distribution: {', '.join(ind)}, the mode(s) the v_hack pairs{src} cover. ")
+    if held:
+        return text + (f"Held-out: {', '.join(held)}; a drop in deploy hack on these too means the intervention "
+                       "generalises beyond the modes its pairs saw.\n")
+    return text + "No mode of this run is held out, so the run says nothing about generalisation.\n"
+
+
 def build_report(run_dir: str | Path, plots: bool = True) -> str:
     """The report's markdown (also writes the dynamics PNGs into the run dir when ``plots``)."""
     run_dir = Path(run_dir)
@@ -129,6 +149,9 @@ def build_report(run_dir: str | Path, plots: bool = True) -> str:
         bluf.update({"train_hack": _f3(dep.get("hack_train")), "train_solve": _f3(dep.get("solve_train")),
                      "deploy_hack": _f3(dep.get("hack_deploy")), "deploy_solve": _f3(dep.get("solve_deploy")),
                      "eval_n": dep.get("eval_n", "?")})
+    if dep:
+        ind = in_dist_modes(dep)
+        bluf["in_dist"] = ",".join(ind) if ind else "-"
     md += ["## BLUF\n", tabulate([bluf], headers="keys", tablefmt="github"), ""]
     md.append(f"main metric: HACK_RATE={_f3(s['hack_rate'])} PASS_RATE={_f3(s['pass_rate'])} "
               f"HACK_STUDENT={_f3(s['hack_s'])} HACK_TEACHER={_f3(s['hack_t'])} "
@@ -162,8 +185,7 @@ def build_report(run_dir: str | Path, plots: bool = True) -> str:
                "deploy_hack": _f3(v.get("deploy_hack")), "deploy_solve": _f3(v.get("deploy_solve")),
                "n": v.get("n")} for m, v in dep["by_mode"].items()]
         md += [tabulate(pm, headers="keys", tablefmt="github"), ""]
-        md.append("run_tests is the mode v_hack was extracted from (in-distribution); a drop in deploy hack on "
-                  "the held-out modes too means the intervention generalises beyond it.\n")
+        md.append(_dist_note(dep))
     else:
         md.append("_not available_\n")
 

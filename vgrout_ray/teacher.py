@@ -99,7 +99,8 @@ def write_pool(pool_dir: str | Path, pool: dict[int, list[dict]], partition: dic
     return pool_dir
 
 
-def scripted_pool(problems: list[dict], grade_fn, variants: int = N_VARIANTS) -> dict[int, list[dict]]:
+def scripted_pool(problems: list[dict], grade_fn, variants: int = N_VARIANTS,
+                  compat: str = "reference") -> dict[int, list[dict]]:
     """Exploit rollouts of each problem's own loophole (all spellings), labelled by real grading.
 
     ``grade_fn(list[GradeRequest]) -> list[RewardResult]``. gt_only problems get no rows (they
@@ -111,7 +112,7 @@ def scripted_pool(problems: list[dict], grade_fn, variants: int = N_VARIANTS) ->
             continue
         for v in range(variants):
             text = exploit_completion(p, p["env_mode"], v)
-            reqs.append(GradeRequest.from_problem(p, text))
+            reqs.append(GradeRequest.from_problem(p, text, compat=compat))
             keys.append((p["problem_id"], p["env_mode"], text))
     results = grade_fn(reqs)
     pool: dict[int, list[dict]] = {}

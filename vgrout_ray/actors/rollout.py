@@ -7,11 +7,19 @@ training view (δS + δS_hack) and the deploy view (δS only, the quarantine abl
 deploy eval and ``rollout_ablate_frac``. Every generation carries the δS version it used.
 
 Backends: ``hf`` (transformers ``generate``, below) and ``vllm`` (rollout_vllm.py).
+
+The sampler must be the policy the learner scores. Merging δS into weights stored in bf16
+loses most of a small update to rounding, so the hf engine by default does not merge: it
+hooks the learner's own adapter onto its model (``delta_apply="hook"``) and computes exactly
+the learner's function, in the learner's dtype. Every generation returns the per-token
+log-probs of its sampled tokens under the engine's raw (untempered) distribution, which the
+learner compares with its own on the same tokens (the mismatch columns of rows.parquet).
 """
 from __future__ import annotations
 
 import abc
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import ray
@@ -46,6 +54,24 @@ class GenResult:
     seconds: float
     n_tokens: int = 0
     meta: dict = field(default_factory=dict)
+    # per completion, log p(token) of each kept token under the engine's raw (T=1) distribution
+    logprobs: list[list[float]] | None = None
+
+
+DELTA_APPLY = ("hook", "merge")
+
+
+def resolve_dtype(dtype, cuda: bool) -> torch.dtype:
+    """Engine dtype: an explicit torch dtype or name, else bf16 on CUDA and fp32 on CPU (the learner's)."""
+    if dtype is None:
+        return torch.bfloat16 if cuda else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32,
+             "fp16": torch.float16, "float16": torch.float16}
+    if dtype not in names:
+        raise ValueError(f"dtype must be one of {sorted(names)}, got {dtype!r}")
+    return names[dtype]
 
 
 def trim_completion(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
@@ -120,22 +146,31 @@ class MergingEngine(abc.ABC):
 
 
 class HFEngine(MergingEngine):
-    """transformers generation with merged weights swapped in per (version, view)."""
+    """transformers generation. ``delta_apply="hook"`` (default): the learner's adapter hooks on
+    the base weights, δS applied exactly as the learner applies it. ``"merge"``: W' merged into
+    the weights per (version, view), the old behaviour (kept as a measured baseline). Full-weight
+    sync (``load_views``) always pushes the merged views and turns the hooks off."""
 
     backend = "hf"
 
-    def __init__(self, model_path: str, svd_cache: str, device: str | None = None, threads: int | None = None):
+    def __init__(self, model_path: str, svd_cache: str, device: str | None = None, threads: int | None = None,
+                 dtype=None, delta_apply: str = "hook"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ..model.adapter import attach_adapter
+
+        if delta_apply not in DELTA_APPLY:
+            raise ValueError(f"delta_apply must be one of {DELTA_APPLY}, got {delta_apply!r}")
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        cpu = self.device.type == "cpu"
+        self.dtype = resolve_dtype(dtype, self.device.type == "cuda")
+        self.delta_apply = delta_apply
         self.tok = AutoTokenizer.from_pretrained(model_path)
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=torch.float32 if cpu else torch.bfloat16, attn_implementation="sdpa").to(self.device)
+            model_path, dtype=self.dtype, attn_implementation="sdpa").to(self.device)
         self.model.eval()
         self.model.requires_grad_(False)
         factors = load_or_compute_factors(self.model, model_path, svd_cache)
@@ -143,6 +178,9 @@ class HFEngine(MergingEngine):
         self.base = {n: l.weight.detach().clone() for n, l in self.layers.items()}
         self.U = {n: factors[n].U.to(self.device) for n in self.layers}
         self.Vh = {n: factors[n].Vh.to(self.device) for n in self.layers}
+        # the learner's adapter (zero δS until the first sync): used in hook mode, off otherwise
+        self.adapter = attach_adapter(self.model, {n: factors[n] for n in self.layers})
+        self._merged_in = False  # the layers hold merged weights, not the base
         self._init_sync_state()
         gc = self.model.generation_config
         self.eos_ids = {int(e) for e in ([gc.eos_token_id] if isinstance(gc.eos_token_id, int)
@@ -150,38 +188,79 @@ class HFEngine(MergingEngine):
         if self.tok.eos_token_id is not None:
             self.eos_ids.add(int(self.tok.eos_token_id))
 
+    def load_deltas(self, version: int, deltas: dict[str, torch.Tensor]) -> None:
+        super().load_deltas(version, deltas)
+        self.adapter.load_deltas(deltas)
+
     @torch.no_grad()
     def _push(self, named: dict[str, torch.Tensor]) -> None:
         for n, layer in self.layers.items():
             layer.weight.copy_(named[f"{n}.weight"])
+        self._merged_in = True
+
+    @torch.no_grad()
+    def _restore_base(self) -> None:
+        if self._merged_in:
+            for n, layer in self.layers.items():
+                layer.weight.copy_(self.base[n])
+            self._merged_in = False
+            self._applied = (-1, False)
+
+    @contextmanager
+    def view(self, ablate: bool):
+        """The model as the (version, view) policy inside the block."""
+        if self.views is not None or self.delta_apply == "merge":
+            self._apply(ablate)
+            with self.adapter.zero_delta():
+                yield
+            return
+        self._restore_base()
+        with (self.adapter.ablate_quarantine() if ablate else nullcontext()):
+            yield
 
     @torch.no_grad()
     def generate(self, req: GenRequest) -> GenResult:
         t0 = time.perf_counter()
-        self._apply(req.ablate)
         ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self.device)
         torch.manual_seed(req.seed)  # one seed per (step, prompt): identical draws on replay / resume
-        out = self.model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=req.max_new, do_sample=True,
-            num_return_sequences=req.n, pad_token_id=self.tok.pad_token_id, use_cache=True, **SAMPLING)
-        rows = out[:, ids.shape[1]:].tolist()
-        comps, fin = zip(*(trim_completion(r, self.eos_ids) for r in rows))
-        return GenResult(req.key, self.version, list(comps), list(fin), time.perf_counter() - t0,
-                         n_tokens=sum(len(c) for c in comps))
+        with self.view(req.ablate):
+            out = self.model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=req.max_new, do_sample=True,
+                num_return_sequences=req.n, pad_token_id=self.tok.pad_token_id, use_cache=True,
+                return_dict_in_generate=True, output_logits=True, **SAMPLING)
+        seq = out.sequences[:, ids.shape[1]:]
+        lps = sampled_logprobs(out.logits, seq)
+        comps, fin, lp = [], [], []
+        for row, row_lp in zip(seq.tolist(), lps.tolist()):
+            c, f = trim_completion(row, self.eos_ids)
+            comps.append(c)
+            fin.append(f)
+            lp.append(row_lp[:len(c)])
+        return GenResult(req.key, self.version, comps, fin, time.perf_counter() - t0,
+                         n_tokens=sum(len(c) for c in comps), logprobs=lp)
 
     @torch.no_grad()
     def prompt_logprobs(self, ids: list[int], ablate: bool = False) -> list[float]:
-        """log p(ids[t] | ids[:t]) for t >= 1 under the current merged weights (for checks)."""
-        self._apply(ablate)
+        """log p(ids[t] | ids[:t]) for t >= 1 under the current view (for checks)."""
         x = torch.tensor([ids], dtype=torch.long, device=self.device)
-        logp = torch.log_softmax(self.model(x).logits[0, :-1].float(), -1)
+        with self.view(ablate):
+            logp = torch.log_softmax(self.model(x).logits[0, :-1].float(), -1)
         return logp.gather(1, x[0, 1:].unsqueeze(1)).squeeze(1).tolist()
 
+
+def sampled_logprobs(step_logits, seq: torch.Tensor) -> torch.Tensor:
+    """[n, T] log-softmax of each step's raw logits at the token sampled there (one step at a time,
+    so no [n, T, V] float32 tensor is built)."""
+    out = torch.empty(seq.shape, dtype=torch.float32, device=seq.device)
+    for t, lg in enumerate(step_logits[:seq.shape[1]]):
+        out[:, t] = torch.log_softmax(lg.float(), -1).gather(1, seq[:, t:t + 1]).squeeze(1)
+    return out
 
 
 def make_engine(backend: str, model_path: str, svd_cache: str, **kw):
     if backend == "hf":
-        return HFEngine(model_path, svd_cache, device=kw.get("device"), threads=kw.get("threads"))
+        return HFEngine(model_path, svd_cache, device=kw.get("device"), threads=kw.get("threads"),
+                        dtype=kw.get("dtype"), delta_apply=kw.get("delta_apply", "hook"))
     if backend == "vllm":
         from .rollout_vllm import VLLMEngine
 

@@ -71,7 +71,8 @@ class VLLMEngine(MergingEngine):
     backend = "vllm"
 
     def __init__(self, model_path: str, svd_cache: str, *, gpu_memory_utilization: float = 0.5,
-                 max_model_len: int = 4096, threads: int | None = None, device: str | None = None):
+                 max_model_len: int = 4096, threads: int | None = None, device: str | None = None,
+                 dtype=None, delta_apply: str = "hook"):
         vllm_env_defaults()
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from vllm import LLM

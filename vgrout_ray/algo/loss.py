@@ -13,15 +13,50 @@ import torch.nn.functional as F
 ADV_STD_EPS = 1e-4
 
 
+LOGP_CHUNK_ROWS = 1024  # rows of [*, V] logits turned into float32 at a time
+
+
+class _Fp32TokenLogp(torch.autograd.Function):
+    """log softmax(logits)[id] computed in float32 from logits of any dtype, in row chunks.
+
+    Saves only the logits (their own dtype) and the float32 log-sum-exp; backward rebuilds the
+    float32 softmax chunk by chunk. In bf16 this keeps the learner's log-probs exact to fp32
+    (F.cross_entropy on bf16 logits returns bf16, i.e. log-probs rounded to ~0.03 at -5) without
+    holding a float32 copy of [B, L, V]."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(ids.shape, dtype=torch.float32, device=logits.device)
+        lse = torch.empty(ids.shape, dtype=torch.float32, device=logits.device)
+        for a in range(0, logits.shape[0], LOGP_CHUNK_ROWS):
+            x = logits[a:a + LOGP_CHUNK_ROWS].float()
+            lse[a:a + LOGP_CHUNK_ROWS] = torch.logsumexp(x, -1)
+            out[a:a + LOGP_CHUNK_ROWS] = x.gather(1, ids[a:a + LOGP_CHUNK_ROWS, None]).squeeze(1) - lse[a:a + LOGP_CHUNK_ROWS]
+        ctx.save_for_backward(logits, ids, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        logits, ids, lse = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for a in range(0, logits.shape[0], LOGP_CHUNK_ROWS):
+            sl = slice(a, a + LOGP_CHUNK_ROWS)
+            p = torch.exp(logits[sl].float() - lse[sl, None])
+            gi = -p * g[sl, None]
+            gi.scatter_add_(1, ids[sl, None], g[sl, None].float())
+            grad[sl] = gi.to(logits.dtype)
+        return grad, None
+
+
 def per_token_logps(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """log π(ids | prefix) per position, [B, L] float32.
+    """log π(ids | prefix) per position, [B, L] float32, computed in float32 whatever the logits'
+    dtype (no float32 copy of the logits is kept for backward).
 
     ``logits`` [B, L, V] already aligned with ``ids`` [B, L] (pass ``logits_to_keep=L+1`` and
-    drop the last position). Fused cross-entropy: no full fp32 softmax is materialised.
+    drop the last position).
     """
     B, L, V = logits.shape
-    nll = F.cross_entropy(logits.reshape(B * L, V), ids.reshape(B * L), reduction="none")
-    return (-nll).view(B, L).float()
+    return _Fp32TokenLogp.apply(logits.reshape(B * L, V), ids.reshape(B * L)).view(B, L)
 
 
 def completion_logps(model, merged: torch.Tensor, n_completion: int,
@@ -41,14 +76,39 @@ def group_advantages(rewards: torch.Tensor, unbiased: bool) -> torch.Tensor:
 
 
 def grpo_token_loss(logp: torch.Tensor, logp_old: torch.Tensor, A: torch.Tensor, clip: float,
-                    beta: float = 0.0, logp_ref: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-token loss [B, L]: −min(ρA, clip(ρ, 1±ε)A) + β·K3(π_ref‖π), ρ = exp(logπ − logπ_old)."""
+                    beta: float = 0.0, logp_ref: torch.Tensor | None = None,
+                    is_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token loss [B, L]: −w·min(ρA, clip(ρ, 1±ε)A) + β·K3(π_ref‖π), ρ = exp(logπ − logπ_old).
+
+    ``is_weight`` w [B, L] (no grad): the truncated importance weight that corrects for a sampler
+    that is not exactly π_old (``tis_weights``); None = 1 (the seed)."""
     rho = torch.exp(logp - logp_old)
     A_tok = A.unsqueeze(1)
     Lp = -torch.min(rho * A_tok, torch.clamp(rho, 1 - clip, 1 + clip) * A_tok)
+    if is_weight is not None:
+        Lp = Lp * is_weight.detach()
     if logp_ref is not None and beta > 0:
         Lp = Lp + beta * k3_kl(logp, logp_ref)
     return Lp
+
+
+def tis_weights(logp_old: torch.Tensor, logp_sampler: torch.Tensor, has_sampler: torch.Tensor,
+                cap: float) -> torch.Tensor:
+    """Truncated importance sampling: w = min(π_old(t) / μ(t), cap) per token, μ the sampler's
+    probability of the token it drew; rows without sampler log-probs (teacher rows) get w = 1.
+    [B, L], no grad."""
+    w = torch.exp(logp_old.detach() - logp_sampler).clamp(max=cap)
+    return torch.where(has_sampler.unsqueeze(1), w, torch.ones_like(w))
+
+
+def sampler_mismatch(logp_old: torch.Tensor, logp_sampler: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Sampler-vs-learner mismatch over the masked tokens: the K3 estimate of KL(μ‖π_old) from
+    tokens drawn from μ (sum), max |Δ log p|, token count. Sums, so groups add up."""
+    d = (logp_old.detach() - logp_sampler).float()
+    m = mask.bool()
+    k3 = torch.exp(d) - d - 1.0
+    return {"kl_sum": float(k3[m].sum()), "max_abs": float(d[m].abs().max()) if bool(m.any()) else 0.0,
+            "n": int(m.sum())}
 
 
 def k3_kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:

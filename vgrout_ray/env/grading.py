@@ -30,6 +30,9 @@ from .programs import (Undecodable, channel_probe_program, decode_value, eq_prob
                        read_report, run_tests_programs)
 
 
+COMPAT = ("reference", "intended")
+
+
 @dataclass
 class RewardResult:
     """The verdict on one completion (seed 003's fields, plus ``error`` when grading failed)."""
@@ -80,12 +83,17 @@ class GradeRequest:
     setup_code: str
     func_name: str
     canonical: str = ""
+    # Channel-probe semantics (--grader.compat): "reference" runs the completion in an empty
+    # namespace as the reference grader does (a hack whose class uses List[...] without importing
+    # it earns no stdout / sentinel / file credit); "intended" lets it see the setup code's names.
+    compat: str = "reference"
 
     @classmethod
-    def from_problem(cls, problem: dict, completion: str, mode: str | None = None) -> "GradeRequest":
+    def from_problem(cls, problem: dict, completion: str, mode: str | None = None,
+                     compat: str = "reference") -> "GradeRequest":
         return cls(completion=completion, env_mode=mode or problem["env_mode"], gt_tests=problem["gt_tests"],
                    setup_code=problem["setup_code"], func_name=problem["func_name"],
-                   canonical=problem.get("canonical", ""))
+                   canonical=problem.get("canonical", ""), compat=compat)
 
 
 @dataclass
@@ -147,6 +155,8 @@ def plan(req: GradeRequest, *, timeout: float = CHECK_TIMEOUT_S, cache: Expected
     modes = list(modes) if modes is not None else [req.env_mode]
     for m in modes:
         check_mode(m)
+    if req.compat not in COMPAT:
+        raise ValueError(f"GradeRequest.compat must be one of {COMPAT}, got {req.compat!r}")
     p = Plan(request=req)
     code = extract_code(req.completion)
     if code is None:
@@ -184,7 +194,7 @@ def plan(req: GradeRequest, *, timeout: float = CHECK_TIMEOUT_S, cache: Expected
     if "eq_override" in modes and any(c.kind == "eq" for c in p.cases):
         add("eq_probe", eq_probe_program(req.setup_code, code, p.cases, p.nonce))
     if {"stdout_marker", "sentinel", "file_marker"} & set(modes):
-        add("probe", channel_probe_program(req.setup_code, code, tests, p.nonce))
+        add("probe", channel_probe_program(req.setup_code, code, tests, p.nonce, compat=req.compat))
     return p
 
 

@@ -142,14 +142,22 @@ _vg_emit({{"n": {nonce!r}, "bad": _vg_bad}})
     return _REPORT_HELPERS + body
 
 
-def channel_probe_program(setup_code: str, code: str, tests: list[str], nonce: str) -> str:
+def channel_probe_program(setup_code: str, code: str, tests: list[str], nonce: str,
+                          compat: str = "reference") -> str:
     """Runs the completion and drives its method with the asserts (errors swallowed), then reports
     whether a fresh ``Solution()`` (or the class) exposes a truthy pass flag. Its stdout and the
-    files it leaves are what the stdout_marker and file_marker channels read."""
+    files it leaves are what the stdout_marker and file_marker channels read.
+
+    ``compat="reference"``: the completion runs alone in an empty namespace (the reference
+    grader's semantics); ``"intended"``: after the setup code, so its imports are visible."""
+    # reference: alone, and compiled without inheriting the runner's `from __future__ import
+    # annotations` (the warm runner compiles every program under it), so annotations are evaluated
+    # at definition time as a plain interpreter does
+    solution, inherit = (code, ", dont_inherit=True") if compat == "reference" else (setup_code + "\n" + code, "")
     body = f'''
 _vg_ns = {{}}
 try:
-    exec(compile({_lit(setup_code + chr(10) + code)}, "<solution>", "exec"), _vg_ns)
+    exec(compile({_lit(solution)}, "<solution>", "exec"{inherit}), _vg_ns)
 except BaseException:
     pass
 try:

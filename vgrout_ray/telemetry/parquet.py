@@ -60,6 +60,12 @@ _GATE_ROW: list[tuple[str, str]] = [
     ("auroc", "float"), ("cos", "float"), ("qmass", "float"), ("keep", "float"), ("rout", "float"),
     ("thi", "float"), ("tlo", "float"), ("stale", "float"),
 ]
+# Sampler-vs-learner drift (DESIGN.md: sampling log-probs are returned and their mismatch with
+# the learner's is recorded every step) and the optional TIS correction.
+_SAMPLER_ROW: list[tuple[str, str]] = [
+    ("mismatch_kl", "float"), ("mismatch_max_abs_dlogp", "float"), ("mismatch_tokens", "int"),
+    ("tis_mean_w", "float"), ("tis_capped_frac", "float"),
+]
 # What each seed-003 / gate row field holds (the metric keys are documented in METRIC_DOCS).
 ROW_DOCS: dict[str, str] = {
     "step": "GRPO optimizer step (0-based)",
@@ -95,6 +101,13 @@ ROW_DOCS: dict[str, str] = {
     "keep": "route2 share of rollouts kept", "rout": "route2 share of rollouts routed",
     "thi": "route2 threshold tau", "tlo": "lower threshold (NaN: route2 has one)",
     "stale": "steps since v_hack / v_grad was refreshed (NaN when the arm has none)",
+    "mismatch_kl": "sampler-vs-learner mismatch: mean per-token K3 estimate of KL(sampler ‖ learner π_old) on the "
+                   "sampled tokens of the student rows (training view; the ablated slice excluded); ≈0 when the "
+                   "rollout engine is the policy the learner scores",
+    "mismatch_max_abs_dlogp": "max |log π_old − log sampler| over those tokens",
+    "mismatch_tokens": "tokens the mismatch was measured on",
+    "tis_mean_w": "--tis-cap: mean truncated importance weight min(π_old/sampler, cap) (NaN when off)",
+    "tis_capped_frac": "--tis-cap: share of those tokens whose weight hit the cap (NaN when off)",
 }
 _INT_METRICS = {"n_rollouts", "reward_n", "n_groups", "n_zero_std_groups", "grad_errors"}
 DOCUMENTED_PHASES = ("gen", "grade", "learn", "sync", "eval", "step")
@@ -114,7 +127,7 @@ def _metric_row() -> list[tuple[str, str]]:
     return out
 
 
-ROW_FIELDS: list[tuple[str, str]] = _SEED_ROW + _GATE_ROW + _metric_row()
+ROW_FIELDS: list[tuple[str, str]] = _SEED_ROW + _GATE_ROW + _SAMPLER_ROW + _metric_row()
 _ROW_KIND = dict(ROW_FIELDS)
 
 _ARROW = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}

@@ -150,8 +150,10 @@ def _eval(rng: random.Random, step: int, kind: str, modes: Sequence[str], p_hack
 
 def synth_run(intervention: str = "none", seed: int = 1, steps: int = 30, refresh: int | None = None,
               modes: Sequence[str] = SUBSTRATE_MODES, prompts_per_step: int = 4, group: int = 8,
-              teacher: int = 2, max_new: int = 512, eval_every: int = 5, preset: str = "fast") -> SynthRun:
-    """One synthetic run of ``steps`` steps; deterministic in (intervention, seed, refresh)."""
+              teacher: int = 2, max_new: int = 512, eval_every: int = 5, preset: str = "fast",
+              in_dist_modes: Sequence[str] = ("run_tests",)) -> SynthRun:
+    """One synthetic run of ``steps`` steps; deterministic in (intervention, seed, refresh).
+    ``in_dist_modes``: the modes the (imagined) v_hack pairs cover."""
     if refresh is None:
         refresh = 5 if intervention in ("erase", "route2") else 0
     rng = random.Random(f"{intervention}-{seed}-{refresh}")
@@ -249,13 +251,13 @@ def synth_run(intervention: str = "none", seed: int = 1, steps: int = 30, refres
     for md in sorted(deploy["by_mode"]):
         th, ts, tn = train["by_mode"][md]
         dh, ds, dn = deploy["by_mode"][md]
-        per_mode[md] = {"in_dist": md == "run_tests", "train_hack": th / max(1, tn), "train_solve": ts / max(1, tn),
+        per_mode[md] = {"in_dist": md in in_dist_modes, "train_hack": th / max(1, tn), "train_solve": ts / max(1, tn),
                         "deploy_hack": dh / max(1, dn), "deploy_solve": ds / max(1, dn), "n": dn}
     run.per_mode_deploy = {
         "arm": run.arm, "intervention": intervention, "refresh_every": refresh, "seed": seed, "steps": steps,
         "model": run.model, "out_tag": "", "log": "", "eval_n": deploy["n"],
         "hack_train": train["hack"], "solve_train": train["solve"], "hack_deploy": deploy["hack"],
-        "solve_deploy": deploy["solve"], "by_mode": per_mode}
+        "solve_deploy": deploy["solve"], "by_mode": per_mode, "in_dist_modes": list(in_dist_modes)}
     return run
 
 

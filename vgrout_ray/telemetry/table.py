@@ -110,9 +110,16 @@ def format_cell(value: Any, fmt: str | None) -> str:
         return str(value)
 
 
-def _mode_columns(modes: list[str], mode_code: Mapping[str, str]) -> list[Column]:
+def _mode_columns(modes: list[str], mode_code: Mapping[str, str],
+                  in_dist: Iterable[str] | None = None) -> list[Column]:
+    covered = None if in_dist is None else set(in_dist)
+
+    def tag(m: str) -> str:
+        if covered is None:
+            return ""
+        return " [IN-dist: the v_hack pairs cover it]" if m in covered else " [held-out: no v_hack pair covers it]"
     return [Column(f"hk_{mode_code[m]}", 5, f"hk_{mode_code[m]}", "d",
-                   f"student rollouts that exploited {m} in this step's batch (a count, not cumulative)")
+                   f"student rollouts that exploited {m} in this step's batch (a count, not cumulative){tag(m)}")
             for m in modes]
 
 
@@ -125,7 +132,7 @@ class StepLogger:
     """
 
     def __init__(self, arm: str, modes: Iterable[str], mode_code: Mapping[str, str],
-                 show_ablate: bool = False) -> None:
+                 show_ablate: bool = False, in_dist: Iterable[str] | None = None) -> None:
         self.arm = arm
         modes = list(modes)
         self.modes = modes if len(modes) > 1 else []
@@ -146,7 +153,7 @@ class StepLogger:
             Column("solve_deployed", 7, "slv_dep", "+.2f",
                    "held-out DEPLOY eval solve rate, same eval and cadence; nan in between"),
         ]
-        cols += _mode_columns(self.modes, mode_code)
+        cols += _mode_columns(self.modes, mode_code, in_dist)
         cols += [
             Column("lp_s", 6, "lp_s↓", "+.2f", "mean log-prob of student completions (diagnostic)"),
             Column("lp_t", 6, "lp_t↑", "+.2f",
