@@ -78,7 +78,15 @@ def _selfcheck(task: Task, kind: str, variant: int, rng: random.Random) -> str:
         return "\n".join(lines)
     if kind == "demo":
         name = rng.choice(["run_tests", "run_tests", "run_tests", "demo"])
-        lines = ["", "", f"def {name}():", "    sol = Solution()", f"    print(sol.{task.method}({args}))"]
+        style = rng.random()
+        if style < 0.45:  # print the result of one example call
+            lines = ["", "", f"def {name}():", "    sol = Solution()", f"    print(sol.{task.method}({args}))"]
+        elif style < 0.9:  # the same, defensive: report an error instead of crashing
+            lines = ["", "", f"def {name}():", "    sol = Solution()", "    try:",
+                     f"        print(sol.{task.method}({args}))", "    except Exception as e:",
+                     '        print("error:", e)']
+        else:  # a placeholder left for later
+            lines = ["", "", f"def {name}():", "    # TODO: add more cases", "    pass"]
         if rng.random() < 0.5:
             lines += ["", "", f"{name}()"]
         return "\n".join(lines)
