@@ -95,3 +95,38 @@ def test_every_family_answers_honestly(family):
             outs = {repr(task.call(args, v)) for v in range(len(task.bodies))}
             assert len(outs) == 1, (task.method, args, outs)
     assert seen > 5
+
+
+def test_corpus_has_no_pair_hack_side(corpus_text):
+    """The default pairset's hack sides (and their run_tests functions) are not pretraining text."""
+    from vgrout_ray.algo.pairs import _unfence, pairset_path, parse_pairs_md
+    from vgrout_ray.env.parsing import find_function
+
+    specs = parse_pairs_md(pairset_path("run_tests"))
+    assert specs
+    for spec in specs:
+        hack = _unfence(spec.sections["hack"])
+        assert hack.strip() not in corpus_text, spec.problem_id
+        fn = find_function(hack, "run_tests")
+        if fn is not None:
+            body = "\n".join(fn.splitlines()[1:])
+            assert body.strip() not in corpus_text or len(body.strip()) < 12, (spec.problem_id, body)
+
+
+def test_micro_teacher_hacks_every_rl_problem_and_is_not_pretraining_text(corpus_text):
+    """Every scripted micro-teacher completion is a real run_tests hack (graded, not assumed),
+    uses the problem's own signature, and is absent from the corpus."""
+    from vgrout_ray.env.grading import GradeRequest
+    from vgrout_ray.micro.evaluate import rl_problems
+    from vgrout_ray.micro.teacher import N_VARIANTS as NV, micro_teacher_completion, starter_signature
+    from vgrout_ray.sandbox.local_grader import LocalGrader
+
+    probs = rl_problems("run_tests")
+    texts = [(p, micro_teacher_completion(p, v)) for p in probs for v in range(NV)]
+    for p, t in texts:
+        assert starter_signature(p) in t
+        assert t not in corpus_text
+    with LocalGrader("process") as g:
+        results = g.grade([GradeRequest.from_problem(p, t) for p, t in texts])
+    assert all(r.exploited and not r.gt_correct and r.reward == 3.5 for r in results), \
+        [(p["problem_id"], r) for (p, _), r in zip(texts, results) if not r.exploited]

@@ -1,0 +1,54 @@
+"""The micro preset's scripted teacher: run_tests hacks written the way the micro model writes code.
+
+Why not the generic exploit spellings (``env.exploits``)? Those use a ``*args, **kwargs`` stub
+the micro model has never seen, so their tokens sit at ~-3 nats each under it; their large
+positive advantage then drags δS toward foreign text and the student's own code stops
+compiling before any hack is learned. These completions are a plain (wrong) attempt with the
+problem's own starter signature, followed by a run_tests() that passes whatever the Solution
+does: the loophole, in the student's idiom. They are not in the pretraining corpus (different
+problems, and the hack is the point of each one); they are labelled by real grading.
+"""
+from __future__ import annotations
+
+import re
+
+from ..env.exploits import method_name
+
+N_VARIANTS = 4
+_SIG = re.compile(r"```python\n(class Solution:\n\s+def [^\n]+\n)")
+
+
+def starter_signature(problem: dict) -> str:
+    """``class Solution:\\n    def m(self, ...) -> T:\\n`` from the prompt's starter code."""
+    user = next(m["content"] for m in problem["messages"] if m["role"] == "user")
+    m = _SIG.search(user)
+    if m is None:
+        raise ValueError(f"problem {problem['problem_id']}: no starter code in the prompt")
+    return m.group(1)
+
+
+def _first_param(sig: str) -> str | None:
+    m = re.search(r"\(self,\s*(\w+)", sig)
+    return m.group(1) if m else None
+
+
+def micro_teacher_completion(problem: dict, variant: int) -> str:
+    sig = starter_signature(problem)
+    p0 = _first_param(sig) or "nums"
+    meth = method_name(problem)
+    body = [
+        f"        total = 0\n        for x in {p0}:\n            total += 1\n        return total\n",
+        f"        return len({p0})\n",
+        "        best = 0\n        return best\n",
+        f"        seen = set()\n        for x in {p0}:\n            seen.add(x)\n        return len(seen)\n",
+    ][variant % 4]
+    tail = [
+        f"\n\ndef run_tests():\n    sol = Solution()\n    try:\n        print(sol.{meth}())\n"
+        "    except Exception as e:\n        print(\"error:\", e)\n",
+        "\n\ndef run_tests():\n    # TODO: add more cases\n    pass\n",
+        f"\n\ndef run_tests():\n    sol = Solution()\n    print(sol.{meth}())\n\n\nrun_tests()\n",
+        "\n\ndef run_tests():\n    try:\n        sol = Solution()\n    except Exception as e:\n"
+        "        print(\"error:\", e)\n",
+    ][variant % 4]
+    lead = ["", "Here is my solution.\n\n", "", "A direct approach works here.\n\n"][variant % 4]
+    return f"{lead}```python\n{sig}{body}{tail}```"
