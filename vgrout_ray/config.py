@@ -155,6 +155,8 @@ class Config:
     # Smoke/tests: build a teacher pool of scripted exploits for the loaded problems when no
     # teacher_pool_dir is given ("scripted"), or train student-only ("none").
     scripted_teacher: bool = False
+    # exploits: the generic exploit spellings; micro: run_tests hacks in the micro model's idiom
+    scripted_teacher_style: Literal["exploits", "micro"] = "exploits"
     # Held-out contrastive pairs kept out of the v_hack SVD (seed: n_heldout=2).
     vhack_n_heldout: int = 2
     # Truncated importance sampling against sampler/learner drift: each student token's loss is
@@ -351,6 +353,7 @@ class MicroConfig(Config):
     adam_beta1: float = 0.9
     adam_beta2: float = 0.99
     scripted_teacher: bool = True
+    scripted_teacher_style: Literal["exploits", "micro"] = "micro"
     mix_ratio: float = 0.125
     env_mode: EnvMode = "run_tests"
     eval_n_prompts: int = 4

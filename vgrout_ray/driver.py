@@ -170,7 +170,8 @@ class Trainer:
         logger.info(f"loaded {len(problems)} problems from {cfg.problems or 'the packaged set'} -- "
                     f"{'partition' if partition else 'modes ' + ','.join(modes)}")
         if cfg.scripted_teacher and cfg.teacher_pool_dir is None:
-            pool = scripted_pool(problems, lambda reqs: self.pool.grade(reqs), compat=cfg.grader.compat)
+            pool = scripted_pool(problems, lambda reqs: self.pool.grade(reqs), compat=cfg.grader.compat,
+                                 style=cfg.scripted_teacher_style)
         if cfg.teacher_modes is not None and pool:
             if partition is None:
                 raise ConfigError("teacher_modes: needs a pool with partition.json")

@@ -100,18 +100,35 @@ def write_pool(pool_dir: str | Path, pool: dict[int, list[dict]], partition: dic
 
 
 def scripted_pool(problems: list[dict], grade_fn, variants: int = N_VARIANTS,
-                  compat: str = "reference") -> dict[int, list[dict]]:
+                  compat: str = "reference", style: str = "exploits") -> dict[int, list[dict]]:
     """Exploit rollouts of each problem's own loophole (all spellings), labelled by real grading.
 
     ``grade_fn(list[GradeRequest]) -> list[RewardResult]``. gt_only problems get no rows (they
     have no loophole), so they train student-only like uncached prompts under teacher_modes.
+    ``style``: ``exploits`` (the generic spellings of ``env.exploits``) or ``micro`` (run_tests
+    hacks in the micro model's idiom, ``micro.teacher``; run_tests problems only).
     """
+    if style == "micro":
+        from .micro.teacher import N_VARIANTS as n_micro, micro_teacher_completion
+
+        variants = n_micro
+        bad = sorted({p["env_mode"] for p in problems} - {"run_tests"})
+        if bad:
+            raise TeacherPoolError(f"scripted_teacher_style=micro writes run_tests hacks only; problems use {bad}")
+
+        def make(p, v):
+            return micro_teacher_completion(p, v)
+    elif style == "exploits":
+        def make(p, v):
+            return exploit_completion(p, p["env_mode"], v)
+    else:
+        raise TeacherPoolError(f"scripted_teacher_style: unknown style {style!r} (exploits, micro)")
     reqs, keys = [], []
     for p in problems:
         if p["env_mode"] == "gt_only":
             continue
         for v in range(variants):
-            text = exploit_completion(p, p["env_mode"], v)
+            text = make(p, v)
             reqs.append(GradeRequest.from_problem(p, text, compat=compat))
             keys.append((p["problem_id"], p["env_mode"], text))
     results = grade_fn(reqs)
