@@ -349,9 +349,11 @@ class MicroConfig(Config):
     problem_ids: tuple[int, ...] | None = field(default_factory=_micro_rl_ids)
     beta: float = 0.0
     prompts_per_step: int = 4
-    lr: float = 1e-2
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.99
+    # δS only: aggressive Adam as seed 003's fast preset (1e-2 / 0.9 learned too slowly in 40
+    # steps; 3e-2 / 0.5 hacked by step 17 then collapsed the student's code)
+    lr: float = 2e-2
+    adam_beta1: float = 0.5
+    adam_beta2: float = 0.9
     scripted_teacher: bool = True
     scripted_teacher_style: Literal["exploits", "micro"] = "micro"
     mix_ratio: float = 0.125
