@@ -763,23 +763,20 @@ class Trainer:
 # ── entry point ──────────────────────────────────────────────────────────────
 
 def connect_ray(cfg: Config) -> bool:
-    """Connect to a cluster (cluster.address or RAY_ADDRESS, e.g. under ``ray job submit``) or start a local
-    one sized for the actors. Returns True when this process started the cluster."""
+    """Connect to ``cluster.address`` / ``RAY_ADDRESS`` (e.g. under ``ray job submit``), else start a
+    fresh local cluster sized for the actors, even when a ``ray start`` head (running or stale) is on
+    the machine. Returns True when this process started the cluster."""
     import ray
+
+    from .cluster import connect
 
     if ray.is_initialized():
         return False
-    addr = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
-    if addr:
-        ray.init(address=addr, namespace=cfg.cluster.namespace, log_to_driver=True)
-        logger.info(f"connected to Ray cluster at {addr}: {ray.cluster_resources()}")
-        return False
     need = (cfg.cluster.learner_cpus + cfg.rollout.num_actors * cfg.rollout.cpus_per_actor
             + cfg.grader.num_actors + 1)
-    ray.init(num_cpus=cfg.cluster.num_cpus or max(4, int(math.ceil(need))), include_dashboard=False,
-             namespace=cfg.cluster.namespace, log_to_driver=True)
-    logger.info(f"started a local Ray cluster: {ray.cluster_resources()}")
-    return True
+    choice = connect(cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, local_cpus=max(4, int(math.ceil(need))),
+                     namespace=cfg.cluster.namespace, log_to_driver=True)
+    return choice.local
 
 
 def _resume_config(cli: Config) -> tuple[Config, dict]:
