@@ -89,8 +89,343 @@ def connect(address: str | None, *, num_cpus: int | None, local_cpus: int, names
     return choice
 
 
-def _fmt(res: Mapping[str, float]) -> str:
-    """Resources without Ray's per-node/per-IP bookkeeping keys."""
-    keep = {k: v for k, v in res.items() if not k.startswith(("node:", "accelerator_type:"))
+def _schedulable(res: Mapping[str, float]) -> dict[str, float]:
+    """Resources without Ray's per-node/per-IP bookkeeping keys and memory sizes."""
+    return {k: float(v) for k, v in res.items() if not k.startswith(("node:", "accelerator_type:"))
             and k not in ("memory", "object_store_memory")}
-    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(keep.items())) + "}"
+
+
+def _fmt(res: Mapping[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(_schedulable(res).items())) + "}"
+
+
+# ── does the run fit? ────────────────────────────────────────────────────────
+
+EPS = 1e-6
+
+
+class ResourceFitError(RuntimeError):
+    """The cluster cannot hold the run's actors; the message says what is needed, what exists and what fits."""
+
+
+@dataclass(frozen=True)
+class Demand:
+    """``count`` actors of one role, each asking Ray for ``bundle`` (CPU, GPU, custom resources)."""
+
+    role: str
+    count: int
+    bundle: tuple[tuple[str, float], ...]
+
+    @property
+    def resources(self) -> dict[str, float]:
+        return dict(self.bundle)
+
+
+def _bundle(**res: float) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((k, float(v)) for k, v in res.items() if v))
+
+
+def run_demands(cfg, grader_resource: bool) -> list[Demand]:
+    """What the run's actors ask Ray for, from the config alone (mirrors the actors' ``.options``).
+
+    ``grader_resource``: whether grader actors also take one ``grader`` (the pool does so when the
+    cluster offers that resource)."""
+    c, r, g = cfg.cluster, cfg.rollout, cfg.grader
+    learner = {"CPU": c.learner_cpus, "GPU": c.learner_gpus}
+    if c.learner_resource:
+        learner[c.learner_resource] = 1
+    rollout = {"CPU": r.cpus_per_actor, "GPU": r.gpus_per_actor}
+    if c.rollout_resource:
+        rollout[c.rollout_resource] = 1
+    grader = {"CPU": 1, "grader": 1 if grader_resource else 0}
+    return [Demand("learner", 1, _bundle(**learner)), Demand("rollout", r.num_actors, _bundle(**rollout)),
+            Demand("grader", g.num_actors, _bundle(**grader))]
+
+
+def place(demands: list[Demand], nodes: list[dict[str, float]]) -> list[tuple[str, int, dict[str, float]]]:
+    """First-fit decreasing of every actor onto the nodes' total resources (an actor lives on one
+    node); returns the actors that found no room as (role, index, bundle)."""
+    free = [dict(n) for n in nodes]
+    items = [(d.role, i, d.resources) for d in demands for i in range(d.count)]
+    items.sort(key=lambda it: (-it[2].get("GPU", 0.0), -len(it[2]), -it[2].get("CPU", 0.0)))
+    left = []
+    for role, i, res in items:
+        for node in free:
+            if all(node.get(k, 0.0) + EPS >= v for k, v in res.items()):
+                for k, v in res.items():
+                    node[k] = node.get(k, 0.0) - v
+                break
+        else:
+            left.append((role, i, res))
+    return left
+
+
+def with_graders(cfg, n: int):
+    """A copy of ``cfg`` with ``n`` grader actors."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, grader=dataclasses.replace(cfg.grader, num_actors=n))
+
+
+def graders_that_fit(cfg, nodes: list[dict[str, float]], grader_resource: bool) -> int:
+    """The most grader actors (up to the configured number) that fit next to the learner and rollouts; 0: none."""
+    for n in range(cfg.grader.num_actors, 0, -1):
+        if not place(run_demands(with_graders(cfg, n), grader_resource), nodes):
+            return n
+    return 0
+
+
+def _fmt_res(res: Mapping[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(res.items()) if v) + "}"
+
+
+def _total(demands: list[Demand]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for d in demands:
+        for k, v in d.bundle:
+            out[k] = out.get(k, 0.0) + v * d.count
+    return out
+
+
+def node_resources(nodes_info: list[dict]) -> list[dict[str, float]]:
+    """Schedulable resources of alive nodes from ``ray.nodes()`` (Ray's bookkeeping keys dropped)."""
+    out = []
+    for n in nodes_info:
+        if n.get("Alive", True):
+            out.append(_schedulable(n.get("Resources", {})))
+    return out
+
+
+@dataclass
+class FitCheck:
+    """Outcome of comparing a run's demands with a cluster."""
+
+    ok: bool
+    graders_fit: int  # the most graders that fit (== configured when ok)
+    message: str
+
+
+def check_fit(cfg, nodes: list[dict[str, float]], where: str, local: bool) -> FitCheck:
+    """Whether the run's actors fit on ``nodes``; if not, a message naming what is needed, what
+    exists and flags that would fit. ``where`` names the cluster, ``local``: the run started it."""
+    g_res = any(n.get("grader", 0) > 0 for n in nodes)
+    demands = run_demands(cfg, g_res)
+    left = place(demands, nodes)
+    need = ", ".join(f"{d.role} {d.count}×{_fmt_res(d.resources)}" for d in demands)
+    need += f" = {_fmt_res(_total(demands))} in all"
+    has = "; ".join(_fmt_res(n) for n in nodes[:8]) + (f"; … {len(nodes) - 8} more" if len(nodes) > 8 else "")
+    if not left:
+        return FitCheck(True, cfg.grader.num_actors,
+                        f"resources: this run needs {need}; {where} has {len(nodes)} node(s): {has}; it fits")
+    k = graders_that_fit(cfg, nodes, g_res)
+    lost: dict[str, int] = {}
+    for role, _, _ in left:
+        lost[role] = lost.get(role, 0) + 1
+    lines = ["the cluster cannot hold this run's actors, so they would wait for resources forever.",
+             f"  needs: {need}",
+             f"  has:   {where}, {len(nodes)} node(s): {has}",
+             "  no room for: " + ", ".join(f"{n} {role} actor(s)" for role, n in lost.items())]
+    fixes = []
+    if 1 <= k < cfg.grader.num_actors:
+        fixes.append(f"--grader.num-actors {k} (or --grader.fit-to-cluster, which starts as many graders as fit)")
+    for d in demands:  # a bundle that fits no node at all: a missing resource, not a size problem
+        if d.count and not any(all(n.get(key, 0.0) + EPS >= v for key, v in d.bundle) for n in nodes):
+            missing = [key for key, v in d.bundle if max((n.get(key, 0.0) for n in nodes), default=0.0) + EPS < v]
+            fixes.append(f"{d.role} actors need {_fmt_res(d.resources)} but no node has enough "
+                         f"{', '.join(missing)}: " + _missing_hint(d.role, missing))
+    cpu = _total(demands).get("CPU", 0.0)
+    shrunk = _half_cpu(cfg)
+    if shrunk is not None and graders_that_fit(shrunk, nodes, g_res) >= 1:
+        k2 = graders_that_fit(shrunk, nodes, g_res)
+        fixes.append("--cluster.learner-cpus 0.5 --rollout.cpus-per-actor 0.5"
+                     + (f" --grader.num-actors {k2}" if k2 < cfg.grader.num_actors else ""))
+    n_cpu = int(-(-cpu // 1))
+    if len(nodes) == 1 and not place(demands, [{**nodes[0], "CPU": float(n_cpu)}]):  # only CPUs are short
+        if local:
+            fixes.append(f"--cluster.num-cpus {n_cpu} (or leave it out: the local cluster is sized for the run)")
+        else:
+            fixes.append(f"a head with {n_cpu} logical CPUs: `ray start --head --num-cpus {n_cpu}` (logical CPUs "
+                         "may exceed the cores; they only count actors)")
+    elif len(nodes) > 1:
+        fixes.append(f"more or larger nodes: the run needs {_fmt_res(_total(demands))} in all")
+    lines.append("  would fit: " + "\n             ".join(fixes))
+    return FitCheck(False, k, "\n".join(lines))
+
+
+def _half_cpu(cfg):
+    """``cfg`` with half a logical CPU for the learner and each rollout actor (None if already that small)."""
+    import dataclasses
+
+    if cfg.cluster.learner_cpus <= 0.5 and cfg.rollout.cpus_per_actor <= 0.5:
+        return None
+    return dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, learner_cpus=min(0.5, cfg.cluster.learner_cpus)),
+                               rollout=dataclasses.replace(cfg.rollout, cpus_per_actor=min(0.5, cfg.rollout.cpus_per_actor)))
+
+
+def _missing_hint(role: str, missing: list[str]) -> str:
+    hints = []
+    for key in missing:
+        if key == "GPU":
+            flag = "--cluster.learner-gpus 0" if role == "learner" else "--rollout.gpus-per-actor 0"
+            hints.append(f"add a GPU node or use {flag}")
+        elif key == "CPU":
+            flag = "--cluster.learner-cpus" if role == "learner" else "--rollout.cpus-per-actor"
+            hints.append(f"a node with more CPUs, or a smaller {flag}")
+        else:
+            flag = {"learner": "--cluster.learner-resource", "rollout": "--cluster.rollout-resource"}.get(role)
+            hints.append(f"start a node with --resources '{{\"{key}\": N}}'" + (f" or drop {flag}" if flag else ""))
+    return "; ".join(hints)
+
+
+def fit_or_fail(cfg, nodes: list[dict[str, float]], where: str, local: bool):
+    """``cfg`` if the run fits; with ``grader.fit_to_cluster``, a copy with as many graders as fit
+    (warned); otherwise ResourceFitError with the check's message."""
+    fc = check_fit(cfg, nodes, where, local)
+    if fc.ok:
+        logger.info(fc.message)
+        return cfg
+    if cfg.grader.fit_to_cluster and fc.graders_fit >= 1:
+        logger.warning(f"grader.fit_to_cluster: {where} holds only {fc.graders_fit} of the {cfg.grader.num_actors} "
+                       f"grader actors next to the learner and rollouts; starting {fc.graders_fit} "
+                       f"(grading will be slower).\n{fc.message}")
+        cfg = with_graders(cfg, fc.graders_fit)
+        logger.info(check_fit(cfg, nodes, where, local).message)
+        return cfg
+    if cfg.grader.fit_to_cluster:
+        raise ResourceFitError("grader.fit_to_cluster: not even one grader fits next to the learner and rollout "
+                               f"actors.\n{fc.message}")
+    raise ResourceFitError(fc.message)
+
+
+# ── no silent waits ──────────────────────────────────────────────────────────
+
+
+def waiting_actors(job_id_hex: str) -> dict[str, str]:
+    """This job's actors that wait for resources: {actor id: class name}.
+
+    An actor in PENDING_CREATION without a worker process (pid 0) has not been given a worker,
+    i.e. no node has its resources free; one that runs its ``__init__`` already has a pid."""
+    import ray
+    from ray._private import state
+
+    table = state.actors(job_id=ray.JobID.from_hex(job_id_hex), actor_state_name="PENDING_CREATION")
+    return {aid: str(info.get("ActorClassName") or "?").rsplit(".", 1)[-1] for aid, info in table.items()
+            if not info.get("Pid")}
+
+
+def pending_demands(gcs_address: str) -> list[tuple[dict[str, float], int]]:
+    """Resource shapes the cluster's tasks and actors wait for, as ``ray status`` shows them ([] if unknown)."""
+    try:
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        st = get_cluster_status(gcs_address)
+        return [(dict(b.bundle), int(b.count)) for d in st.resource_demands.ray_task_actor_demand
+                for b in d.bundles_by_count]
+    except Exception as e:  # an older/newer Ray without this API: report without it
+        logger.debug(f"pending demands unavailable: {e}")
+        return []
+
+
+class PendingWatch:
+    """Reports this job's actors that wait for resources, and fails the run when one waits too long.
+
+    A background thread polls the GCS every ``poll_s``. An actor waiting longer than ``warn_s`` is
+    logged with the resources it asks for (``bundles``: class name → bundle, from the run's
+    demands), what the cluster has and has free, and the cluster's pending demands (tasks included,
+    as ``ray status`` counts them); again every ``warn_s``. After ``fail_s`` (0: never) the message
+    is kept in ``failure`` and the main thread is interrupted, so a driver blocked in ``ray.get``
+    stops; the driver turns that into a clean exit with the message."""
+
+    def __init__(self, warn_s: float, fail_s: float, bundles: Mapping[str, Mapping[str, float]] | None = None,
+                 poll_s: float | None = None, interrupt: bool = True) -> None:
+        import threading
+
+        import ray
+
+        ctx = ray.get_runtime_context()
+        self.job = ctx.get_job_id()
+        self.gcs = ctx.gcs_address
+        self.warn_s, self.fail_s = warn_s, fail_s
+        self.poll_s = poll_s if poll_s is not None else max(0.5, min(5.0, warn_s / 3))
+        self.bundles = {k: dict(v) for k, v in (bundles or {}).items()}
+        self.interrupt = interrupt
+        self.failure: str | None = None
+        self.reports: list[str] = []
+        self._since: dict[str, float] = {}
+        self._reported: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pending-watch", daemon=True)
+
+    def start(self) -> "PendingWatch":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        import time
+
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.poll(time.monotonic())
+            except Exception as e:  # the watch must never take the run down by itself
+                logger.debug(f"pending watch: {type(e).__name__}: {e}")
+            if self.failure is not None:
+                if self.interrupt:
+                    import _thread
+
+                    _thread.interrupt_main()
+                return
+
+    def poll(self, now: float) -> list[str]:
+        """One look at the cluster; returns the reports made (also logged, and kept in ``reports``)."""
+        waiting = waiting_actors(self.job)
+        for aid in list(self._since):
+            if aid not in waiting:
+                self._since.pop(aid)
+                self._reported.pop(aid, None)
+        due = []
+        for aid, cls in waiting.items():
+            t0 = self._since.setdefault(aid, now)
+            waited = now - t0
+            if waited >= self.warn_s and now - self._reported.get(aid, -1e18) >= self.warn_s:
+                due.append((aid, cls, waited))
+        if not due:
+            return []
+        out = []
+        context = self._context()
+        for aid, cls, waited in due:
+            self._reported[aid] = now
+            what = _fmt_res(self.bundles[cls]) if cls in self.bundles else "(resources not known to the driver)"
+            msg = f"actor {cls} {aid[:8]} has waited {waited:.0f} s for resources {what}: {context}"
+            if self.fail_s and waited >= self.fail_s:
+                self.failure = (f"giving up: {msg}. Free those resources (another job may hold them, or a node "
+                                f"is gone), size the run to the cluster, or raise --cluster.pending-fail-s "
+                                f"(now {self.fail_s:g} s)")
+                logger.error(self.failure)
+                out.append(self.failure)
+                break
+            logger.warning(msg + (f"; the run fails if it still waits after {self.fail_s:g} s"
+                                  if self.fail_s else ""))
+            out.append(msg)
+        self.reports.extend(out)
+        return out
+
+    def _context(self) -> str:
+        import ray
+
+        total = _schedulable(ray.cluster_resources())
+        free = {k: v for k, v in _schedulable(ray.available_resources()).items() if v > EPS}
+        dem = pending_demands(self.gcs)
+        demand = ", ".join(f"{_fmt_res(b)}×{n}" for b, n in dem) or "none reported"
+        return (f"the cluster has {_fmt_res(total)}, {_fmt_res(free)} free now; "
+                f"pending tasks/actors in the cluster want {demand}")
+
+
+def class_bundles(cfg, grader_resource: bool) -> dict[str, dict[str, float]]:
+    """Actor class name → resources it asks for, for PendingWatch reports."""
+    names = {"learner": "LearnerActorImpl", "rollout": "RolloutActorImpl", "grader": "GraderActorImpl"}
+    return {names[d.role]: d.resources for d in run_demands(cfg, grader_resource)}

@@ -62,6 +62,9 @@ class GraderConfig:
     docker_cpus: float = 1.0
     docker_memory_mb: int = 1536
     docker_pids: int = 128
+    # Opt-in: when the cluster cannot hold num_actors graders next to the learner and rollout
+    # actors, start as many as fit (at least one) and log a warning, instead of failing.
+    fit_to_cluster: bool = False
 
     def __post_init__(self) -> None:
         _need(self.num_actors >= 1, "grader.num_actors", f"must be >= 1, got {self.num_actors}")
@@ -82,6 +85,18 @@ class ClusterConfig:
     learner_resource: str = ""
     rollout_resource: str = ""
     namespace: str = "vgrout"
+    # An actor of this run that waits for resources (no node has them free) is reported after
+    # pending_warn_s and every pending_warn_s after that; the run fails after pending_fail_s
+    # (0: never fails, only reports).
+    pending_warn_s: float = 30.0
+    pending_fail_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        _need(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus", f"must be >= 1, got {self.num_cpus}")
+        _need(self.learner_gpus >= 0, "cluster.learner_gpus", f"must be >= 0, got {self.learner_gpus}")
+        _need(self.learner_cpus >= 0, "cluster.learner_cpus", f"must be >= 0, got {self.learner_cpus}")
+        _need(self.pending_warn_s > 0, "cluster.pending_warn_s", f"must be > 0, got {self.pending_warn_s}")
+        _need(self.pending_fail_s >= 0, "cluster.pending_fail_s", f"must be >= 0 (0: never), got {self.pending_fail_s}")
 
 
 @dataclass(kw_only=True)
