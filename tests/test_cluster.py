@@ -152,3 +152,12 @@ def test_pending_watch_reports_again_and_forgets_actors_that_start(ray_cluster):
         assert wait_until(lambda: not watch._since, timeout=30, step=0.2)
     finally:
         watch.stop()
+
+
+def test_num_cpus_with_an_address_is_a_named_error():
+    """--cluster.num-cpus sizes only a local cluster; with an address it fails before connecting."""
+    from vgrout_ray.cluster import connect
+    from vgrout_ray.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"cluster.num_cpus: .*10.9.9.9:6379 \(from RAY_ADDRESS\)"):
+        connect(None, num_cpus=4, local_cpus=4, namespace="x", environ={"RAY_ADDRESS": "10.9.9.9:6379"})

@@ -89,7 +89,7 @@ class ClusterConfig:
     # pending_warn_s and every pending_warn_s after that; the run fails after pending_fail_s
     # (0: never fails, only reports).
     pending_warn_s: float = 30.0
-    pending_fail_s: float = 600.0
+    pending_fail_s: float = 240.0  # below the grader pool's 300 s start timeout: stop with the reason first
 
     def __post_init__(self) -> None:
         _need(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus", f"must be >= 1, got {self.num_cpus}")
