@@ -145,3 +145,49 @@ def test_local_run_ignores_a_live_and_then_a_stale_ray_start_head(head2, tmp_pat
         assert f"not the `ray start` cluster named in {cc} ({named}" in log
         run = next((work / "out" / "runs").iterdir())
         assert [r["step"] for r in read_rows(run)] == [0, 1]
+
+
+@pytest.mark.slow
+def test_head_helper_then_its_printed_submit_lines_complete(tmp_path):
+    """README's 2-core laptop path: `python -m vgrout_ray.cluster head` (a token, 4 logical CPUs, waits
+    until the head takes jobs), then the lines it prints, run verbatim in a shell. Isolated: its own
+    HOME (token file), RAY_TMPDIR and ports; every process it starts is marked and killed after."""
+    import os
+    import re
+    import secrets
+
+    from .raycli import MARK, free_port, free_range, kill_marked
+
+    root = tempfile.mkdtemp(prefix="vg15h", dir="/tmp")
+    tag = f"vg15h{secrets.token_hex(4)}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=f"{root}/home", RAY_TMPDIR=root, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **{MARK: f"{tag}:head"})
+    used: set[int] = set()
+    port, dport = free_port(used), free_port(used)
+    lo, hi = free_range(100, set())
+    ports = [f"--{k}={free_port(used)}" for k in ("ray-client-server-port", "node-manager-port",
+                                                   "object-manager-port", "dashboard-agent-listen-port",
+                                                   "dashboard-agent-grpc-port", "metrics-export-port",
+                                                   "runtime-env-agent-port")]
+    try:
+        h = subprocess.run([sys.executable, "-m", "vgrout_ray.cluster", "head", "--port", str(port),
+                            "--dashboard-port", str(dport), "--", *ports, f"--min-worker-port={lo}",
+                            f"--max-worker-port={hi}"], env=env, capture_output=True, text=True, timeout=600)
+        assert h.returncode == 0, (h.stdout + h.stderr)[-3000:]
+        assert "Ray head ready" in h.stdout and "4 logical CPUs" in h.stdout
+        lines = re.findall(r"^    (export RAY_AUTH_MODE=token|ray job submit .*)$", h.stdout, re.M)
+        assert len(lines) == 2 and f"--address http://127.0.0.1:{dport}" in lines[1], h.stdout
+        t0 = time.monotonic()
+        p = subprocess.run(["bash", "-c", "\n".join(lines)], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=900)
+        assert "succeeded" in p.stdout.lower(), (p.stdout + p.stderr)[-3000:]
+        assert "it fits" in p.stdout and "{CPU: 4}" in p.stdout
+        print(f"head helper ready in {h.stdout.split('(')[1].split(' s')[0]} s; submit succeeded in "
+              f"{time.monotonic() - t0:.1f} s")
+    finally:
+        for _ in range(5):
+            if not kill_marked(f"{tag}:"):
+                break
+            time.sleep(0.5)
+        shutil.rmtree(root, ignore_errors=True)

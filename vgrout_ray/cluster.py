@@ -9,6 +9,7 @@ nothing else; without either, the process starts a fresh local cluster of its ow
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -429,3 +430,83 @@ def class_bundles(cfg, grader_resource: bool) -> dict[str, dict[str, float]]:
     """Actor class name → resources it asks for, for PendingWatch reports."""
     names = {"learner": "LearnerActorImpl", "rollout": "RolloutActorImpl", "grader": "GraderActorImpl"}
     return {names[d.role]: d.resources for d in run_demands(cfg, grader_resource)}
+
+
+# ── a head for `ray job submit` on one machine ───────────────────────────────
+
+
+def wait_for_jobs(url: str, timeout: float) -> float:
+    """Submit a no-op job until the head takes and finishes it: ``ray start`` returns before its
+    job agent is up, and a submit in that window fails with "No available agent". Returns seconds."""
+    import time
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    t0 = time.monotonic()
+    last = ""
+    while time.monotonic() - t0 < timeout:
+        try:
+            client = JobSubmissionClient(url)
+            job = client.submit_job(entrypoint="python -c pass")
+            while time.monotonic() - t0 < timeout:
+                status = client.get_job_status(job)
+                if status == JobStatus.SUCCEEDED:
+                    return time.monotonic() - t0
+                if status in (JobStatus.FAILED, JobStatus.STOPPED):
+                    raise RuntimeError(f"the no-op test job {job} ended {status}: {client.get_job_logs(job)[-2000:]}")
+                time.sleep(0.5)
+        except RuntimeError as e:
+            if "ended" in str(e):
+                raise
+            last = str(e).splitlines()[-1][:300] if str(e) else type(e).__name__
+        except Exception as e:  # connection refused while the dashboard starts
+            last = f"{type(e).__name__}: {str(e)[:300]}"
+        time.sleep(1.0)
+    raise TimeoutError(f"the head at {url} did not take a job in {timeout:.0f} s (last answer: {last})")
+
+
+def head_main(argv: list[str] | None = None) -> int:
+    """``python -m vgrout_ray.cluster head``: a ``ray start`` head for ``ray job submit`` on this machine,
+    with enough logical CPUs for a smoke run, token auth set up on both sides, and a wait until it
+    takes jobs; prints the address and the exact submit lines."""
+    import argparse
+    import subprocess
+
+    ap = argparse.ArgumentParser(prog="python -m vgrout_ray.cluster head", description=head_main.__doc__)
+    ap.add_argument("--num-cpus", type=int, default=4,
+                    help="logical CPUs (default 4: a smoke run's learner + rollout + grader need 3; "
+                         "more than the machine's cores is fine)")
+    ap.add_argument("--port", type=int, default=6379, help="GCS port")
+    ap.add_argument("--dashboard-port", type=int, default=8265, help="dashboard / jobs API port")
+    ap.add_argument("--wait-s", type=float, default=180.0, help="how long to wait for the head to take a job")
+    ap.add_argument("ray_start_args", nargs="*", help="further `ray start` arguments (after --)")
+    args = ap.parse_args(argv)
+    if args.num_cpus < 1:
+        ap.error(f"--num-cpus: must be >= 1, got {args.num_cpus}")
+    os.environ["RAY_AUTH_MODE"] = "token"  # this process and the head; `ray start` needs the token to exist
+    subprocess.run(["ray", "get-auth-token", "--generate"], check=True, stdout=subprocess.DEVNULL)
+    cmd = ["ray", "start", "--head", f"--num-cpus={args.num_cpus}", f"--port={args.port}",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={args.dashboard_port}", *args.ray_start_args]
+    print("$ " + " ".join(cmd), flush=True)
+    rc = subprocess.run(cmd).returncode
+    if rc != 0:
+        print(f"ray start failed (exit {rc}); a head may already run here (`ray status`), or a port is taken "
+              "(--port / --dashboard-port)", file=sys.stderr)
+        return rc
+    url = f"http://127.0.0.1:{args.dashboard_port}"
+    took = wait_for_jobs(url, args.wait_s)
+    print(f"""
+Ray head ready ({took:.0f} s to take a first job): GCS port {args.port}, jobs API {url},
+{args.num_cpus} logical CPUs, token authentication (token in ~/.ray/auth_token).
+
+Submit from the repo root:
+    export RAY_AUTH_MODE=token
+    ray job submit --address {url} --working-dir . -- python -m vgrout_ray.driver smoke --steps 3
+Stop it with `ray stop` (stops every Ray process on this machine).""", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "head":
+        sys.exit(head_main(sys.argv[2:]))
+    sys.exit("usage: python -m vgrout_ray.cluster head [--num-cpus N] [--port P] [--dashboard-port P] [-- ray start args]")
