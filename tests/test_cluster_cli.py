@@ -183,7 +183,8 @@ def test_head_helper_then_its_printed_submit_lines_complete(tmp_path):
                            timeout=900)
         assert "succeeded" in p.stdout.lower(), (p.stdout + p.stderr)[-3000:]
         assert "it fits" in p.stdout and "{CPU: 4}" in p.stdout
-        print(f"head helper ready in {h.stdout.split('(')[1].split(' s')[0]} s; submit succeeded in "
+        ready = re.search(r"Ray head ready \((\d+) s", h.stdout)
+        print(f"head helper ready in {ready.group(1) if ready else '?'} s; submit succeeded in "
               f"{time.monotonic() - t0:.1f} s")
     finally:
         for _ in range(5):
