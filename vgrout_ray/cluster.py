@@ -314,8 +314,8 @@ def waiting_actors(job_id_hex: str) -> dict[str, str]:
             if not info.get("Pid")}
 
 
-def pending_demands(gcs_address: str) -> list[tuple[dict[str, float], int]]:
-    """Resource shapes the cluster's tasks and actors wait for, as ``ray status`` shows them ([] if unknown)."""
+def pending_demands(gcs_address: str) -> list[tuple[dict[str, float], int]] | None:
+    """Resource shapes the cluster's tasks and actors wait for, as ``ray status`` shows them (None if unknown)."""
     try:
         from ray.autoscaler.v2.sdk import get_cluster_status
 
@@ -324,13 +324,20 @@ def pending_demands(gcs_address: str) -> list[tuple[dict[str, float], int]]:
                 for b in d.bundles_by_count]
     except Exception as e:  # an older/newer Ray without this API: report without it
         logger.debug(f"pending demands unavailable: {e}")
-        return []
+        return None
+
+
+def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    keys = {k for k, v in a.items() if v} | {k for k, v in b.items() if v}
+    return all(abs(a.get(k, 0.0) - b.get(k, 0.0)) < 1e-4 for k in keys)
 
 
 class PendingWatch:
     """Reports this job's actors that wait for resources, and fails the run when one waits too long.
 
-    A background thread polls the GCS every ``poll_s``. An actor waiting longer than ``warn_s`` is
+    A background thread polls the GCS every ``poll_s``. An actor waits for resources when it has no
+    worker yet and the cluster reports an unmet demand of its shape (without that, its worker is
+    merely starting). One waiting longer than ``warn_s`` is
     logged with the resources it asks for (``bundles``: class name → bundle, from the run's
     demands), what the cluster has and has free, and the cluster's pending demands (tasks included,
     as ``ray status`` counts them); again every ``warn_s``. After ``fail_s`` (0: never) the message
@@ -384,6 +391,13 @@ class PendingWatch:
     def poll(self, now: float) -> list[str]:
         """One look at the cluster; returns the reports made (also logged, and kept in ``reports``)."""
         waiting = waiting_actors(self.job)
+        demands = pending_demands(self.gcs) if waiting else []
+        if demands is not None:
+            # An actor without a worker is waiting for resources only if the cluster has a matching
+            # unmet demand; otherwise its worker process is still starting (slow on a busy machine).
+            shapes = [b for b, _ in demands]
+            waiting = {aid: cls for aid, cls in waiting.items()
+                       if shapes and (cls not in self.bundles or any(_same(self.bundles[cls], b) for b in shapes))}
         for aid in list(self._since):
             if aid not in waiting:
                 self._since.pop(aid)
@@ -397,7 +411,7 @@ class PendingWatch:
         if not due:
             return []
         out = []
-        context = self._context()
+        context = self._context(demands)
         for aid, cls, waited in due:
             self._reported[aid] = now
             what = _fmt_res(self.bundles[cls]) if cls in self.bundles else "(resources not known to the driver)"
@@ -415,13 +429,12 @@ class PendingWatch:
         self.reports.extend(out)
         return out
 
-    def _context(self) -> str:
+    def _context(self, dem: list[tuple[dict[str, float], int]] | None) -> str:
         import ray
 
         total = _schedulable(ray.cluster_resources())
         free = {k: v for k, v in _schedulable(ray.available_resources()).items() if v > EPS}
-        dem = pending_demands(self.gcs)
-        demand = ", ".join(f"{_fmt_res(b)}×{n}" for b, n in dem) or "none reported"
+        demand = ", ".join(f"{_fmt_res(b)}×{n}" for b, n in dem or []) or "not known"
         return (f"the cluster has {_fmt_res(total)}, {_fmt_res(free)} free now; "
                 f"pending tasks/actors in the cluster want {demand}")
 
