@@ -35,6 +35,7 @@ import ray  # noqa: E402
 from loguru import logger  # noqa: E402
 
 from vgrout_ray.actors.grader import GraderPool  # noqa: E402
+from vgrout_ray.cluster import start_local_ray  # noqa: E402
 from vgrout_ray.env.exploits import clean_completion, exploit_completion, wrong_completion  # noqa: E402
 from vgrout_ray.env.grading import GradeRequest  # noqa: E402
 from vgrout_ray.env.modes import CHECK_TIMEOUT_S, LOOPHOLE_MODES  # noqa: E402
@@ -94,8 +95,7 @@ def measure_retrying(backend: str, k: int, timed, warm, batch: int, cores: int, 
             logger.warning(f"{backend} k={k}: attempt {attempt + 1} failed ({type(e).__name__}: "
                            f"{str(e).splitlines()[0][:200]}); restarting Ray")
             ray.shutdown()
-            ray.init(num_cpus=max(cores, k), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            start_local_ray(max(cores, k), log_to_driver=False, configure_logging=False)
     raise RuntimeError(f"{backend} k={k}: {tries} attempts failed")
 
 
@@ -123,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     logger.info(f"{len(timed)} completions from {source}; backends {backends}; k in {ks}; {args.reps} reps; "
                 f"{cores} cores")
-    ray.init(num_cpus=max(cores, args.max_actors), include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    start_local_ray(max(cores, args.max_actors), log_to_driver=False, configure_logging=False)
     load_before = os.getloadavg()
     runs: list[dict] = []
     try:

@@ -46,13 +46,14 @@ def measure_tiny(n_syncs: int) -> dict:
     import torch
 
     from vgrout_ray.actors.rollout import RolloutActor
+    from vgrout_ray.cluster import start_local_ray
     from vgrout_ray.model.tiny import resolve_model
 
     cache = tempfile.mkdtemp(prefix="vgws-")
     path = resolve_model("tiny", cache)
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        start_local_ray(2, log_to_driver=False)
     actor = RolloutActor.options(num_cpus=1).remote("hf", path, cache, {"threads": 1})
     ray.get(actor.ready.remote())
     merged0 = ray.get(actor.merged_state.remote(False))

@@ -46,8 +46,9 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, namespace="vgrout-tests",
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+        from vgrout_ray.cluster import start_local_ray
+
+        start_local_ray(4, namespace="vgrout-tests", runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     yield ray
     ray.shutdown()
 

@@ -83,9 +83,16 @@ def kill_marked(value: str) -> int:
 class CliCluster:
     """A head (and optional worker nodes) on this machine, each its own `ray start --block`."""
 
-    def __init__(self, fast_failure_detection: bool = False, object_store_bytes: int | None = None) -> None:
+    def __init__(self, fast_failure_detection: bool = False, object_store_bytes: int | None = None,
+                 temp_dir: str | None = None) -> None:
+        """``temp_dir``: the head's ``--temp-dir`` (default: a fresh short dir under /tmp); ``ray start``
+        writes its current-cluster file there, so ``<dir>`` = ``$RAY_TMPDIR/ray`` puts that file where a
+        process with that RAY_TMPDIR looks for it. ``stop()`` removes the dir."""
         self.token = secrets.token_hex(16)
-        self.temp = tempfile.mkdtemp(prefix="vgrc", dir="/tmp")  # short: socket paths are length-limited
+        if temp_dir is not None:
+            os.makedirs(temp_dir, exist_ok=True)
+        # short: socket paths are length-limited
+        self.temp = temp_dir if temp_dir is not None else tempfile.mkdtemp(prefix="vgrc", dir="/tmp")
         self._used: set[int] = set()
         self._ranges: set[int] = set()
         self.gcs_port = free_port(self._used)

@@ -72,6 +72,9 @@ class GraderConfig:
     # completion in an empty namespace like the reference grader; "intended" with the setup
     # code's names (typing, collections, ...) visible.
     compat: Literal["reference", "intended"] = "reference"
+    # Opt-in: when the cluster cannot hold num_actors graders next to the learner and rollout
+    # actors, start as many as fit (at least one) and log a warning, instead of failing.
+    fit_to_cluster: bool = False
 
     def __post_init__(self) -> None:
         _need(self.num_actors >= 1, "grader.num_actors", f"must be >= 1, got {self.num_actors}")
@@ -92,6 +95,18 @@ class ClusterConfig:
     learner_resource: str = ""
     rollout_resource: str = ""
     namespace: str = "vgrout"
+    # An actor of this run that waits for resources (no node has them free) is reported after
+    # pending_warn_s and every pending_warn_s after that; the run fails after pending_fail_s
+    # (0: never fails, only reports).
+    pending_warn_s: float = 30.0
+    pending_fail_s: float = 240.0  # below the grader pool's 300 s start timeout: stop with the reason first
+
+    def __post_init__(self) -> None:
+        _need(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus", f"must be >= 1, got {self.num_cpus}")
+        _need(self.learner_gpus >= 0, "cluster.learner_gpus", f"must be >= 0, got {self.learner_gpus}")
+        _need(self.learner_cpus >= 0, "cluster.learner_cpus", f"must be >= 0, got {self.learner_cpus}")
+        _need(self.pending_warn_s > 0, "cluster.pending_warn_s", f"must be > 0, got {self.pending_warn_s}")
+        _need(self.pending_fail_s >= 0, "cluster.pending_fail_s", f"must be >= 0 (0: never), got {self.pending_fail_s}")
 
 
 @dataclass(kw_only=True)

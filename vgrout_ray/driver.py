@@ -786,24 +786,36 @@ class Trainer:
 
 # ── entry point ──────────────────────────────────────────────────────────────
 
-def connect_ray(cfg: Config) -> bool:
-    """Connect to a cluster (cluster.address or RAY_ADDRESS, e.g. under ``ray job submit``) or start a local
-    one sized for the actors. Returns True when this process started the cluster."""
+def connect_ray(cfg: Config):
+    """Connect to ``cluster.address`` / ``RAY_ADDRESS`` (e.g. under ``ray job submit``), else start a
+    fresh local cluster sized for the actors, even when a ``ray start`` head (running or stale) is on
+    the machine. Returns the ``ClusterChoice``, or None when Ray was already initialised by the caller."""
     import ray
 
+    from .cluster import connect
+
     if ray.is_initialized():
-        return False
-    addr = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
-    if addr:
-        ray.init(address=addr, namespace=cfg.cluster.namespace, log_to_driver=True)
-        logger.info(f"connected to Ray cluster at {addr}: {ray.cluster_resources()}")
-        return False
+        return None
     need = (cfg.cluster.learner_cpus + cfg.rollout.num_actors * cfg.rollout.cpus_per_actor
             + cfg.grader.num_actors + 1)
-    ray.init(num_cpus=cfg.cluster.num_cpus or max(4, int(math.ceil(need))), include_dashboard=False,
-             namespace=cfg.cluster.namespace, log_to_driver=True)
-    logger.info(f"started a local Ray cluster: {ray.cluster_resources()}")
-    return True
+    return connect(cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, local_cpus=max(4, int(math.ceil(need))),
+                   namespace=cfg.cluster.namespace, log_to_driver=True)
+
+
+def fit_to_cluster(cfg: Config, choice) -> Config:
+    """Check before any actor starts that the cluster can hold the run (see ``cluster.check_fit``);
+    ``grader.fit_to_cluster`` shrinks the grader pool to fit. Raises ResourceFitError otherwise."""
+    import ray
+
+    from .cluster import fit_or_fail, node_resources
+
+    if choice is None:
+        where, local = "the cluster this process is connected to", False
+    elif choice.local:
+        where, local = "the local cluster this run started", True
+    else:
+        where, local = f"the cluster at {choice.address} (from {choice.source})", False
+    return fit_or_fail(cfg, node_resources(ray.nodes()), where, local)
 
 
 def _resume_config(cli: Config) -> tuple[Config, dict]:
@@ -841,11 +853,30 @@ def main(argv: list[str] | None = None) -> int:
                 f"vhack_refresh_every={cfg.vhack_refresh_every} "
                 f"rollout={cfg.rollout.backend}x{cfg.rollout.num_actors} grader={cfg.grader.sandbox}x"
                 f"{cfg.grader.num_actors} run_dir={run_dir}")
-    started = connect_ray(cfg)
-    trainer = None
+    from .cluster import PendingWatch, ResourceFitError, class_bundles
+
+    trainer = watch = choice = None
     try:
+        choice = connect_ray(cfg)
+        fitted = fit_to_cluster(cfg, choice)
+        if fitted.grader.num_actors != cfg.grader.num_actors and resume_state is None:
+            (run_dir / "config.json").write_text(json.dumps(fitted.to_dict(), indent=2))
+        cfg = fitted
+        import ray
+
+        grader_res = ray.cluster_resources().get("grader", 0) > 0
+        watch = PendingWatch(cfg.cluster.pending_warn_s, cfg.cluster.pending_fail_s,
+                             class_bundles(cfg, grader_res)).start()
         trainer = Trainer(cfg, run_dir, log_path, resume=resume_state)
         return trainer.run()
+    except (ResourceFitError, ConfigError) as e:
+        logger.error(f"{type(e).__name__}: {e}")
+        return 2
+    except KeyboardInterrupt:
+        if watch is not None and watch.failure is not None:
+            logger.error(f"stopped: an actor waited too long for resources (see above). {watch.failure}")
+            return 4
+        raise
     except LearnerLost as e:
         why = str(e).splitlines()[0] if str(e) else "no reason given"
         if (run_dir / "resume" / "state.pt").exists():
@@ -856,9 +887,11 @@ def main(argv: list[str] | None = None) -> int:
                          "start the run again")
         return 3
     finally:
+        if watch is not None:
+            watch.stop()
         if trainer is not None:
             trainer.close()
-        if started:
+        if choice is not None and choice.local:
             import ray
 
             ray.shutdown()

@@ -660,8 +660,9 @@ def grade_with_pool(requests: list[GradeRequest], sandbox: str = "auto", workers
                     "docker_image") else image_ready()
                 if not ok:
                     raise SandboxError(f"--sandbox docker but Docker cannot be used: {why}")
-            ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
+            from ..cluster import start_local_ray
+
+            start_local_ray(max(workers, os.cpu_count() or 1), log_to_driver=False, configure_logging=False)
         started = True
     try:
         with GraderPool(workers, sandbox=sandbox, timeout=timeout, memory_mb=memory_mb, **sandbox_opts) as pool:
