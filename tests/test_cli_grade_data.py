@@ -103,3 +103,31 @@ def test_data_build_drops_rows_whose_canonical_fails(tmp_path):
     rows = read_rows(out)
     assert [r["id"] for r in rows] == [7]
     assert rows[0]["gt_answer"] == ["assert Solution().f(x=1) == 2", "assert Solution().f(x=5) == 6"]
+
+
+def test_data_build_reports_and_drops_slow_canonicals(tmp_path):
+    """A canonical whose run takes ~1 s is over 0.2 x 3 s: reported and kept by default, dropped with
+    --max-canonical-frac 0.2; the fast one stays either way."""
+    fast = {"task_id": "t", "completion": "class Solution:\n    def f(self, x: int) -> int:\n        return x + 1\n",
+            "entry_point": "Solution().f",
+            "test": "def check(candidate):\n    assert candidate(x=1) == 2\n    assert candidate(x=5) == 6\n",
+            "meta": {"question_id": 7, "difficulty": "Medium", "question_title": "Add one.\n",
+                     "lang_code": "class Solution:\n    def f(self, x: int) -> int:"}}
+    slow = json.loads(json.dumps(fast))
+    slow["meta"]["question_id"] = 8
+    slow["completion"] = fast["completion"].replace("return x + 1", "import time; time.sleep(0.6); return x + 1")
+    src = tmp_path / "raw.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in (fast, slow)) + "\n")
+    reps = {}
+    for flag in ([], ["--max-canonical-frac", "0.2"]):
+        out = tmp_path / f"b{len(flag)}.jsonl"
+        proc = _run("vgrout_ray.data", "build", "--source", str(src), "--out", str(out), "--sandbox", "process",
+                    *flag)
+        assert proc.returncode == 0, proc.stderr
+        reps[len(flag)] = (json.loads(proc.stdout.strip().splitlines()[-1]), [r["id"] for r in read_rows(out)])
+    (rep0, ids0), (rep2, ids2) = reps[0], reps[2]
+    assert rep0["slow_canonical"] == 0 and rep0["dropped_slow"] == 0 and ids0 == [7, 8]  # 1.2 s < 0.5 x 3 s
+    assert rep2["slow_canonical"] == 1 and rep2["dropped_slow"] == 1 and ids2 == [7]
+    bad = _run("vgrout_ray.data", "build", "--source", str(src), "--out", str(tmp_path / "x.jsonl"),
+               "--max-canonical-frac", "1.5")
+    assert bad.returncode != 0 and "--max-canonical-frac" in bad.stderr

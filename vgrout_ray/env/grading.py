@@ -563,10 +563,17 @@ def _run_plans(run: RunFn, plans: list[Plan], make_job: Callable[[Check], JobLik
 
 
 def grade_many(run: RunFn, requests: list[GradeRequest], *, make_job: Callable[[Check], JobLike],
-               timeout: float = CHECK_TIMEOUT_S, cache: ExpectedCache | None = None) -> list[RewardResult]:
-    """Grade several completions: one run of each completion's tests (plus the fallbacks above)."""
+               timeout: float = CHECK_TIMEOUT_S, cache: ExpectedCache | None = None,
+               walls: list | None = None) -> list[RewardResult]:
+    """Grade several completions: one run of each completion's tests (plus the fallbacks above).
+    ``walls``: when a list, gets each completion's run wall seconds (None when nothing ran)."""
     plans = [plan(r, timeout=timeout, cache=cache) for r in requests]
     results = _run_plans(run, plans, make_job)
+    if walls is not None:
+        for p, res in zip(plans, results):
+            by = {c.name: r for c, r in zip(p.checks, res)}
+            walls.append(None if "run" not in by else
+                         (float("inf") if by["run"].timed_out else float(getattr(by["run"], "wall", 0.0))))
     return [finish(p, res, cache) for p, res in zip(plans, results)]
 
 
