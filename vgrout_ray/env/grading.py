@@ -539,6 +539,16 @@ def finish(p: Plan, results: list[ResultLike], cache: ExpectedCache | None = Non
     elif mode == "eq_override":
         if main_records is not None:
             channel = any(r.get("fin") and r.get("bad") is True for r in main_records)
+    elif mode in ("stdout_marker", "sentinel", "file_marker") and "probe" in by:
+        # A plan may run the channel probe on its own (programs.channel_probe_program), e.g. to
+        # execute the completion in a namespace other than the run's; then it decides these channels.
+        probe = by["probe"]
+        if mode == "stdout_marker":
+            channel = text_reports_pass(probe.stdout)
+        elif mode == "sentinel":
+            channel = any(r.get("sentinel") is True for r in read_report(probe.report, p.nonce))
+        else:
+            channel = _file_reports_pass(probe.files)
     elif mode == "stdout_marker":
         channel = text_reports_pass(_probe_stdout(p, run, records, main_records))
     elif mode == "sentinel":
