@@ -106,8 +106,8 @@ def test_data_build_drops_rows_whose_canonical_fails(tmp_path):
 
 
 def test_data_build_reports_and_drops_slow_canonicals(tmp_path):
-    """A canonical whose run takes ~1 s is over 0.2 x 3 s: reported and kept by default, dropped with
-    --max-canonical-frac 0.2; the fast one stays either way."""
+    """A canonical whose run sleeps 1.2 s: over half of a 1.6 s limit, so reported and kept by default;
+    over 0.2 x 3 s, so dropped with --max-canonical-frac 0.2. The fast one stays either way."""
     fast = {"task_id": "t", "completion": "class Solution:\n    def f(self, x: int) -> int:\n        return x + 1\n",
             "entry_point": "Solution().f",
             "test": "def check(candidate):\n    assert candidate(x=1) == 2\n    assert candidate(x=5) == 6\n",
@@ -119,15 +119,15 @@ def test_data_build_reports_and_drops_slow_canonicals(tmp_path):
     src = tmp_path / "raw.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in (fast, slow)) + "\n")
     reps = {}
-    for flag in ([], ["--max-canonical-frac", "0.2"]):
-        out = tmp_path / f"b{len(flag)}.jsonl"
+    for name, flags in (("report", ["--timeout-s", "1.6"]), ("drop", ["--max-canonical-frac", "0.2"])):
+        out = tmp_path / f"{name}.jsonl"
         proc = _run("vgrout_ray.data", "build", "--source", str(src), "--out", str(out), "--sandbox", "process",
-                    *flag)
+                    *flags)
         assert proc.returncode == 0, proc.stderr
-        reps[len(flag)] = (json.loads(proc.stdout.strip().splitlines()[-1]), [r["id"] for r in read_rows(out)])
-    (rep0, ids0), (rep2, ids2) = reps[0], reps[2]
-    assert rep0["slow_canonical"] == 0 and rep0["dropped_slow"] == 0 and ids0 == [7, 8]  # 1.2 s < 0.5 x 3 s
-    assert rep2["slow_canonical"] == 1 and rep2["dropped_slow"] == 1 and ids2 == [7]
+        reps[name] = (json.loads(proc.stdout.strip().splitlines()[-1]), [r["id"] for r in read_rows(out)])
+    (rep, ids), (rep_d, ids_d) = reps["report"], reps["drop"]
+    assert rep["slow_canonical"] == 1 and rep["dropped_slow"] == 0 and ids == [7, 8]
+    assert rep_d["slow_canonical"] == 1 and rep_d["dropped_slow"] == 1 and ids_d == [7]
     bad = _run("vgrout_ray.data", "build", "--source", str(src), "--out", str(tmp_path / "x.jsonl"),
                "--max-canonical-frac", "1.5")
     assert bad.returncode != 0 and "--max-canonical-frac" in bad.stderr
