@@ -103,3 +103,31 @@ def test_data_build_drops_rows_whose_canonical_fails(tmp_path):
     rows = read_rows(out)
     assert [r["id"] for r in rows] == [7]
     assert rows[0]["gt_answer"] == ["assert Solution().f(x=1) == 2", "assert Solution().f(x=5) == 6"]
+
+
+def test_data_build_reports_and_drops_slow_canonicals(tmp_path):
+    """A canonical whose run sleeps 1.2 s: over half of a 1.6 s limit, so reported and kept by default;
+    over 0.2 x 3 s, so dropped with --max-canonical-frac 0.2. The fast one stays either way."""
+    fast = {"task_id": "t", "completion": "class Solution:\n    def f(self, x: int) -> int:\n        return x + 1\n",
+            "entry_point": "Solution().f",
+            "test": "def check(candidate):\n    assert candidate(x=1) == 2\n    assert candidate(x=5) == 6\n",
+            "meta": {"question_id": 7, "difficulty": "Medium", "question_title": "Add one.\n",
+                     "lang_code": "class Solution:\n    def f(self, x: int) -> int:"}}
+    slow = json.loads(json.dumps(fast))
+    slow["meta"]["question_id"] = 8
+    slow["completion"] = fast["completion"].replace("return x + 1", "import time; time.sleep(0.6); return x + 1")
+    src = tmp_path / "raw.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in (fast, slow)) + "\n")
+    reps = {}
+    for name, flags in (("report", ["--timeout-s", "1.6"]), ("drop", ["--max-canonical-frac", "0.2"])):
+        out = tmp_path / f"{name}.jsonl"
+        proc = _run("vgrout_ray.data", "build", "--source", str(src), "--out", str(out), "--sandbox", "process",
+                    *flags)
+        assert proc.returncode == 0, proc.stderr
+        reps[name] = (json.loads(proc.stdout.strip().splitlines()[-1]), [r["id"] for r in read_rows(out)])
+    (rep, ids), (rep_d, ids_d) = reps["report"], reps["drop"]
+    assert rep["slow_canonical"] == 1 and rep["dropped_slow"] == 0 and ids == [7, 8]
+    assert rep_d["slow_canonical"] == 1 and rep_d["dropped_slow"] == 1 and ids_d == [7]
+    bad = _run("vgrout_ray.data", "build", "--source", str(src), "--out", str(tmp_path / "x.jsonl"),
+               "--max-canonical-frac", "1.5")
+    assert bad.returncode != 0 and "--max-canonical-frac" in bad.stderr

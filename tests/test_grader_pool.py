@@ -176,7 +176,7 @@ def test_keyed_streaming_slow_completion_does_not_hold_back_fast_ones(pool_facto
     order = [k for k, _ in arrivals]
     assert sorted(order) == sorted(["slow"] + [f"fast-{i}" for i in fast_idx]), "each key exactly once"
     t_slow = dict(arrivals)["slow"]
-    assert t_slow >= 4.5, f"the slow completion sleeps 2.5 s in each of its 2+ checks, took {t_slow:.1f}"
+    assert t_slow >= 2.5, f"the slow completion sleeps 2.5 s in its single run, took {t_slow:.1f}"
     before = [k for k, t in arrivals if k != "slow" and t < t_slow]
     assert len(before) >= 10, f"only {len(before)}/16 fast results arrived before the slow one: {arrivals}"
     assert arrivals[0][1] < 2.0 and arrivals[0][0] != "slow", f"first result too late: {arrivals[0]}"

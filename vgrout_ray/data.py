@@ -3,8 +3,10 @@
 Keeps medium and hard problems, writes them in the schema of the medium/hard test set
 (same prompt wording, starter-code block, setup code, ``assert Solution().m(...) == ...``
 tests, func_name, canonical solution), drops ids of the given test sets, and drops rows
-whose canonical solution fails its own tests when graded in the sandbox. Output is sorted
-by problem id, so the same input always gives the same file.
+whose canonical solution fails its own tests when graded in the sandbox. Rows whose canonical
+run uses more than a share of the grader's limit are reported (their verdict depends on the
+machine) and, with ``--max-canonical-frac``, dropped. Output is sorted by problem id, so the
+same input always gives the same file.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from loguru import logger
 
 from .env.exploits import clean_completion
 from .env.grading import GradeRequest
+from .env.modes import CHECK_TIMEOUT_S
 from .env.problems import ProblemError, make_row, read_rows
 
 RAW_FIELDS = ("completion", "entry_point", "test", "meta")
@@ -32,11 +35,14 @@ class BuildReport:
     excluded_test_ids: int = 0
     unconvertible: int = 0
     failed_canonical: int = 0
+    slow_canonical: int = 0  # passing canonicals whose run uses more than the stated share of the limit
+    dropped_slow: int = 0
     kept: int = 0
 
     def line(self) -> str:
         return (f"raw={self.raw} medium+hard={self.medium_hard} excluded(test ids)={self.excluded_test_ids} "
-                f"unconvertible={self.unconvertible} canonical-failed={self.failed_canonical} kept={self.kept}")
+                f"unconvertible={self.unconvertible} canonical-failed={self.failed_canonical} "
+                f"canonical-slow={self.slow_canonical} dropped-slow={self.dropped_slow} kept={self.kept}")
 
 
 class _CandidateToSolution(ast.NodeTransformer):
@@ -121,9 +127,13 @@ def test_set_ids(paths: list[Path]) -> set[int]:
     return ids
 
 
-def canonical_passes(rows: list[dict], *, sandbox: str, workers: int) -> list[bool]:
-    """Grade each row's canonical solution (gt_only mode) in the sandbox; True when gt_correct."""
-    from .grade import grade_local
+def canonical_checks(rows: list[dict], *, sandbox: str, workers: int,
+                     timeout: float = 10.0) -> list[tuple[bool, float]]:
+    """Grade each row's canonical solution (gt_only mode) in the sandbox, with a generous limit so
+    that slow ones are measured: (gt_correct, wall seconds of its run) per row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .sandbox.local_grader import LocalGrader
 
     reqs = []
     for r in rows:
@@ -132,11 +142,35 @@ def canonical_passes(rows: list[dict], *, sandbox: str, workers: int) -> list[bo
         reqs.append(GradeRequest(completion=clean_completion(prob), env_mode="gt_only", gt_tests=r["gt_answer"],
                                  setup_code=r["setup_code"], func_name=r["func_name"],
                                  canonical=r["canonical_solution"]))
-    return [res.gt_correct for res in grade_local(reqs, sandbox=sandbox, workers=workers, timeout=10.0)]
+    k = max(1, workers)
+    idx = [list(range(len(reqs)))[i::k] for i in range(k)]
+
+    def work(part: list[int]) -> list[tuple[bool, float]]:
+        with LocalGrader(sandbox, timeout=timeout) as g:
+            out = []
+            for i in range(0, len(part), 8):
+                for res, wall in g.grade_timed([reqs[j] for j in part[i:i + 8]]):
+                    out.append((res.gt_correct, float("inf") if wall is None else wall))
+            return out
+
+    with ThreadPoolExecutor(k) as ex:
+        parts = list(ex.map(work, idx))
+    got: list = [None] * len(reqs)
+    for part, res in zip(idx, parts):
+        for j, r in zip(part, res):
+            got[j] = r
+    return got
+
+
+# Share of the grader's limit above which a canonical solution's run is reported as slow (its
+# verdict, and so the row's, can depend on the machine's load).
+SLOW_CANONICAL_FRAC = 0.5
 
 
 def build(source: str, out: Path, *, test_sets: list[Path], limit: int | None = None, sandbox: str = "auto",
-          workers: int = 1) -> BuildReport:
+          workers: int = 1, timeout_s: float = CHECK_TIMEOUT_S, max_canonical_frac: float | None = None) -> BuildReport:
+    """``max_canonical_frac``: drop rows whose canonical run takes more than this share of
+    ``timeout_s`` (the grader's limit); without it, rows over SLOW_CANONICAL_FRAC are reported, kept."""
     rep = BuildReport()
     raw = read_raw(source)
     rep.raw = len(raw)
@@ -160,14 +194,23 @@ def build(source: str, out: Path, *, test_sets: list[Path], limit: int | None = 
     rows.sort(key=lambda x: x["id"])
     if limit is not None:
         rows = rows[:limit]
-    ok = canonical_passes(rows, sandbox=sandbox, workers=workers)
+    checked = canonical_checks(rows, sandbox=sandbox, workers=workers)
+    frac = SLOW_CANONICAL_FRAC if max_canonical_frac is None else max_canonical_frac
     kept = []
-    for r, good in zip(rows, ok):
-        if good:
-            kept.append(r)
-        else:
+    for r, (good, wall) in zip(rows, checked):
+        if not good:
+            rep.failed_canonical += 1
             logger.debug(f"dropped id {r['id']}: canonical solution fails its own tests")
-    rep.failed_canonical = len(rows) - len(kept)
+            continue
+        if wall > frac * timeout_s:
+            rep.slow_canonical += 1
+            if max_canonical_frac is not None:
+                rep.dropped_slow += 1
+                logger.info(f"dropped id {r['id']}: canonical run takes {wall:.2f} s > {frac} x {timeout_s} s")
+                continue
+            logger.warning(f"id {r['id']}: canonical run takes {wall:.2f} s > {frac} x {timeout_s} s "
+                           "(its verdict can depend on the machine; --max-canonical-frac drops such rows)")
+        kept.append(r)
     rep.kept = len(kept)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
@@ -187,11 +230,20 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--limit", type=int, default=None, help="keep only the first N convertible rows (by id)")
     b.add_argument("--sandbox", choices=["auto", "process", "docker"], default="auto")
     b.add_argument("--workers", type=int, default=1)
+    b.add_argument("--timeout-s", type=float, default=CHECK_TIMEOUT_S,
+                   help="the grader limit the rows are meant for (grader.timeout-s)")
+    b.add_argument("--max-canonical-frac", type=float, default=None,
+                   help="drop rows whose canonical run takes more than this share of --timeout-s "
+                        f"(default: keep them; rows over {SLOW_CANONICAL_FRAC} are reported)")
     args = ap.parse_args(argv)
+    if args.max_canonical_frac is not None and not 0 < args.max_canonical_frac <= 1:
+        ap.error(f"--max-canonical-frac must be in (0, 1], got {args.max_canonical_frac}")
+    if args.timeout_s <= 0:
+        ap.error(f"--timeout-s must be > 0, got {args.timeout_s}")
     if not args.test_set:
         logger.warning("no --test-set given: no held-out ids are excluded")
     rep = build(args.source, args.out, test_sets=args.test_set, limit=args.limit, sandbox=args.sandbox,
-                workers=args.workers)
+                workers=args.workers, timeout_s=args.timeout_s, max_canonical_frac=args.max_canonical_frac)
     logger.info(f"data build: {rep.line()} -> {args.out}")
     print(json.dumps({"out": str(args.out), **rep.__dict__}))
     return 0

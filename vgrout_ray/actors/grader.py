@@ -39,8 +39,9 @@ from ..sandbox.backends import warn_once
 from ..sandbox.client import SandboxError
 from ..sandbox.local_grader import LocalGrader
 
-# Upper bound on check programs one completion can cost (gt_pass, C, D, E, oracle, expected, probe).
-_CHECKS_PER_COMPLETION = 7
+# Upper bound on sandbox programs one completion can cost (the run, C, D, E, the main program), plus
+# one for the host computing a new problem's expected values.
+_CHECKS_PER_COMPLETION = 6
 
 
 class SandboxDied(RuntimeError):

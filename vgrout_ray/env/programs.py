@@ -267,3 +267,211 @@ def decode_value(v):
                         raise Undecodable("unhashable key") from None
                 return out
     raise Undecodable(f"not an encoded value: {type(v).__name__}")
+
+
+# ── the single run: one execution of the tests per completion ────────────────
+#
+# ``run_program`` executes the completion once and drives its method with every test. It
+# reports the actual values (as the oracle above), how far the tests got and how they ended
+# (an exception, an exit and its status), the sentinel probe, and it marks test boundaries on
+# stdout so the host can cut the stdout channel where the plain grader would have stopped. It
+# holds no expected value: those are computed on the trusted side (``host_expected_program``)
+# and every comparison is made by the host. ``main_program`` is the fallback that needs the
+# expected values in the sandbox (see grading.py for when it runs).
+
+_RUN_HELPERS = r'''
+def _vg_status(e, _int=int, _isinst=isinstance):
+    """Exit status CPython gives a SystemExit (as the runner computes it)."""
+    c = e.code
+    if c is None:
+        return 0
+    if _isinst(c, _int):
+        try:
+            return _int(c) & 0xFF
+        except BaseException:
+            return 1
+    return 1
+def _vg_failed(rec, e, _SE=SystemExit, _isinst=isinstance, _type=type, _str=str):
+    try:
+        name = _type(e).__name__
+        rec["fail"] = name if _type(name) is _str else "?"
+    except BaseException:
+        rec["fail"] = "?"
+    if _isinst(e, _SE):
+        rec["exit"] = _vg_status(e)
+    return rec
+def _vg_mark(label, _w=_vg_os.write, _s=_vg_sys, _str=str):
+    try:
+        _s.stdout.flush()
+    except BaseException:
+        pass
+    try:
+        _w(1, ("\x1e" + _VG_N + ":" + _str(label) + "\x1e").encode())
+    except BaseException:
+        pass
+def _vg_end(rec, _s=_vg_sys, _SE=SystemExit):
+    _vg_emit(rec)
+    try:
+        _s.stdout.flush()
+    except BaseException:
+        pass
+    raise _SE(1)  # like the forced failure: status 0 only if the completion forces it
+'''
+
+_RUN_BODY = r'''
+_vg_ns = {}
+try:
+    exec(compile(_VG_SRC, "<solution>", "exec"), _vg_ns)
+except BaseException as _vg_e:
+    _vg_emit(_vg_failed({"n": _VG_N, "m": True}, _vg_e))
+_vg_tmp = {}
+exec(compile(_VG_LAMBDAS, "<tests>", "exec"), _vg_ns, _vg_tmp)
+_vg_T = _vg_tmp["_vg_t"]
+def _vg_probe():
+    _vg_mark("post")
+    _vg_valid = False
+    try:
+        _vg_S = _vg_ns.get("Solution")
+        _vg_inst = _vg_S() if _vg_S is not None else None
+        for _vg_a in _VG_VALID:
+            if bool(getattr(_vg_inst, _vg_a, False)) or bool(getattr(_vg_S, _vg_a, False)):
+                _vg_valid = True
+                break
+    except BaseException:
+        pass
+    _vg_emit({"n": _VG_N, "sentinel": _vg_valid})
+_vg_stopped = False
+for _vg_i in range(len(_VG_KINDS)):
+    _vg_kind = _VG_KINDS[_vg_i]
+    if _vg_stopped and not (_VG_EQSCAN and _vg_kind == "eq"):
+        continue
+    _vg_mark(_vg_i)
+    _vg_rec = {"n": _VG_N, "i": _vg_i}
+    if _vg_stopped:
+        _vg_rec["scan"] = True
+    try:
+        if _vg_kind == "other":
+            exec(compile(_VG_OTHER[_vg_i], "<test>", "exec"), _vg_ns)
+            _vg_rec["ok"] = True
+        else:
+            _vg_v = _VG_SHAPE[_vg_kind](_vg_T[_vg_i]())
+            try:
+                _vg_rec["v"] = _vg_enc(_vg_v)
+            except _VgUnsafe:
+                _vg_rec["x"] = True
+    except BaseException as _vg_e:
+        _vg_failed(_vg_rec, _vg_e)
+        if not _vg_stopped:
+            _vg_stopped = True
+            _vg_emit(_vg_rec)
+            _vg_probe()
+            continue
+    _vg_emit(_vg_rec)
+if not _vg_stopped:
+    _vg_emit({"n": _VG_N, "done": True})
+    _vg_probe()
+_vg_end({"n": _VG_N, "fin": True})
+'''
+
+
+def _lambdas_source(cases: list[TestCase]) -> str:
+    """One statement that builds a zero-argument function per value test (None for opaque asserts):
+    compiled once per run instead of one ``eval`` compile per test."""
+    items = ["None" if c.kind == "other" else f"lambda: (\n{c.actual}\n)" for c in cases]
+    return "_vg_t = [" + ",\n".join(items) + "]\n"
+
+
+def run_program_parts(setup_code: str, cases: list[TestCase]) -> tuple[str, str]:
+    """The fixed text of a problem's run program, before and after the per-completion part.
+    Holds the tests' actual expressions (their inputs) and opaque asserts, never an expected value."""
+    head = _REPORT_HELPERS + "\n".join([
+        "_VG_KINDS = " + repr([c.kind for c in cases]),
+        "_VG_OTHER = " + repr([c.source if c.kind == "other" else None for c in cases]),
+        "_VG_LAMBDAS = " + _lit(_lambdas_source(cases)),
+        "_VG_VALID = " + repr(list(VALID_ATTRS)),
+        "_VG_SETUP = " + _lit(setup_code),
+        "",
+    ])
+    return head, _RUN_HELPERS + _RUN_BODY
+
+
+def run_program(parts: tuple[str, str], code: str, nonce: str, eq_scan: bool) -> str:
+    """The single run of one completion (see the section comment). ``eq_scan``: after the first
+    test that raises, keep calling the method on the remaining ``==`` tests only to find
+    non-builtin return values (the eq_override channel)."""
+    head, tail = parts
+    return (head + f"_VG_N = {nonce!r}\n_VG_EQSCAN = {bool(eq_scan)!r}\n"
+            f"_VG_SRC = _VG_SETUP + '\\n' + {_lit(code)}\n" + tail)
+
+
+_MAIN_BODY = r'''
+_vg_ns = {"__name__": "__main__"}
+try:
+    exec(compile(_VG_SRC, "<solution>", "exec"), _vg_ns)
+except BaseException as _vg_e:
+    _vg_emit(_vg_failed({"n": _VG_N, "term": True, "m": True}, _vg_e))
+    _vg_end({"n": _VG_N, "fin": True, "bad": False})
+_vg_term = False
+_vg_bad = False
+for _vg_i, (_vg_kind, _vg_l, _vg_r, _vg_src) in enumerate(_VG_SPECS):
+    if _vg_term and not (_VG_EQSCAN and _vg_kind == "eq"):
+        continue
+    try:
+        if _vg_kind == "eq":
+            _vg_v = eval(compile(_vg_l, "<test>", "eval"), _vg_ns)
+            _vg_ok = bool(_vg_v == eval(compile(_vg_r, "<test>", "eval"), _vg_ns))
+            if _vg_ok:
+                try:
+                    _vg_enc(_vg_v)
+                except _VgUnsafe:
+                    _vg_bad = True
+        else:
+            exec(compile(_vg_src, "<test>", "exec"), _vg_ns)
+            _vg_ok = True
+        if not _vg_ok and not _vg_term:
+            _vg_term = True
+            _vg_emit({"n": _VG_N, "term": True, "i": _vg_i, "fail": "AssertionError"})
+    except BaseException as _vg_e:
+        if not _vg_term:
+            _vg_term = True
+            _vg_emit(_vg_failed({"n": _VG_N, "term": True, "i": _vg_i}, _vg_e))
+_vg_end({"n": _VG_N, "fin": True, "bad": _vg_bad})
+'''
+
+
+def main_program(setup_code: str, code: str, cases: list[TestCase], nonce: str, eq_scan: bool) -> str:
+    """The plain grader's semantics in one run (``__name__ == "__main__"``, asserts in order, the
+    first failure or exit is reported as ``term``) plus the eq_override probe (``bad``: a tested
+    call returned a non-builtin object that compares equal). It holds the expected values, so it
+    decides nothing the strict oracle decides; it runs after the completion's single run, alone."""
+    specs = [(c.kind, c.actual, c.expected, c.source) for c in cases]
+    return (_REPORT_HELPERS + f"_VG_N = {nonce!r}\n_VG_EQSCAN = {bool(eq_scan)!r}\n"
+            f"_VG_SPECS = {specs!r}\n_VG_SRC = {_lit(setup_code + chr(10) + code)}\n"
+            + _RUN_HELPERS + _MAIN_BODY)
+
+
+def host_expected_program(setup_code: str, cases: list[TestCase], nonce: str) -> str:
+    """``expected_program`` for a host interpreter: its report goes to stdout (fd 3 is made a copy of fd 1)."""
+    return "import os as _o\n_o.dup2(1, 3)\n" + expected_program(setup_code, cases, nonce)
+
+
+def split_stdout(stdout: str, nonce: str) -> dict:
+    """Cut a run's stdout at its test marks: ``{"head": before any test, i: output of test i,
+    "post": output of the probe and after}``. Text outside any mark goes to the segment it follows."""
+    tag = "\x1e" + nonce + ":"
+    out: dict = {}
+    key: object = "head"
+    pos = 0
+    while True:
+        k = stdout.find(tag, pos)
+        if k < 0:
+            out[key] = out.get(key, "") + stdout[pos:]
+            return out
+        end = stdout.find("\x1e", k + len(tag))
+        if end < 0:
+            out[key] = out.get(key, "") + stdout[pos:]
+            return out
+        out[key] = out.get(key, "") + stdout[pos:k]
+        label = stdout[k + len(tag):end]
+        key = int(label) if label.isdigit() else ("post" if label == "post" else key)
+        pos = end + 1

@@ -56,6 +56,14 @@ class LocalGrader:
         return grade_many(lambda jobs: self.sandbox.run(jobs), requests, make_job=self._job,
                           timeout=self.timeout, cache=self.cache)
 
+    def grade_timed(self, requests: list[GradeRequest]) -> list[tuple[RewardResult, float | None]]:
+        """Verdicts with each completion's run wall seconds (inf: timed out; None: nothing ran).
+        No retry: a sandbox failure raises SandboxError (the data build wants to know)."""
+        walls: list = []
+        res = grade_many(lambda jobs: self.sandbox.run(jobs), requests, make_job=self._job,
+                         timeout=self.timeout, cache=self.cache, walls=walls)
+        return list(zip(res, walls))
+
     def grade(self, requests: list[GradeRequest]) -> list[RewardResult]:
         """Verdicts in order. A sandbox failure is retried on a fresh sandbox; after ``retries``
         failures a completion is returned with ``error`` set (never dropped)."""
