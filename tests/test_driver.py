@@ -341,8 +341,8 @@ def micro_ci_cache(tmp_path_factory) -> Path:
 # A short vanilla micro run: the model must learn from its groups (teacher log-prob up), a
 # student hack must appear and the first-hack checkpoint must be written. If the advantage
 # sign, the ratio or the δS gradient were flipped, lp_t would fall instead.
-MICRO_CI = ["--model", "micro-ci", "--steps", "16", "--prompts-per-step", "3", "--group", "6",
-            "--max-new", "160", "--eval-ablate-every", "0", "--vhack-refresh-every", "0", "--eval-n-prompts", "2"]
+MICRO_CI = ["--model", "micro-ci", "--steps", "16", "--eval-ablate-every", "0", "--vhack-refresh-every", "0",
+            "--eval-n-prompts", "2"]
 LP_T_MARGIN = 0.1  # nats per token: mean lp_t over the last 4 steps minus the first 4
 
 
