@@ -41,36 +41,17 @@ def _deltas(names, ranks, scale, seed=3):
                                              (f"{n}.delta_S_hack", torch.zeros(ranks[n])))}
 
 
-def main() -> None:
+def measure(core, path, cache, dname, engines, args) -> list[dict]:
+    """One dtype: every engine × δS application × scale against ``core`` (the learner in that dtype)."""
     import torch
 
     from vgrout_ray.actors.rollout import GenRequest, HFEngine
     from vgrout_ray.algo.loss import completion_logps
     from vgrout_ray.algo.pairs import render_prompt
-    from vgrout_ray.config import SmokeConfig
     from vgrout_ray.env.problems import load_problems
-    from vgrout_ray.learner_core import LearnerCore, RolloutGroup
-    from vgrout_ray.model.tiny import resolve_model
+    from vgrout_ray.learner_core import RolloutGroup
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--engines", default="hf,vllm")
-    ap.add_argument("--prompts", type=int, default=4)
-    ap.add_argument("--n", type=int, default=4)
-    ap.add_argument("--max-new", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    engines = [e for e in args.engines.split(",") if e]
-    if "vllm" in engines and importlib.util.find_spec("vllm") is None:
-        print("vllm not installed: measuring hf only")
-        engines.remove("vllm")
-    root = Path(tempfile.mkdtemp(prefix="vgrt-mm-"))
-    path = resolve_model("tiny", root / "src")
-    cache = root / "svd_bf16"  # the SVD cache is keyed by the weights as loaded: bf16 has its own
-    dt = torch.bfloat16
-    core = LearnerCore(SmokeConfig(intervention="none", svd_cache=cache, out_dir=root / "out"), model_path=path,
-                       device="cpu", dtype=dt)
+    dt = core.model.dtype
     tok = core.tok
     probs = load_problems(args.prompts)
     prompts = [tok(render_prompt(tok, p["messages"]), add_special_tokens=False).input_ids for p in probs]
@@ -94,7 +75,7 @@ def main() -> None:
             else:
                 from vgrout_ray.actors.rollout_vllm import VLLMEngine
 
-                eng = VLLMEngine(path, str(cache), dtype="bf16", delta_apply=mode, gpu_memory_utilization=0.3,
+                eng = VLLMEngine(path, str(cache), dtype=dname, delta_apply=mode, gpu_memory_utilization=0.3,
                                  max_model_len=1024, threads=args.threads)
             start_s = time.perf_counter() - t0
             eng_base = None  # the engine's own log-probs at δS = 0 (its numerics without δS)
@@ -123,7 +104,7 @@ def main() -> None:
                     core.add_group(RolloutGroup(ids, res.completions, [1.0] * args.n, [True] * args.n,
                                                 sampler_logps=res.logprobs))
                 st = core.end_step()
-                rec = {"engine": backend, "delta_apply": mode, "scale": scale,
+                rec = {"dtype": dname, "engine": backend, "delta_apply": mode, "scale": scale,
                        "tf_max_abs_dlogp": float((got - want).abs().max()), "effect_max": float(eff.abs().max()),
                        "effect_retained": retained, "mismatch_kl": st["mismatch_kl"],
                        "mismatch_max_abs_dlogp": st["mismatch_max_abs_dlogp"], "tokens": st["mismatch_tokens"],
@@ -132,22 +113,61 @@ def main() -> None:
                 results.append(rec)
                 print(rec, flush=True)
             del eng
-    md = ["# Sampler-vs-learner mismatch, bf16 on CPU (tiny Qwen3)", "",
-          f"Command: `python benchmarks/sampler_mismatch.py --engines {args.engines} --prompts {args.prompts} "
-          f"--n {args.n} --max-new {args.max_new}`. δS ~ N(0, scale²) on every target Linear; learner = "
-          "LearnerCore in bf16 (per-token log-probs in float32). `merge` = δS merged into bf16 weights (before), "
-          "`hook` = δS applied outside the weights as the learner does (after, the default).", "",
-          "| engine | δS apply | δS scale | teacher-forced max\\|Δlogp\\| | δS effect retained | sampled KL (k3) | "
-          "sampled max\\|Δlogp\\| | tokens | tokens/s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    return results
+
+
+def main() -> None:
+    import torch
+
+    from vgrout_ray.config import SmokeConfig
+    from vgrout_ray.learner_core import LearnerCore
+    from vgrout_ray.model.tiny import resolve_model
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engines", default="hf,vllm")
+    ap.add_argument("--dtypes", default="bf16,fp32", help="bf16 is the point; fp32 shows each engine's exact case")
+    ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--max-new", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    engines = [e for e in args.engines.split(",") if e]
+    if "vllm" in engines and importlib.util.find_spec("vllm") is None:
+        print("vllm not installed: measuring hf only")
+        engines.remove("vllm")
+    root = Path(tempfile.mkdtemp(prefix="vgrt-mm-"))
+    path = resolve_model("tiny", root / "src")
+    results = []
+    for dname in [d for d in args.dtypes.split(",") if d]:
+        dt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dname]
+        cache = root / f"svd_{dname}"  # the SVD cache is keyed by the weights as loaded: one per dtype
+        core = LearnerCore(SmokeConfig(intervention="none", svd_cache=cache, out_dir=root / "out"), model_path=path,
+                           device="cpu", dtype=dt)
+        results += measure(core, path, cache, dname, engines, args)
+    md = ["# Sampler-vs-learner mismatch on CPU (tiny Qwen3), bf16 and fp32", "",
+          f"Command: `python benchmarks/sampler_mismatch.py --engines {args.engines} --dtypes {args.dtypes} "
+          f"--prompts {args.prompts} --n {args.n} --max-new {args.max_new}`. δS ~ N(0, scale²) on every target "
+          "Linear; learner = LearnerCore in the same dtype (per-token log-probs in float32). `merge` = δS merged "
+          "into engine-dtype weights (before), `hook` = δS applied outside the weights as the learner does "
+          "(after, the default).", "",
+          "| dtype | engine | δS apply | δS scale | teacher-forced max\\|Δlogp\\| | δS effect retained | "
+          "sampled KL (k3) | sampled max\\|Δlogp\\| | tokens | tokens/s |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
-        md.append(f"| {r['engine']} | {r['delta_apply']} | {r['scale']:g} | {r['tf_max_abs_dlogp']:.2e} | "
+        md.append(f"| {r['dtype']} | {r['engine']} | {r['delta_apply']} | {r['scale']:g} | "
+                  f"{r['tf_max_abs_dlogp']:.2e} | "
                   f"{'-' if math.isnan(r['effect_retained']) else format(r['effect_retained'], '.3f')} | "
                   f"{r['mismatch_kl']:.2e} | {r['mismatch_max_abs_dlogp']:.2e} | {r['tokens']} | "
                   f"{r['tokens_per_s']:.0f} |")
     md += ["", "Teacher-forced: the same text scored by engine and learner (the δS application alone). "
            "Sampled: the engine's own decode (KV cache) vs the learner's full forward on the sampled tokens; "
-           "at δS = 0 this is the bf16 decode-numerics floor that no δS strategy removes (what --tis-cap "
-           "corrects)."]
+           "at δS = 0 this is the decode-numerics floor that no δS strategy removes (what --tis-cap corrects). "
+           "hf hook runs the learner's own code, so in bf16 it matches the learner to float32 rounding; vllm "
+           "runs its own CPU kernels, whose bf16 results differ from torch's already at δS = 0 (the "
+           "teacher-forced floor), which hides δS effects of that size under either strategy. tokens/s were "
+           "measured on a shared, loaded 2-core machine: compare within a row block, not across."]
     save_results(args.out, "sampler_mismatch", {"results": results, "args": vars(args) | {"out": str(args.out)}},
                  "\n".join(md) + "\n")
 

@@ -193,7 +193,8 @@ class VLLMEngine(MergingEngine):
         t0 = time.perf_counter()
         self.llm = LLM(**kw)
         if self.delta_apply == "hook":
-            info = self.llm.collective_rpc("vgrout_install_hooks", args=({n: (self.U[n], self.Vh[n]) for n in self.base},))
+            factors = {n: (self.U[n], self.Vh[n]) for n in self.base}
+            info = self.llm.collective_rpc("vgrout_install_hooks", args=(factors,))
             if not info or info[0]["hooked"] == 0:
                 raise RuntimeError(f"vllm: no δS hook installed: {info}")
         logger.info(f"vllm engine up in {time.perf_counter() - t0:.1f}s ({'cuda' if self.cuda else 'cpu'}, "
