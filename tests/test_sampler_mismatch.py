@@ -215,19 +215,21 @@ def test_vllm_hook_engine_applies_delta_like_the_learner(model_dir, setups):
     assert eng.delta_apply == "hook"
     ids = _ids(hook)
     core.adapter.load_deltas(_deltas(hook, 0.0))
+    eng.generate(GenRequest("k", ids, 4, 12, seed=3))  # caches the prompt's KV under δS = 0
     base, e0 = _learner_logps(core, ids), torch.tensor(eng.prompt_logprobs(ids))
     for v, scale in enumerate(SCALES, 1):
         d = _deltas(hook, scale)
         core.adapter.load_deltas(d)
         eng.load_deltas(v, d)
-        want = _learner_logps(core, ids)
-        got = torch.tensor(eng.prompt_logprobs(ids))
-        eff = want - base
-        assert (got - want).abs().max() < 1e-4, scale
-        assert abs(float(((got - e0) * eff).sum() / eff.pow(2).sum()) - 1.0) < 0.02, scale
+        # sampled first: a prompt KV cached under the previous δS would show up here as mismatch
         res = eng.generate(GenRequest("k", ids, 4, 12, seed=3))
         assert [len(lp) for lp in res.logprobs] == [len(c) for c in res.completions]
         core.begin_step(0)
         core.add_group(RolloutGroup(ids, res.completions, [1.0] * 4, [True] * 4, sampler_logps=res.logprobs))
         st = core.end_step()
         assert st["mismatch_kl"] < 1e-5 and st["mismatch_max_abs_dlogp"] < 1e-3, (scale, st)
+        want = _learner_logps(core, ids)
+        got = torch.tensor(eng.prompt_logprobs(ids))
+        eff = want - base
+        assert (got - want).abs().max() < 1e-4, scale
+        assert abs(float(((got - e0) * eff).sum() / eff.pow(2).sum()) - 1.0) < 0.02, scale

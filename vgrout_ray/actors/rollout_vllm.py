@@ -209,6 +209,14 @@ class VLLMEngine(MergingEngine):
             self.llm.collective_rpc("vgrout_clear_deltas")
 
     def _apply(self, ablate: bool) -> None:
+        before = self._applied
+        self._apply_view(ablate)
+        if self._applied != before:
+            # KV blocks cached for a prompt under the previous weights would condition new samples
+            # on a stale policy (prompts repeat across steps): drop them whenever the policy changes
+            self.llm.reset_prefix_cache()
+
+    def _apply_view(self, ablate: bool) -> None:
         if self.delta_apply != "hook" or self.views is not None:
             return super()._apply(ablate)
         if self._applied is None or self._applied == (self.version, ablate):
