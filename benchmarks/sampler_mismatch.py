@@ -116,6 +116,35 @@ def measure(core, path, cache, dname, engines, args) -> list[dict]:
     return results
 
 
+def render_md(results: list[dict], cmd: str) -> str:
+    """The results table and its reading notes."""
+    md = ["# Sampler-vs-learner mismatch on CPU (tiny Qwen3), bf16 and fp32", "",
+          f"Command: `python benchmarks/sampler_mismatch.py {cmd}`. δS ~ N(0, scale²) on every target "
+          "Linear; learner = LearnerCore in the same dtype (per-token log-probs in float32). `merge` = δS merged "
+          "into engine-dtype weights (before), `hook` = δS applied outside the weights as the learner does "
+          "(after, the default).", "",
+          "| dtype | engine | δS apply | δS scale | teacher-forced max\\|Δlogp\\| | δS effect retained | "
+          "sampled KL (k3) | sampled max\\|Δlogp\\| | tokens | tokens/s |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        md.append(f"| {r['dtype']} | {r['engine']} | {r['delta_apply']} | {r['scale']:g} | "
+                  f"{r['tf_max_abs_dlogp']:.2e} | "
+                  f"{'-' if math.isnan(r['effect_retained']) else format(r['effect_retained'], '.3f')} | "
+                  f"{r['mismatch_kl']:.2e} | {r['mismatch_max_abs_dlogp']:.2e} | {r['tokens']} | "
+                  f"{r['tokens_per_s']:.0f} |")
+    md += ["", "Teacher-forced: the same text scored by engine and learner (the δS application alone). "
+           "Sampled: the engine's own decode (KV cache) vs the learner's full forward on the sampled tokens; "
+           "at δS = 0 this is the decode-numerics floor that no δS strategy removes (what --tis-cap corrects). "
+           "hf hook runs the learner's own code, so in bf16 it matches the learner to float32 rounding; vllm "
+           "runs its own CPU kernels, whose bf16 results differ from torch's already at δS = 0 (the "
+           "teacher-forced floor), which hides δS effects of that size under either strategy. tokens/s were "
+           "measured on a shared, loaded 2-core machine: compare within a row block, not across. vllm rows are "
+           "measured with the prefix cache reset on every policy change (before that fix, KV cached for a "
+           "prompt under the previous δS made fp32 vllm samples off by max|Δlogp| 2.5e-4 / 2.5e-3 / 3.0e-2 "
+           "at δS 1e-4 / 1e-3 / 1e-2, merge and hook alike)."]
+    return "\n".join(md) + "\n"
+
+
 def main() -> None:
     import torch
 
@@ -146,30 +175,9 @@ def main() -> None:
         core = LearnerCore(SmokeConfig(intervention="none", svd_cache=cache, out_dir=root / "out"), model_path=path,
                            device="cpu", dtype=dt)
         results += measure(core, path, cache, dname, engines, args)
-    md = ["# Sampler-vs-learner mismatch on CPU (tiny Qwen3), bf16 and fp32", "",
-          f"Command: `python benchmarks/sampler_mismatch.py --engines {args.engines} --dtypes {args.dtypes} "
-          f"--prompts {args.prompts} --n {args.n} --max-new {args.max_new}`. δS ~ N(0, scale²) on every target "
-          "Linear; learner = LearnerCore in the same dtype (per-token log-probs in float32). `merge` = δS merged "
-          "into engine-dtype weights (before), `hook` = δS applied outside the weights as the learner does "
-          "(after, the default).", "",
-          "| dtype | engine | δS apply | δS scale | teacher-forced max\\|Δlogp\\| | δS effect retained | "
-          "sampled KL (k3) | sampled max\\|Δlogp\\| | tokens | tokens/s |",
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in results:
-        md.append(f"| {r['dtype']} | {r['engine']} | {r['delta_apply']} | {r['scale']:g} | "
-                  f"{r['tf_max_abs_dlogp']:.2e} | "
-                  f"{'-' if math.isnan(r['effect_retained']) else format(r['effect_retained'], '.3f')} | "
-                  f"{r['mismatch_kl']:.2e} | {r['mismatch_max_abs_dlogp']:.2e} | {r['tokens']} | "
-                  f"{r['tokens_per_s']:.0f} |")
-    md += ["", "Teacher-forced: the same text scored by engine and learner (the δS application alone). "
-           "Sampled: the engine's own decode (KV cache) vs the learner's full forward on the sampled tokens; "
-           "at δS = 0 this is the decode-numerics floor that no δS strategy removes (what --tis-cap corrects). "
-           "hf hook runs the learner's own code, so in bf16 it matches the learner to float32 rounding; vllm "
-           "runs its own CPU kernels, whose bf16 results differ from torch's already at δS = 0 (the "
-           "teacher-forced floor), which hides δS effects of that size under either strategy. tokens/s were "
-           "measured on a shared, loaded 2-core machine: compare within a row block, not across."]
     save_results(args.out, "sampler_mismatch", {"results": results, "args": vars(args) | {"out": str(args.out)}},
-                 "\n".join(md) + "\n")
+                 render_md(results, f"--engines {args.engines} --dtypes {args.dtypes} --prompts {args.prompts} "
+                                    f"--n {args.n} --max-new {args.max_new}"))
 
 
 if __name__ == "__main__":
