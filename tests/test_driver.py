@@ -184,6 +184,11 @@ def test_outputs_of_a_real_run(ray_head, tmp_path):
         assert rows_schema.field(f.name).type == f.type, f.name
     ro_schema = pq.read_schema(run / "rollouts.parquet")
     assert [(f.name, f.type) for f in ro_schema] == [(f.name, f.type) for f in ROLLOUT_SCHEMA]
+    # the hf sampler is the policy the learner scores (fp32): the mismatch is measured every step and ~0
+    rows = read_rows(run)
+    assert all(r["mismatch_tokens"] > 0 and r["mismatch_kl"] < 1e-3 and r["mismatch_max_abs_dlogp"] < 1e-3
+               for r in rows), [(r["mismatch_kl"], r["mismatch_max_abs_dlogp"]) for r in rows]
+    assert "sampler-vs-learner mismatch (hf" in _log(run.parent.parent.parent).read_text()
     checkpoint_evals = (ev / "checkpoint_evals.csv").read_text().strip().splitlines()
     assert len(checkpoint_evals) - 1 >= 3  # steps 0, 3, 6, 7
     # report
@@ -245,6 +250,11 @@ def test_substrate_teacher_pool_from_shared_data(ray_head, tmp_path, shared_data
     assert all(r["hack_t"][1] > 0 for r in rows)  # teacher rows mixed in every step
     modes = {r["env_mode"] for r in read_rollouts(_run_dir(tmp_path))}
     assert modes <= {"run_tests", "stdout_marker", "sentinel", "file_marker"}
+    # the default pairs are run_tests-only: exactly run_tests is in-distribution
+    dep = json.loads((_run_dir(tmp_path) / "per_mode_deploy.json").read_text())
+    assert dep["in_dist_modes"] == ["run_tests"] and dep["pairs"] == "run_tests"
+    assert {m for m, v in dep["by_mode"].items() if v["in_dist"]} <= {"run_tests"}
+    assert "v_hack pairs cover run_tests: run_tests IN-dist" in log
 
 
 @pytest.mark.slow

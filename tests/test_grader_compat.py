@@ -47,7 +47,7 @@ def verdicts(prob):
                 cases.append((mode, typed, imported, compat))
                 reqs.append(GradeRequest.from_problem(prob, _hack(prob, body, typed, imported), mode=mode,
                                                       compat=compat))
-    with LocalGrader("process") as g:
+    with LocalGrader("process", timeout=10.0) as g:  # semantics, not speed: generous on a busy machine
         res = g.grade(reqs)
     assert all(r.error is None for r in res), [r.error for r in res]
     return {c: r.exploited for c, r in zip(cases, res)}

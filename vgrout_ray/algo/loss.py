@@ -29,9 +29,10 @@ class _Fp32TokenLogp(torch.autograd.Function):
         out = torch.empty(ids.shape, dtype=torch.float32, device=logits.device)
         lse = torch.empty(ids.shape, dtype=torch.float32, device=logits.device)
         for a in range(0, logits.shape[0], LOGP_CHUNK_ROWS):
-            x = logits[a:a + LOGP_CHUNK_ROWS].float()
-            lse[a:a + LOGP_CHUNK_ROWS] = torch.logsumexp(x, -1)
-            out[a:a + LOGP_CHUNK_ROWS] = x.gather(1, ids[a:a + LOGP_CHUNK_ROWS, None]).squeeze(1) - lse[a:a + LOGP_CHUNK_ROWS]
+            sl = slice(a, a + LOGP_CHUNK_ROWS)
+            x = logits[sl].float()
+            lse[sl] = torch.logsumexp(x, -1)
+            out[sl] = x.gather(1, ids[sl, None]).squeeze(1) - lse[sl]
         ctx.save_for_backward(logits, ids, lse)
         return out
 
