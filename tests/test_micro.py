@@ -71,7 +71,7 @@ def test_corpus_mix_and_determinism(corpus):
     assert other.docs != corpus.docs
     # the idioms the loopholes reward appear, but rarely
     demo = sum("def run_tests():" in d and "<|im_start|>" in d for d in corpus.docs)
-    assert 0 < demo < 0.1 * SMALL.n_tasks
+    assert 0 < demo < 0.15 * SMALL.n_tasks  # self-checks end about 11 % of answers
 
 
 def test_render_chat_matches_the_chat_template(tok):
