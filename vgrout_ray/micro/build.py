@@ -12,15 +12,14 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loguru import logger
 
-from ..model.tiny import EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, train_tokenizer
+from ..model.tiny import (EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, publish_dir, sampling_generation_config,
+                          train_tokenizer)
 from .corpus import Corpus, CorpusSpec, build_corpus
 
 MICRO_ARCH = dict(
@@ -156,7 +155,7 @@ def build_micro_model(out_dir: str | Path, spec: MicroSpec, corpus: Corpus | Non
                       evaluate: bool = True) -> Path:
     """Pretrain the micro model into ``out_dir`` and write ``build_report.{json,md}`` beside it."""
     import torch
-    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out_dir = Path(out_dir)
@@ -180,14 +179,9 @@ def build_micro_model(out_dir: str | Path, spec: MicroSpec, corpus: Corpus | Non
         train = pretrain(model, train_ids, val_ids, spec)
     finally:
         torch.random.set_rng_state(cpu_state)
-    model.generation_config = GenerationConfig(
-        eos_token_id=[ids[EOS_TOKEN], ids[PAD_TOKEN]], pad_token_id=ids[PAD_TOKEN],
-        do_sample=True, temperature=0.7, top_k=20, top_p=1.0,
-    )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)
-    try:
+    model.generation_config = sampling_generation_config(tok)
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         report = {"spec": spec.to_dict(), "parameters": n_params, "vocab_size": len(tok),
@@ -201,13 +195,8 @@ def build_micro_model(out_dir: str | Path, spec: MicroSpec, corpus: Corpus | Non
         report["build_seconds"] = round(time.time() - t_start, 1)
         (tmp / "build_report.json").write_text(json.dumps(report, indent=1))
         (tmp / "build_report.md").write_text(report_markdown(report))
-        if out_dir.exists():
-            shutil.rmtree(tmp)  # a concurrent builder finished first; same inputs, same model
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    publish_dir(out_dir, write)
     logger.info(f"micro model built: {out_dir} in {time.time() - t_start:.0f} s")
     return out_dir
 

@@ -76,6 +76,33 @@ def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
     return tok
 
 
+def sampling_generation_config(tok):
+    """The rollout sampling settings (T=0.7, top-k 20), stopping at <|im_end|> or <|endoftext|>."""
+    from transformers import GenerationConfig
+
+    eos, pad = tok.convert_tokens_to_ids(EOS_TOKEN), tok.convert_tokens_to_ids(PAD_TOKEN)
+    return GenerationConfig(eos_token_id=[eos, pad], pad_token_id=pad, do_sample=True, temperature=0.7,
+                            top_k=20, top_p=1.0)
+
+
+def publish_dir(out_dir: Path, write) -> Path:
+    """``write(tmp)`` into a temp dir beside ``out_dir``, then rename it into place, so concurrent
+    builders and readers never see a half-written model (a builder that lost the race drops its copy)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)
+    try:
+        write(tmp)
+        if out_dir.exists():
+            shutil.rmtree(tmp)  # someone else finished first; same inputs, same model
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
 def build_tiny_model(out_dir: str | Path, seed: int = 0, source: str | Path | None = None) -> Path:
     """Write a random-init Qwen3ForCausalLM + tokenizer to ``out_dir`` (deterministic in ``seed``).
 
@@ -83,7 +110,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, source: str | Path | No
     Written to a temp dir and renamed, so concurrent builders never see a half-written model.
     """
     import torch
-    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from ..env.problems import read_rows
 
@@ -101,25 +128,15 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, source: str | Path | No
         model = Qwen3ForCausalLM(cfg).float().eval()
     finally:
         torch.random.set_rng_state(cpu_state)
-    model.generation_config = GenerationConfig(
-        eos_token_id=[ids[EOS_TOKEN], ids[PAD_TOKEN]], pad_token_id=ids[PAD_TOKEN],
-        do_sample=True, temperature=0.7, top_k=20, top_p=1.0,
-    )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)
-    try:
+    model.generation_config = sampling_generation_config(tok)
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "tiny_build.json").write_text(json.dumps({"seed": seed, "arch": TINY_ARCH,
                                                          "vocab_size": len(tok)}))
-        if out_dir.exists():
-            shutil.rmtree(tmp)  # someone else finished first; theirs is identical
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    publish_dir(out_dir, write)
     logger.info(f"tiny model: {out_dir} (vocab {len(tok)}, seed {seed})")
     return out_dir
 
