@@ -562,7 +562,7 @@ def finish(p: Plan, results: list[ResultLike], cache: ExpectedCache | None = Non
     elif mode == "eq_override":
         if main_records is not None:
             channel = any(r.get("fin") and r.get("bad") is True for r in main_records)
-    elif mode in ("stdout_marker", "sentinel", "file_marker") and "probe" in by:
+    elif mode in _CHANNEL_MODES and "probe" in by:
         # A plan may run the channel probe on its own (programs.channel_probe_program), e.g. to
         # execute the completion in a namespace other than the run's; then it decides these channels.
         probe = by["probe"]
