@@ -57,8 +57,8 @@ def run_metrics(run_dir: Path) -> dict:
     k = max(1, round(0.2 * n))
     hs = [_frac(r["hack_s"]) for r in rows]
     first = next((r["step"] for r in rows if _frac(r["hack_s"]) > 0), None)
-    lp_t = [float(r["lp_t"]) for r in rows if r.get("lp_t") is not None and not math.isnan(float(r["lp_t"]))]
     num = lambda c: [float(r[c]) for r in rows if r.get(c) is not None and not math.isnan(float(r[c]))]  # noqa: E731
+    lp_t = num("lp_t")
     cos = num("cos_pre")
     qe = num("q_egy")
     rew = num("rew_s")
