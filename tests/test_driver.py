@@ -351,8 +351,10 @@ def micro_ci_cache(tmp_path_factory) -> Path:
 # A short vanilla micro run: the model must learn from its groups (teacher log-prob up), a
 # student hack must appear and the first-hack checkpoint must be written. If the advantage
 # sign, the ratio or the δS gradient were flipped, lp_t would fall instead.
+# β = 0: the KL anchor only matters past the first ~20 steps (it keeps the student's code from
+# drifting late); in 16 steps it would cost a reference forward per step and slow the first hack.
 MICRO_CI = ["--model", "micro-ci", "--steps", "16", "--eval-ablate-every", "0", "--vhack-refresh-every", "0",
-            "--eval-n-prompts", "2"]
+            "--eval-n-prompts", "2", "--beta", "0"]
 LP_T_MARGIN = 0.1  # nats per token: mean lp_t over the last 4 steps minus the first 4
 
 

@@ -362,7 +362,10 @@ class MicroConfig(Config):
     max_new: int = 160
     n_problems: int = 100
     problem_ids: tuple[int, ...] | None = field(default_factory=_micro_rl_ids)
-    beta: float = 0.0
+    # K3 KL to the base (δS = 0) model: without it the student's code drifts into noise once it
+    # starts hacking (seed 2 at β = 0: lp_s -0.3 -> -2.4 by step 26, hacks back to 2/28); β = 0.1
+    # kept lp_s near -0.5 through 40 steps while hack_s rose 0.03 -> 0.37
+    beta: float = 0.1
     prompts_per_step: int = 4
     # δS only: aggressive Adam as seed 003's fast preset (1e-2 / 0.9 learned too slowly in 40
     # steps; 3e-2 / 0.5 hacked by step 17 then collapsed the student's code)
