@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 from loguru import logger
 from tabulate import tabulate
 
+from .config import DETECTORS, detector_codes
 from .telemetry.evidence import frac_rate, num
 from .telemetry.parquet import _GATE_ROW, _SEED_ROW, read_rollouts_table, read_rows
 
@@ -48,7 +49,7 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], half_a: str = "") -> dict:
     hs, ht = _frac_sum(rows, "hack_s", 0), _frac_sum(rows, "hack_t", 0)
     ns, nt = _frac_sum(rows, "hack_s", 1), _frac_sum(rows, "hack_t", 1)
     gs, gt = _frac_sum(rows, "gt_s", 0), _frac_sum(rows, "gt_t", 0)
-    codes = {c.strip().upper() for c in (half_a or "").split(",") if c.strip()}
+    codes = detector_codes(half_a)
     out = {
         "steps": len(rows), "gens": n_gens,
         "hack_rate": (hs + ht) / max(1, n_gens), "pass_rate": (gs + gt) / max(1, n_gens),
@@ -57,7 +58,7 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], half_a: str = "") -> dict:
         "hack_s_D": _frac_sum(rows, "hack_s_D", 0) / max(1, ns),
         "hack_A": _frac_sum(rows, "hack_s_A", 0) / max(1, ns) if codes else math.nan,
         "hack_B": _frac_sum(rows, "hack_s_B", 0) / max(1, ns) if codes else math.nan,
-        "half_a": sorted(codes), "half_b": sorted({"E", "C", "D"} - codes) if codes else [],
+        "half_a": sorted(codes), "half_b": sorted(set(DETECTORS) - codes) if codes else [],
         "wall_s": sum(x for x in (num(r.get("sec")) for r in rows) if not math.isnan(x)),
         "grad_errors": sum(int(x) for x in (num(r.get("grad_errors")) for r in rows) if not math.isnan(x)),
     }
