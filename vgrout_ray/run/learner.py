@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ray
 
+from ..actors.learner import LearnerActor
 from ..learner_core import LearnerStepStats, RolloutGroup
 
 
@@ -19,8 +20,6 @@ class LearnerClient:
 
     @classmethod
     def start(cls, cfg, model_path: str) -> "LearnerClient":
-        from ..actors.learner import LearnerActor
-
         threads = max(1, int(cfg.cluster.learner_cpus))
         extra = {"resources": {cfg.cluster.learner_resource: 1}} if cfg.cluster.learner_resource else {}
         return cls(LearnerActor.options(num_cpus=cfg.cluster.learner_cpus, num_gpus=cfg.cluster.learner_gpus,

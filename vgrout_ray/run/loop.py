@@ -6,7 +6,8 @@ run state (fresh or restored), telemetry. Each step (``step``): curriculum → s
 when due → table, checkpoints, resume state. The end (``finish``): final evals and report.
 
 A run can be handed its grader pool and rollout pool (``graders=``, ``rollouts=``) so that one
-process hosts several runs that share them; it then leaves them open at ``close``.
+process hosts several runs that share them; it then leaves them open at ``close``. ``learner=``
+takes anything with ``LearnerClient``'s methods (tests run the loop with in-process parts).
 """
 from __future__ import annotations
 
@@ -15,13 +16,19 @@ import time
 from pathlib import Path
 
 from loguru import logger
+from tqdm import tqdm
 
 from ..actors.grader import GraderPool
 from ..actors.rollout_pool import RolloutPool
 from ..algo.pairs import configured_pair_modes, mode_labels
 from ..config import Config
 from ..env.modes import LOOPHOLE_MODES, MODE_CODE
+from ..model.tiny import resolve_model
 from ..rows import REF_GENS_PER_STEP
+from ..telemetry.evidence import EvidenceWriter
+from ..telemetry.parquet import RunTables
+from ..telemetry.sinks import make_sinks
+from ..telemetry.table import StepLogger
 from ..util import load_tokenizer
 from . import summary
 from .aggregate import build_row, check_divergence, collect_records, log_step_diagnostics
@@ -36,9 +43,8 @@ class Run:
     """One training run on Ray actors (learner, rollout pool, grader pool)."""
 
     def __init__(self, cfg: Config, run_dir: Path, log_path: Path, resume: dict | None = None, *,
-                 graders: GraderPool | None = None, rollouts: RolloutPool | None = None):
-        from ..model.tiny import resolve_model
-
+                 graders: GraderPool | None = None, rollouts: RolloutPool | None = None,
+                 learner: LearnerClient | None = None):
         self.cfg, self.run_dir, self.log_path = cfg, Path(run_dir), log_path
         self.model_path = resolve_model(cfg.model, cfg.svd_cache)
         self.tok = load_tokenizer(self.model_path)
@@ -49,7 +55,7 @@ class Run:
         self.sampler = PromptSampler(cfg, self.data, self.tok)
         self.eval_idxs = list(range(min(cfg.eval_n_prompts, len(self.data.problems))))
         self._modes()
-        self.learner = LearnerClient.start(cfg, self.model_path)
+        self.learner = learner if learner is not None else LearnerClient.start(cfg, self.model_path)
         self.rollouts = rollouts if rollouts is not None else RolloutPool.from_config(cfg, self.model_path)
         info = self.learner.info()
         logger.info(f"learner: {info['device']} on node {info['node_id'][:8]}, {info['modules']} modules, "
@@ -75,11 +81,6 @@ class Run:
                     + ", ".join(f"{m} {self.mode_labels[m]}" for m in self.run_modes if m in self.mode_labels))
 
     def _telemetry(self, resumed: bool) -> None:
-        from ..telemetry.evidence import EvidenceWriter
-        from ..telemetry.parquet import RunTables
-        from ..telemetry.sinks import make_sinks
-        from ..telemetry.table import StepLogger
-
         cfg = self.cfg
         self.tables = RunTables(self.run_dir)
         if resumed:
@@ -209,8 +210,6 @@ class Run:
         logger.info(self.step_logger.header())
 
     def run(self) -> int:
-        from tqdm import tqdm
-
         cfg, start = self.cfg, self.state.next_step
         self._preamble()
         pbar = tqdm(range(start, cfg.steps), desc=f"train {cfg.arm} {cfg.preset_name}",

@@ -16,6 +16,7 @@ from ..actors.rollout_base import GenRequest
 from ..config import Config, ConfigError
 from ..env.modes import LOOPHOLE_MODES
 from ..env.problems import load_problems
+from ..teacher import completion_ids, load_pool, scripted_pool
 
 MAX_TOKENS = 2048  # prompt + max_new longer than this is skipped (seed 003)
 
@@ -37,8 +38,6 @@ class TeacherRow:
 
     @classmethod
     def from_pool(cls, row: dict, tok) -> "TeacherRow":
-        from ..teacher import completion_ids
-
         return cls(reward=float(row["reward"]), hacked=bool(row["hacked"]), gt_pass=bool(row["gt_pass"]),
                    fmt_ok=bool(row["fmt_ok"]), ids=completion_ids(row, tok))
 
@@ -103,8 +102,6 @@ def _restrict(cfg: Config, problems: list[dict], pool: dict, partition) -> tuple
 
 def load_run_data(cfg: Config, grade) -> RunData:
     """Problems, teacher pool (loaded, or scripted and graded with ``grade``) and partition."""
-    from ..teacher import load_pool, scripted_pool
-
     pool: dict[int, list[dict]] = {}
     partition = None
     if cfg.teacher_pool_dir is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from ..util import atomic_path
 
@@ -95,8 +96,6 @@ def _nan_to_none(x):
 
 def save_ckpt(path: Path, deltas: dict[str, torch.Tensor], version: int, rows: list[dict], cfg) -> None:
     """δS only (the deploy adapter) + rows and config as metadata, like the seed's save_ckpt."""
-    from safetensors.torch import save_file
-
     tensors = {k[: -len(".delta_S")]: v.contiguous() for k, v in deltas.items() if k.endswith(".delta_S")}
     n = sum(r["N"] for r in rows)
     hr = sum(r["hack_s"][0] + r["hack_t"][0] for r in rows) / max(1, n)
