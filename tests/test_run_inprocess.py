@@ -13,6 +13,7 @@ import queue
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from vgrout_ray.actors.grader import Graded
@@ -179,7 +180,8 @@ def test_the_loop_writes_its_run_and_a_resumed_copy_reproduces_it(cache, graders
         run.close()
     rows = read_rows(run_dir)
     assert [r["step"] for r in rows] == [0, 1, 2] and [r["version"] for r in rows] == [1, 2, 3]
-    assert {f.name for f in ROW_SCHEMA} <= set(rows[0])
+    schema = pq.read_schema(run_dir / "rows.parquet")
+    assert all(schema.field(f.name).type == f.type for f in ROW_SCHEMA)
     ro = read_rollouts(run_dir)
     assert {(r["step"], r["version"]) for r in ro} == {(0, 0), (1, 1), (2, 2)}
     assert all(sum(1 for r in ro if r["step"] == row["step"]) == row["hack_s"][1] for row in rows)
