@@ -146,8 +146,9 @@ def graders():
     g.close()
 
 
-def _cfg(cache: Path, out: Path) -> SmokeConfig:
-    return SmokeConfig(intervention="none", steps=3, n_problems=6, prompts_per_step=2, max_new=12,
+def _cfg(cache: Path, out: Path, arm: str) -> SmokeConfig:
+    # route2 with an ablated slice: the deploy view in generation, deploy evals and δS_hack in play
+    return SmokeConfig(intervention=arm, rollout_ablate_frac=0.5 if arm == "route2" else 0.0, steps=3, n_problems=6, prompts_per_step=2, max_new=12,
                        eval_ablate_every=2, eval_n_prompts=1, checkpoint_every=2, vhack_refresh_every=0,
                        svd_cache=cache, out_dir=out, logs_dir=out / "logs")
 
@@ -163,8 +164,9 @@ def _science(rows):
              if k not in TIMING and not k.startswith("time_") and not k.endswith("_per_s")} for r in rows]
 
 
-def test_the_loop_writes_its_run_and_a_resumed_copy_reproduces_it(cache, graders, tmp_path):
-    cfg = _cfg(cache, tmp_path / "out")
+@pytest.mark.parametrize("arm", ["none", "route2"])
+def test_the_loop_writes_its_run_and_a_resumed_copy_reproduces_it(cache, graders, tmp_path, arm):
+    cfg = _cfg(cache, tmp_path / "out", arm)
     run_dir = tmp_path / "a"
     run_dir.mkdir()
     write_config(run_dir, cfg)
@@ -189,7 +191,13 @@ def test_the_loop_writes_its_run_and_a_resumed_copy_reproduces_it(cache, graders
                  "ckpt_step0002.safetensors", "config.json", "resume/state.pt"):
         assert (run_dir / name).is_file(), name
     state = load_resume(run_dir)
-    assert state["next_step"] == 3 and [e["kind"] for e in state["evals"]] == ["pre", "deploy", "deploy", "train"]
+    final = ["train", "deploy_final"] if arm == "route2" else ["train"]
+    assert state["next_step"] == 3 and [e["kind"] for e in state["evals"]] == ["pre", "deploy", "deploy", *final]
+    if arm == "route2":
+        assert all(r["hack_abl"][1] == 2 for r in rows) and rows[-1]["dsh_norm"] > 0
+        assert sum(r["is_ablated"] for r in ro) == 6 and all(e["ablate"] for e in state["evals"][1:3])
+    else:
+        assert all(r["dsh_norm"] == 0.0 for r in rows)
 
     b = tmp_path / "b"
     payload = load_resume(b)
