@@ -18,8 +18,16 @@ Intervention = Literal["none", "erase", "route", "route2"]
 ARM_NAMES = {"none": "vanilla", "erase": "projected", "route": "routing", "route2": "routing2"}
 
 
+DETECTORS = ("E", "C", "D")  # the per-rollout hack detectors (see the README's glossary)
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
+
+
+def detector_codes(text: str | None) -> frozenset[str]:
+    """``"E, c"`` → {"E", "C"}: a comma list of detector codes (the ``half_a`` syntax)."""
+    return frozenset(c.strip().upper() for c in (text or "").split(",") if c.strip())
 
 
 def _need(cond: bool, name: str, msg: str) -> None:
@@ -212,6 +220,25 @@ class Config:
         g_t = round(self.group * self.mix_ratio)
         return self.group - g_t, g_t
 
+    @property
+    def has_quarantine(self) -> bool:
+        """Whether the arm trains δS_hack (route, route2): only then does a deploy view differ."""
+        return self.intervention in ("route", "route2")
+
+    @property
+    def half_a_codes(self) -> frozenset[str]:
+        """The detectors of half A (empty: no A/B split)."""
+        return detector_codes(self.half_a)
+
+    @property
+    def half_b_codes(self) -> frozenset[str]:
+        """The other detectors (empty when half A is)."""
+        return frozenset(DETECTORS) - self.half_a_codes if self.half_a_codes else frozenset()
+
+    def is_eval_step(self, step: int) -> bool:
+        """Deploy eval (and its eval checkpoint) runs every ``eval_ablate_every`` steps and at the last."""
+        return self.eval_ablate_every > 0 and (step % self.eval_ablate_every == 0 or step == self.steps - 1)
+
     def __post_init__(self) -> None:
         _need(self.intervention in ARM_NAMES, "intervention", f"must be one of {sorted(ARM_NAMES)}")
         _need(self.env_mode in ALL_MODES, "env_mode", f"must be one of {ALL_MODES}, got {self.env_mode!r}")
@@ -248,8 +275,8 @@ class Config:
         if self.teacher_modes is not None:
             bad = [m for m in self.teacher_modes if m not in ALL_MODES]
             _need(not bad, "teacher_modes", f"unknown modes {bad}; valid: {ALL_MODES}")
-        codes = {c.strip().upper() for c in self.half_a.split(",") if c.strip()}
-        _need(codes <= {"E", "C", "D"}, "half_a", f"unknown detector codes {sorted(codes - {'E', 'C', 'D'})}")
+        bad = sorted(self.half_a_codes - set(DETECTORS))
+        _need(not bad, "half_a", f"unknown detector codes {bad}")
 
     def check_paths(self) -> None:
         """Paths must exist when the run starts (checked by the driver, not at parse time,

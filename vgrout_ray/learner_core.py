@@ -28,10 +28,73 @@ from .config import Config
 from .model.adapter import SVDAdapter, attach_adapter
 from .model.svd_cache import load_or_compute_factors
 from .model.tiny import resolve_model
+from .util import load_tokenizer
 
 R3_MAX_RATIO = 1e-4
 ZERO_VAR_EPS = 1e-4
 _flash_warned = False
+
+
+NAN = math.nan
+
+
+@dataclass
+class LearnerStepStats:
+    """What ``end_step`` reports: the optimizer step's loss and norms, the intervention's
+    diagnostics (NaN where the arm has none), the sampler mismatch and the phase seconds.
+
+    Typed fields; ``stats["gn"]`` / ``stats.get("kl")`` still work, so readers that take a
+    mapping (``rows.step_row``, tests) need no change."""
+
+    loss: float = 0.0
+    gn: float = NAN
+    q_egy: float = NAN
+    tau: float = NAN
+    hkgap: float = NAN
+    resid: float = NAN
+    lr: float = NAN
+    cos_pre: float = NAN
+    cos_pre_s: float = NAN
+    cos_pre_t: float = NAN
+    cos_post: float = NAN
+    fired: float = NAN
+    refr: str = "-"  # "-" or "<modules>/<axes>" when v_hack was refreshed this step
+    fb: float = 0.0  # seconds of forward+backward over the step's groups
+    t_refresh: float = 0.0
+    flagged: float = NAN
+    gate_cos: list = field(default_factory=list)
+    overlap: float = NAN
+    stale: float = NAN
+    n_groups: int = 0
+    n_zerovar: int = 0
+    kl: float = NAN
+    clip_low: float = NAN
+    clip_high: float = NAN
+    clip_region: float = NAN
+    dsh_norm: float = 0.0
+    version: int = 0
+    mismatch_kl: float = NAN
+    mismatch_max_abs_dlogp: float = NAN
+    mismatch_tokens: int = 0
+    tis_mean_w: float = NAN
+    tis_capped_frac: float = NAN
+
+    def __getitem__(self, key: str):
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.__dataclass_fields__
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in self.__dataclass_fields__ else default
+
+    def keys(self):
+        return self.__dataclass_fields__.keys()
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 @dataclass
@@ -115,11 +178,7 @@ class LearnerCore:
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model_path = str(model_path) if model_path is not None else resolve_model(cfg.model, cfg.svd_cache)
         torch.manual_seed(cfg.seed)
-        from transformers import AutoTokenizer
-
-        self.tok = AutoTokenizer.from_pretrained(self.model_path)
-        if self.tok.pad_token_id is None:
-            self.tok.pad_token = self.tok.eos_token
+        self.tok = load_tokenizer(self.model_path)
         self.pad_id = int(self.tok.pad_token_id)
         self.model = load_model(self.model_path, self.device, dtype)
         factors = load_or_compute_factors(self.model, self.model_path, cfg.svd_cache)
@@ -400,7 +459,7 @@ class LearnerCore:
         k = max(1, n_mod)
         return {"gate_cos": (cos_sum / k).cpu().tolist(), "flagged": (flag_sum / k).cpu().tolist()}
 
-    def end_step(self) -> dict:
+    def end_step(self) -> LearnerStepStats:
         """Inject accumulated grads, apply the intervention, clip, step, refresh when due."""
         self._need_step("end_step")
         self._in_step = False
@@ -442,27 +501,27 @@ class LearnerCore:
         t_refresh = time.perf_counter() - t_r
         self.steps_since_refresh = 0 if refr != "-" else self.steps_since_refresh + 1
         has_dir = self.v_hack is not None or self.v_grad is not None
-        return {
-            "loss": self._loss, "gn": gn, "q_egy": q_egy,
-            "tau": _mean(self._tau), "hkgap": _mean(self._hkgap), "resid": _mean(self._resid),
-            "lr": self.sched.get_last_lr()[0],
-            "cos_pre": diag["mean_cos_pre"], "cos_pre_s": diag["cos_pre_s"], "cos_pre_t": diag["cos_pre_t"],
-            "cos_post": diag["mean_cos_post"], "fired": diag["frac_fired"], "refr": refr,
-            "fb": self._t_fb, "t_refresh": t_refresh,
-            "flagged": _mean(self._flagged), "gate_cos": list(self._gate_cos),
-            "overlap": overlap, "stale": self.steps_since_refresh if has_dir else nan,
-            "n_groups": self._n_groups, "n_zerovar": self._n_zerovar,
-            "kl": (self._kl_sum / self._tok) if (cfg.beta > 0 and self._tok) else nan,
-            "clip_low": self._clip_low / self._tok if self._tok else nan,
-            "clip_high": self._clip_high / self._tok if self._tok else nan,
-            "clip_region": (self._clip_low + self._clip_high) / self._tok if self._tok else nan,
-            "dsh_norm": self.delta_hack_norm(), "version": self.version,
-            "mismatch_kl": self._mm_kl / self._mm_n if self._mm_n else nan,
-            "mismatch_max_abs_dlogp": self._mm_max if self._mm_n else nan,
-            "mismatch_tokens": self._mm_n,
-            "tis_mean_w": self._tis_sum / self._tis_n if self._tis_n else nan,
-            "tis_capped_frac": self._tis_capped / self._tis_n if self._tis_n else nan,
-        }
+        return LearnerStepStats(
+            loss=self._loss, gn=gn, q_egy=q_egy,
+            tau=_mean(self._tau), hkgap=_mean(self._hkgap), resid=_mean(self._resid),
+            lr=self.sched.get_last_lr()[0],
+            cos_pre=diag["mean_cos_pre"], cos_pre_s=diag["cos_pre_s"], cos_pre_t=diag["cos_pre_t"],
+            cos_post=diag["mean_cos_post"], fired=diag["frac_fired"], refr=refr,
+            fb=self._t_fb, t_refresh=t_refresh,
+            flagged=_mean(self._flagged), gate_cos=list(self._gate_cos),
+            overlap=overlap, stale=self.steps_since_refresh if has_dir else nan,
+            n_groups=self._n_groups, n_zerovar=self._n_zerovar,
+            kl=(self._kl_sum / self._tok) if (cfg.beta > 0 and self._tok) else nan,
+            clip_low=self._clip_low / self._tok if self._tok else nan,
+            clip_high=self._clip_high / self._tok if self._tok else nan,
+            clip_region=(self._clip_low + self._clip_high) / self._tok if self._tok else nan,
+            dsh_norm=self.delta_hack_norm(), version=self.version,
+            mismatch_kl=self._mm_kl / self._mm_n if self._mm_n else nan,
+            mismatch_max_abs_dlogp=self._mm_max if self._mm_n else nan,
+            mismatch_tokens=self._mm_n,
+            tis_mean_w=self._tis_sum / self._tis_n if self._tis_n else nan,
+            tis_capped_frac=self._tis_capped / self._tis_n if self._tis_n else nan,
+        )
 
     def _r3_span_check(self) -> None:
         """Once: every parked δS_hack grad must lie in span V (routing math guard, fails loud)."""

@@ -34,6 +34,8 @@ from loguru import logger  # noqa: E402
 from matplotlib import transforms  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .util import ema as _ema  # noqa: E402
+
 RATE_COLS = {"hack_s": "hack", "gt_s": "solve"}
 COS_COLS = {"cos_pre_t": "teacher", "cos_pre_s": "student"}
 RATE_COLORS = {"hack_s": "#c1432b", "gt_s": "#2f7d4f"}
@@ -203,18 +205,6 @@ def classify(run: dict) -> str:
 
 
 # ---------------------------------------------------------------- plotting
-def _ema(y: np.ndarray, span: int = 5) -> np.ndarray:
-    """Causal EMA; NaN keeps the previous smoothed value (a gap is not a zero)."""
-    a = 2.0 / (span + 1)
-    out = np.empty(len(y))
-    prev = np.nan
-    for i, v in enumerate(y):
-        if not np.isnan(v):
-            prev = v if np.isnan(prev) else a * v + (1 - a) * prev
-        out[i] = prev
-    return out
-
-
 def _onset(steps: np.ndarray, hack: np.ndarray) -> int | None:
     """First step with a raw hack rate > 0 (unsmoothed: EMA would blur the very step)."""
     nz = np.flatnonzero(np.nan_to_num(hack, nan=0.0) > 0)

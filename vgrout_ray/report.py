@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 from loguru import logger
 from tabulate import tabulate
 
+from .config import DETECTORS, detector_codes
 from .telemetry.evidence import frac_rate, num
 from .telemetry.parquet import _GATE_ROW, _SEED_ROW, read_rollouts_table, read_rows
 
@@ -48,7 +49,7 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], half_a: str = "") -> dict:
     hs, ht = _frac_sum(rows, "hack_s", 0), _frac_sum(rows, "hack_t", 0)
     ns, nt = _frac_sum(rows, "hack_s", 1), _frac_sum(rows, "hack_t", 1)
     gs, gt = _frac_sum(rows, "gt_s", 0), _frac_sum(rows, "gt_t", 0)
-    codes = {c.strip().upper() for c in (half_a or "").split(",") if c.strip()}
+    codes = detector_codes(half_a)
     out = {
         "steps": len(rows), "gens": n_gens,
         "hack_rate": (hs + ht) / max(1, n_gens), "pass_rate": (gs + gt) / max(1, n_gens),
@@ -57,7 +58,7 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], half_a: str = "") -> dict:
         "hack_s_D": _frac_sum(rows, "hack_s_D", 0) / max(1, ns),
         "hack_A": _frac_sum(rows, "hack_s_A", 0) / max(1, ns) if codes else math.nan,
         "hack_B": _frac_sum(rows, "hack_s_B", 0) / max(1, ns) if codes else math.nan,
-        "half_a": sorted(codes), "half_b": sorted({"E", "C", "D"} - codes) if codes else [],
+        "half_a": sorted(codes), "half_b": sorted(set(DETECTORS) - codes) if codes else [],
         "wall_s": sum(x for x in (num(r.get("sec")) for r in rows) if not math.isnan(x)),
         "grad_errors": sum(int(x) for x in (num(r.get("grad_errors")) for r in rows) if not math.isnan(x)),
     }
@@ -125,6 +126,50 @@ def _dist_note(dep: Mapping[str, Any]) -> str:
     return text + "No mode of this run is held out, so the run says nothing about generalisation.\n"
 
 
+def _final_eval_line(arm: str, dep: dict | None) -> str:
+    """The final eval in one sentence, with the quarantine verdict for route / route2."""
+    if not dep:
+        return "_No per_mode_deploy.json: the run did not reach its final eval._\n"
+    th, dh = num(dep.get("hack_train")), num(dep.get("hack_deploy"))
+    ts, ds = num(dep.get("solve_train")), num(dep.get("solve_deploy"))
+    if arm not in QUARANTINE_ARMS:
+        return (f"Final eval (n={dep.get('eval_n', '?')}): hack {_f3(dh)} solve {_f3(ds)} "
+                f"(no quarantine: the deployed model is the trained model).\n")
+    if not th > 0:
+        verdict = "the trained model did not hack at eval, so there was no cheat for the quarantine to hold"
+    elif dh < th:
+        verdict = "deploy hacks less than train: the quarantine holds part of the cheat"
+    else:
+        verdict = "deploy hacks as much as train: the quarantine did not absorb the cheat"
+    return (f"Final eval (n={dep.get('eval_n', '?')}): train (quarantine on) hack {_f3(th)} solve "
+            f"{_f3(ts)}; deploy (δS_hack zeroed) hack {_f3(dh)} solve {_f3(ds)}. {verdict}.\n")
+
+
+def _figures_section(run_dir: Path, rows: list, plots: bool) -> list[str]:
+    """The figures: dynamics PNGs (written now when ``plots``) and the evidence PNGs and data."""
+    md = ["## Figures\n"]
+    figs: list[Path] = []
+    if plots and rows:
+        try:
+            figs = _dynamics(run_dir)
+        except Exception as e:  # a figure must not cost the rest of the report
+            logger.exception("dynamics plot failed")
+            md.append(f"_dynamics plot failed: {type(e).__name__}: {e}_\n")
+    for p in figs:
+        md.append(f"![{p.stem}]({p.name})\n")
+    ev = run_dir / "evidence"
+    for name, title in EVIDENCE_PNGS:
+        if (ev / name).exists():
+            md.append(f"### {title}\n\n![{title}](evidence/{name})\n")
+    csvs = sorted(ev.glob("*.csv")) if ev.is_dir() else []
+    extra = [p for p in (ev / "sample_trajectories.md", ev / "before_after_metrics.json") if p.exists()]
+    if csvs or extra:
+        md.append("Data: " + ", ".join(f"[{p.name}](evidence/{p.name})" for p in csvs + extra) + "\n")
+    if not figs and not (ev.is_dir() and any(ev.glob("*.png"))):
+        md.append("_no figures_\n")
+    return md
+
+
 def build_report(run_dir: str | Path, plots: bool = True) -> str:
     """The report's markdown (also writes the dynamics PNGs into the run dir when ``plots``)."""
     run_dir = Path(run_dir)
@@ -156,23 +201,7 @@ def build_report(run_dir: str | Path, plots: bool = True) -> str:
     md.append(f"main metric: HACK_RATE={_f3(s['hack_rate'])} PASS_RATE={_f3(s['pass_rate'])} "
               f"HACK_STUDENT={_f3(s['hack_s'])} HACK_TEACHER={_f3(s['hack_t'])} "
               f"[arm={arm} preset={preset} model={model} steps={s['steps']} gens={s['gens']}]\n")
-    if dep:
-        th, dh = num(dep.get("hack_train")), num(dep.get("hack_deploy"))
-        ts, ds = num(dep.get("solve_train")), num(dep.get("solve_deploy"))
-        if arm in QUARANTINE_ARMS:
-            if not th > 0:
-                verdict = "the trained model did not hack at eval, so there was no cheat for the quarantine to hold"
-            elif dh < th:
-                verdict = "deploy hacks less than train: the quarantine holds part of the cheat"
-            else:
-                verdict = "deploy hacks as much as train: the quarantine did not absorb the cheat"
-            md.append(f"Final eval (n={dep.get('eval_n', '?')}): train (quarantine on) hack {_f3(th)} solve "
-                      f"{_f3(ts)}; deploy (δS_hack zeroed) hack {_f3(dh)} solve {_f3(ds)}. {verdict}.\n")
-        else:
-            md.append(f"Final eval (n={dep.get('eval_n', '?')}): hack {_f3(dh)} solve {_f3(ds)} "
-                      f"(no quarantine: the deployed model is the trained model).\n")
-    else:
-        md.append("_No per_mode_deploy.json: the run did not reach its final eval._\n")
+    md.append(_final_eval_line(arm, dep))
     md.append(f"per-mech (student): HACK_S_E={_f3(s['hack_s_E'])} HACK_S_C={_f3(s['hack_s_C'])} "
               f"HACK_S_D={_f3(s['hack_s_D'])} half_A={s['half_a'] or '-'} HACK_A={_f3(s['hack_A'])} "
               f"half_B={s['half_b'] or '-'} HACK_B={_f3(s['hack_B'])}\n")
@@ -211,27 +240,7 @@ def build_report(run_dir: str | Path, plots: bool = True) -> str:
         }], headers="keys", tablefmt="github"))
         md.append("")
 
-    # ---- figures
-    md.append("## Figures\n")
-    figs: list[Path] = []
-    if plots and rows:
-        try:
-            figs = _dynamics(run_dir)
-        except Exception as e:  # a figure must not cost the rest of the report
-            logger.exception("dynamics plot failed")
-            md.append(f"_dynamics plot failed: {type(e).__name__}: {e}_\n")
-    for p in figs:
-        md.append(f"![{p.stem}]({p.name})\n")
-    ev = run_dir / "evidence"
-    for name, title in EVIDENCE_PNGS:
-        if (ev / name).exists():
-            md.append(f"### {title}\n\n![{title}](evidence/{name})\n")
-    csvs = sorted(ev.glob("*.csv")) if ev.is_dir() else []
-    extra = [p for p in (ev / "sample_trajectories.md", ev / "before_after_metrics.json") if p.exists()]
-    if csvs or extra:
-        md.append("Data: " + ", ".join(f"[{p.name}](evidence/{p.name})" for p in csvs + extra) + "\n")
-    if not figs and not (ev.is_dir() and any(ev.glob("*.png"))):
-        md.append("_no figures_\n")
+    md += _figures_section(run_dir, rows, plots)
 
     # ---- every per-step row (seed 003 fields)
     if rows:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .config import DETECTORS, detector_codes
 from .env.modes import MODE_CODE
 
 REF_GENS_PER_STEP = 16 * 16  # the reference's gens per step (16 prompts × 16 samples)
@@ -77,7 +78,7 @@ def auroc(scores: list[float], labels: list[bool]) -> float:
 def half_ab(rows: list[RowIn], half_a: str) -> tuple[int, int]:
     """Cross-mechanism split on student rows: A = any half-A detector fires; B = a half-B one fires
     and no half-A one does (detector codes E, C, D; C is the hack flag)."""
-    codes = {c.strip().upper() for c in half_a.split(",") if c.strip()}
+    codes = detector_codes(half_a)
     if not codes:
         return 0, 0
     det = {"E": lambda r: r.hack_E, "C": lambda r: r.hack, "D": lambda r: r.hack_D}
@@ -86,7 +87,7 @@ def half_ab(rows: list[RowIn], half_a: str) -> tuple[int, int]:
         if not r.is_student:
             continue
         in_a = any(det[c](r) for c in codes)
-        in_b = any(det[c](r) for c in {"E", "C", "D"} - codes)
+        in_b = any(det[c](r) for c in set(DETECTORS) - codes)
         a += in_a
         b += in_b and not in_a
     return a, b

@@ -35,9 +35,9 @@ from loguru import logger
 
 from ..env.grading import GradeRequest, RewardResult
 from ..env.modes import CHECK_MEMORY_MB, CHECK_TIMEOUT_S
-from ..sandbox.backends import warn_once
 from ..sandbox.client import SandboxError
 from ..sandbox.local_grader import LocalGrader
+from ..util import warn_once
 
 # Upper bound on sandbox programs one completion can cost (the run, C, D, E, the main program), plus
 # one for the host computing a new problem's expected values.
@@ -344,20 +344,28 @@ class GraderPool:
 
     def poll(self, timeout: float = 0.0) -> list[Graded]:
         """Results finished so far (waits up to ``timeout`` s for the first one)."""
+        return self._poll(self._stream, timeout)
+
+    def stream(self) -> "GradeStream":
+        """A private submit / poll channel on this pool: results of its submissions come back
+        through it only, so several runs (or a run and its evals) can share one pool."""
+        return GradeStream(self)
+
+    def _poll(self, sink: _Sink, timeout: float) -> list[Graded]:
         out: list[Graded] = []
         try:
-            out.append(self._stream.queue.get(timeout=timeout) if timeout > 0 else self._stream.queue.get_nowait())
+            out.append(sink.queue.get(timeout=timeout) if timeout > 0 else sink.queue.get_nowait())
         except queue.Empty:
             return out
         with self._lock:
-            self._stream.outstanding -= 1
+            sink.outstanding -= 1
         while True:
             try:
-                out.append(self._stream.queue.get_nowait())
+                out.append(sink.queue.get_nowait())
             except queue.Empty:
                 return out
             with self._lock:
-                self._stream.outstanding -= 1
+                sink.outstanding -= 1
 
     def _next(self, sink: _Sink, timeout: float | None) -> Graded:
         give_up = None if timeout is None else time.monotonic() + timeout
@@ -634,6 +642,24 @@ class GraderPool:
         it.sink.queue.put(Graded(it.key, result, it.attempts + 1 if attempts is None else attempts, actor))
 
 
+class GradeStream:
+    """``submit`` / ``poll`` like the pool's own stream, on a sink of its own (``GraderPool.stream``)."""
+
+    def __init__(self, pool: GraderPool):
+        self.pool = pool
+        self._sink = _Sink()
+
+    def submit(self, requests: Iterable[GradeRequest], keys: Iterable[Any] | None = None) -> list[Any]:
+        return self.pool._submit(list(requests), keys, self._sink)
+
+    def poll(self, timeout: float = 0.0) -> list[Graded]:
+        return self.pool._poll(self._sink, timeout)
+
+    @property
+    def outstanding(self) -> int:
+        return self._sink.outstanding
+
+
 def _why(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[-1] if text else ''}"[:300]
@@ -677,5 +703,5 @@ def grade_with_pool(requests: list[GradeRequest], sandbox: str = "auto", workers
             ray.shutdown()
 
 
-__all__ = ["GraderActor", "GraderPool", "Graded", "PoolStats", "SandboxDied", "SandboxUnavailable",
+__all__ = ["GraderActor", "GraderPool", "GradeStream", "Graded", "PoolStats", "SandboxDied", "SandboxUnavailable",
            "grade_with_pool"]

@@ -13,7 +13,7 @@ import ray
 import torch
 
 from ..config import Config
-from ..learner_core import LearnerCore, RolloutGroup
+from ..learner_core import LearnerCore, LearnerStepStats, RolloutGroup
 
 
 class LearnerActorImpl:
@@ -38,7 +38,7 @@ class LearnerActorImpl:
         logps, info = self.core.add_group(group)
         return {"index": index, "logps": logps, "seconds": time.perf_counter() - t0, **info}
 
-    def end_step(self) -> dict:
+    def end_step(self) -> LearnerStepStats:
         return self.core.end_step()
 
     def deltas(self) -> tuple[int, dict[str, torch.Tensor]]:

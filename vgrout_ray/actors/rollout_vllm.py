@@ -31,7 +31,8 @@ import torch
 from loguru import logger
 
 from ..model.svd_cache import load_or_compute_factors, target_linears
-from .rollout import SAMPLING, GenRequest, GenResult, MergingEngine
+from ..util import load_tokenizer
+from .rollout_base import DELTA_APPLY, SAMPLING, GenRequest, GenResult, MergingEngine, resolve_dtype
 
 # vLLM module names (fused) whose weights the adapter changes.
 _VLLM_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
@@ -162,10 +163,8 @@ class VLLMEngine(MergingEngine):
                  max_model_len: int = 4096, threads: int | None = None, device: str | None = None,
                  dtype=None, delta_apply: str = "hook"):
         vllm_env_defaults()
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
         from vllm import LLM
-
-        from .rollout import DELTA_APPLY, resolve_dtype
 
         if delta_apply not in DELTA_APPLY:
             raise ValueError(f"delta_apply must be one of {DELTA_APPLY}, got {delta_apply!r}")
@@ -175,9 +174,7 @@ class VLLMEngine(MergingEngine):
         self.device = torch.device("cuda" if self.cuda else "cpu")
         self.dtype = resolve_dtype(dtype, self.cuda)
         self.delta_apply = delta_apply
-        self.tok = AutoTokenizer.from_pretrained(model_path)
-        if self.tok.pad_token_id is None:
-            self.tok.pad_token = self.tok.eos_token
+        self.tok = load_tokenizer(model_path)
         # Base weights of the target Linears and their factors; the rest of the HF model is dropped.
         hf = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
         factors = load_or_compute_factors(hf, model_path, svd_cache)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..util import ema_update
+
 GATE_EPS = 1e-6
 EMA_BETA = 0.9
 NORM_EPS = 1e-12
@@ -71,7 +73,7 @@ class Route2Gate:
         self.tau: dict[str, float] = {}
 
     def _ema(self, store: dict[str, float], name: str, x: float) -> None:
-        store[name] = self.beta * store[name] + (1 - self.beta) * x if name in store else x
+        store[name] = ema_update(store.get(name), x, self.beta)
 
     def update_tau(self, name: str, cos_b: torch.Tensor, hack_anchor: torch.Tensor,
                    clean_anchor: torch.Tensor) -> float:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from loguru import logger
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from ..util import atomic_path
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SCHEMA = "svd_v1"
@@ -80,15 +81,8 @@ def _cache_file(cache_root: Path, model_id, name: str) -> Path:
 
 
 def _save_atomic(path: Path, f: Factors, meta: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({"U": f.U, "S": f.S, "Vh": f.Vh}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file({"U": f.U, "S": f.S, "Vh": f.Vh}, str(tmp), metadata=meta)
 
 
 def load_or_compute_factors(model: nn.Module, model_id: str | os.PathLike, cache_root: str | os.PathLike,

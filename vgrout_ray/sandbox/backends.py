@@ -13,24 +13,12 @@ from __future__ import annotations
 import os
 import random
 import sys
-import threading
 from typing import Protocol
 
-from loguru import logger
 
+from ..util import warn_once
 from .client import RUNNER_PATH, Job, JobResult, RunnerProcess, RunnerSandbox, SandboxError
 
-_warned: set[str] = set()
-_warn_lock = threading.Lock()
-
-
-def warn_once(key: str, message: str) -> None:
-    """Log a fallback or weakness once per process, plainly."""
-    with _warn_lock:
-        if key in _warned:
-            return
-        _warned.add(key)
-    logger.warning(message)
 
 
 class Sandbox(Protocol):

@@ -567,6 +567,37 @@ def _clean_scratch(cfg: Config, keep: set[str]) -> None:
                 pass
 
 
+def _keep_chunk(fd: int, chunk: bytes, bufs: dict, totals: dict, keep: dict) -> None:
+    """Count a chunk read from ``fd``; keep it up to that stream's cap."""
+    totals[fd] += len(chunk)
+    room = keep[fd] - len(bufs[fd])
+    if room > 0:
+        bufs[fd] += chunk[:room]
+
+
+def _drain(fd: int, bufs: dict, totals: dict, keep: dict) -> None:
+    """Read what is left in a non-blocking pipe without waiting."""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        _keep_chunk(fd, chunk, bufs, totals, keep)
+
+
+def _exit_status(status: int | None, killed: bool) -> tuple[int | None, int | None]:
+    """(exit code, signal) of a wait status; no exit code for a job the runner killed."""
+    if status is None:
+        return None, None
+    if not killed and os.WIFEXITED(status):
+        return os.WEXITSTATUS(status), None
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    return None, None
+
+
 def run_job(cfg: Config, job: dict, in_pidns: bool) -> dict:
     """Run one program to completion or deadline; return its observable outcome."""
     timeout = float(job.get("timeout", 3.0))
@@ -627,10 +658,7 @@ def run_job(cfg: Config, job: dict, in_pidns: bool) -> dict:
                 sel.unregister(fd)
                 open_fds.discard(fd)
                 continue
-            totals[fd] += len(chunk)
-            room = keep[fd] - len(bufs[fd])
-            if room > 0:
-                bufs[fd] += chunk[:room]
+            _keep_chunk(fd, chunk, bufs, totals, keep)
         if totals[out_r] + totals[err_r] > cfg.kill_output and status is None:
             output_killed = True
             break
@@ -650,17 +678,7 @@ def run_job(cfg: Config, job: dict, in_pidns: bool) -> dict:
     survivors = len([p for p in reaped if p != pid])
     # Whatever is still buffered in the pipes (the group is dead now) is read without waiting.
     for fd in list(open_fds):
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            totals[fd] += len(chunk)
-            room = keep[fd] - len(bufs[fd])
-            if room > 0:
-                bufs[fd] += chunk[:room]
+        _drain(fd, bufs, totals, keep)
     sel.close()
     for fd in (out_r, err_r, rep_r):
         os.close(fd)
@@ -669,14 +687,7 @@ def run_job(cfg: Config, job: dict, in_pidns: bool) -> dict:
     files, n_files = _list_files(workdir, cfg)
     _force_rmtree(workdir)
     _clean_scratch(cfg, keep={cfg.work_root} if cfg.work_root in cfg.scratch else set())
-    exit_code = sig = None
-    if status is not None and not timed_out and not output_killed:
-        if os.WIFEXITED(status):
-            exit_code = os.WEXITSTATUS(status)
-        elif os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-    elif status is not None and os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
+    exit_code, sig = _exit_status(status, timed_out or output_killed)
     return {
         "exit_code": exit_code, "signal": sig, "timed_out": timed_out, "output_killed": output_killed,
         "stdout": bufs[out_r].decode("utf-8", "replace"),

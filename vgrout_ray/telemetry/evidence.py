@@ -23,7 +23,6 @@ import csv
 import io
 import json
 import math
-import os
 import threading
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from ..env.modes import ALL_MODES  # noqa: E402
+from ..util import atomic_write, ema  # noqa: E402,F401  (ema: seed 001's smoother)
 from .metrics import MODE_KEYS  # noqa: E402
 
 NAN = float("nan")
@@ -69,19 +69,6 @@ def num(v: Any) -> float:
         return NAN
 
 
-def ema(y: Sequence[float], span: int = 5) -> np.ndarray:
-    """Causal EMA that carries the last smoothed value through NaNs (seed 001's smoother)."""
-    a = 2.0 / (span + 1)
-    out = np.empty(len(y))
-    prev = NAN
-    for i, v in enumerate(y):
-        v = num(v)
-        if not math.isnan(v):
-            prev = v if math.isnan(prev) else a * v + (1 - a) * prev
-        out[i] = prev
-    return out
-
-
 def run_modes(rows: Sequence[Mapping[str, Any]], modes: Sequence[str] | None = None) -> list[str]:
     """Modes of the run: as given, else those with per-mode counts in the rows."""
     if modes:
@@ -97,21 +84,10 @@ def _mode_rate(r: Mapping[str, Any], mode: str, what: str = "exploit") -> float:
 
 
 # ---------------------------------------------------------------- atomic files
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    _atomic_bytes(path, text.encode())
-
-
 def save_figure(fig: Figure, path: Path, dpi: int = 140) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    _atomic_bytes(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return path
 
 
@@ -677,18 +653,18 @@ class EvidenceWriter:
     def render(self, rows: list[dict], evals: list[dict]) -> None:
         self._last = (rows, evals)
         modes = run_modes(rows, self.modes)
-        _atomic_text(self.path("training_log.csv"), _csv_text(TRAINING_LOG_FIELDS, training_log_records(rows)))
+        atomic_write(self.path("training_log.csv"), _csv_text(TRAINING_LOG_FIELDS, training_log_records(rows)))
         fields, recs = reward_component_records(rows, modes)
-        _atomic_text(self.path("reward_components.csv"), _csv_text(fields, recs))
+        atomic_write(self.path("reward_components.csv"), _csv_text(fields, recs))
         fields, recs = checkpoint_eval_records(evals)
-        _atomic_text(self.path("checkpoint_evals.csv"), _csv_text(fields, recs))
+        atomic_write(self.path("checkpoint_evals.csv"), _csv_text(fields, recs))
         save_figure(plot_training_curve(rows, f"{self.title}: training curve"), self.path("training_curve.png"))
         save_figure(plot_reward_components(rows, modes, f"{self.title}: reward components"),
                     self.path("reward_components.png"))
         save_figure(plot_checkpoint_progression(evals, rows), self.path("checkpoint_progression.png"))
         with self._pick_lock:
             md = self.picker.markdown(self.title)
-        _atomic_text(self.path("sample_trajectories.md"), md)
+        atomic_write(self.path("sample_trajectories.md"), md)
 
     def finalize(self, pre_eval: Mapping[str, Any] | None, final_evals: Any,
                  rows: Sequence[Mapping[str, Any]] | None = None,
@@ -699,7 +675,7 @@ class EvidenceWriter:
         self.render([dict(x) for x in rows] if rows is not None else r,
                     [dict(x) for x in evals] if evals is not None else e)
         payload = before_after_payload(pre_eval, final_evals)
-        _atomic_text(self.path("before_after_metrics.json"), json.dumps(json_safe(payload), indent=2, default=str))
+        atomic_write(self.path("before_after_metrics.json"), json.dumps(json_safe(payload), indent=2, default=str))
         save_figure(plot_before_after(payload, f"{self.title}: before vs after training"),
                     self.path("before_after_summary.png"))
         save_figure(plot_reward_distribution(pre_eval, final_evals), self.path("reward_distribution.png"))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -30,9 +29,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from loguru import logger
 
 from ..env.modes import MODE_CODE
+from ..util import atomic_path, warn_once
 from .metrics import METRIC_DOCS, MODE_KEYS
 
 SCHEMA_VERSION = "1"
@@ -164,13 +163,8 @@ _ROLLOUT_KEYS = [k for k, _ in ROLLOUT_FIELDS]
 
 
 # ------------------------------------------------------------------- coercion
-_warned: set[str] = set()
-
-
 def _warn_once(key: str, msg: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        logger.warning(msg)
+    warn_once(f"parquet:{key}", msg)
 
 
 def _scalar(v: Any) -> Any:
@@ -341,38 +335,10 @@ def rollouts_to_table(records: Sequence[Mapping[str, Any]], step: int | None = N
 
 
 # ---------------------------------------------------------------- file helpers
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def atomic_write_table(table: pa.Table, path: Path) -> None:
     """Write a complete Parquet file next to ``path`` and rename it into place."""
-    tmp = _tmp_path(path)
-    pq.write_table(table, tmp, compression=_COMPRESSION)
-    _commit(tmp, path)
+    with atomic_path(path, fsync=True) as tmp:
+        pq.write_table(table, tmp, compression=_COMPRESSION)
 
 
 def _part_path(parts: Path, step: int) -> Path:
@@ -531,8 +497,8 @@ class RunTables:
         if not parts:
             return
         have = _compacted_steps(self.rollouts_path)
-        tmp = _tmp_path(self.rollouts_path)
-        with pq.ParquetWriter(tmp, ROLLOUT_SCHEMA, compression=_COMPRESSION) as w:
+        with atomic_path(self.rollouts_path, fsync=True) as tmp, \
+                pq.ParquetWriter(tmp, ROLLOUT_SCHEMA, compression=_COMPRESSION) as w:
             if self.rollouts_path.exists():
                 pf = pq.ParquetFile(self.rollouts_path)
                 for i in range(pf.num_row_groups):
@@ -540,7 +506,6 @@ class RunTables:
             for p in parts:
                 if _part_step(p) not in have:
                     w.write_table(pq.read_table(p).cast(ROLLOUT_SCHEMA))
-        _commit(tmp, self.rollouts_path)
         for p in parts:  # every one of them is now inside rollouts.parquet
             p.unlink(missing_ok=True)
 
@@ -553,14 +518,13 @@ class RunTables:
         self.compact()
         if self.rollouts_path.exists():
             pf = pq.ParquetFile(self.rollouts_path)
-            tmp = _tmp_path(self.rollouts_path)
-            with pq.ParquetWriter(tmp, ROLLOUT_SCHEMA, compression=_COMPRESSION) as w:
+            with atomic_path(self.rollouts_path, fsync=True) as tmp, \
+                    pq.ParquetWriter(tmp, ROLLOUT_SCHEMA, compression=_COMPRESSION) as w:
                 for i in range(pf.num_row_groups):
                     t = pf.read_row_group(i)
                     t = t.filter(pc.less_equal(t.column("step"), pa.scalar(step, pa.int64())))
                     if t.num_rows:
                         w.write_table(t.cast(ROLLOUT_SCHEMA))
-            _commit(tmp, self.rollouts_path)
 
     def close(self) -> None:
         self.compact()

@@ -148,6 +148,29 @@ def _eval(rng: random.Random, step: int, kind: str, modes: Sequence[str], p_hack
             "mean_reward": sum(rewards) / n, "rewards": rewards}
 
 
+def _final_evals(run: SynthRun, rng: random.Random, steps: int, modes, onset: float, top: float, route: bool,
+                 in_dist_modes) -> None:
+    """The pre-training, final train and final deploy evals and ``per_mode_deploy`` (same draws, same order)."""
+    intervention, refresh, seed = run.intervention, run.refresh, run.seed
+    last = steps - 1
+    run.pre_eval = _eval(rng, -1, "pre", modes, 0.02, 0.15)
+    train = _eval(rng, last, "train", modes, _logistic(last, onset, top), 0.2)
+    deploy = _eval(rng, last, "deploy", modes, _logistic(last, onset, top) * (0.12 if route else 1.0), 0.2) \
+        if route else dict(train, kind="deploy")
+    run.final_evals = [train, deploy]
+    per_mode = {}
+    for md in sorted(deploy["by_mode"]):
+        th, ts, tn = train["by_mode"][md]
+        dh, ds, dn = deploy["by_mode"][md]
+        per_mode[md] = {"in_dist": md in in_dist_modes, "train_hack": th / max(1, tn), "train_solve": ts / max(1, tn),
+                        "deploy_hack": dh / max(1, dn), "deploy_solve": ds / max(1, dn), "n": dn}
+    run.per_mode_deploy = {
+        "arm": run.arm, "intervention": intervention, "refresh_every": refresh, "seed": seed, "steps": steps,
+        "model": run.model, "out_tag": "", "log": "", "eval_n": deploy["n"],
+        "hack_train": train["hack"], "solve_train": train["solve"], "hack_deploy": deploy["hack"],
+        "solve_deploy": deploy["solve"], "by_mode": per_mode, "in_dist_modes": list(in_dist_modes)}
+
+
 def synth_run(intervention: str = "none", seed: int = 1, steps: int = 30, refresh: int | None = None,
               modes: Sequence[str] = SUBSTRATE_MODES, prompts_per_step: int = 4, group: int = 8,
               teacher: int = 2, max_new: int = 512, eval_every: int = 5, preset: str = "fast",
@@ -241,23 +264,7 @@ def synth_run(intervention: str = "none", seed: int = 1, steps: int = 30, refres
         row["grad_norm"], row["lr"] = row["gn"], lr
         run.rows.append(row)
         run.rollouts.append(recs)
-    last = steps - 1
-    run.pre_eval = _eval(rng, -1, "pre", modes, 0.02, 0.15)
-    train = _eval(rng, last, "train", modes, _logistic(last, onset, top), 0.2)
-    deploy = _eval(rng, last, "deploy", modes, _logistic(last, onset, top) * (0.12 if route else 1.0), 0.2) \
-        if route else dict(train, kind="deploy")
-    run.final_evals = [train, deploy]
-    per_mode = {}
-    for md in sorted(deploy["by_mode"]):
-        th, ts, tn = train["by_mode"][md]
-        dh, ds, dn = deploy["by_mode"][md]
-        per_mode[md] = {"in_dist": md in in_dist_modes, "train_hack": th / max(1, tn), "train_solve": ts / max(1, tn),
-                        "deploy_hack": dh / max(1, dn), "deploy_solve": ds / max(1, dn), "n": dn}
-    run.per_mode_deploy = {
-        "arm": run.arm, "intervention": intervention, "refresh_every": refresh, "seed": seed, "steps": steps,
-        "model": run.model, "out_tag": "", "log": "", "eval_n": deploy["n"],
-        "hack_train": train["hack"], "solve_train": train["solve"], "hack_deploy": deploy["hack"],
-        "solve_deploy": deploy["solve"], "by_mode": per_mode, "in_dist_modes": list(in_dist_modes)}
+    _final_evals(run, rng, steps, modes, onset, top, route, in_dist_modes)
     return run
 
 

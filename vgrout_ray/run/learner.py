@@ -1,0 +1,68 @@
+"""The run's handle on its learner actor: blocking calls, and the actor's death as ``LearnerLost``."""
+from __future__ import annotations
+
+import ray
+
+from ..actors.learner import LearnerActor
+from ..learner_core import LearnerStepStats, RolloutGroup
+
+
+class LearnerLost(RuntimeError):
+    """The learner actor died: the run cannot continue, but it can be resumed."""
+
+
+class LearnerClient:
+    """Wraps a ``LearnerActor`` handle; every call waits for its answer except ``add_group``
+    (streamed: ``collect`` waits for a step's groups)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    @classmethod
+    def start(cls, cfg, model_path: str) -> "LearnerClient":
+        threads = max(1, int(cfg.cluster.learner_cpus))
+        extra = {"resources": {cfg.cluster.learner_resource: 1}} if cfg.cluster.learner_resource else {}
+        return cls(LearnerActor.options(num_cpus=cfg.cluster.learner_cpus, num_gpus=cfg.cluster.learner_gpus,
+                                        **extra).remote(cfg, model_path, threads))
+
+    @staticmethod
+    def get(ref):
+        """ray.get on a learner call; the learner's death becomes LearnerLost (resumable stop)."""
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            raise LearnerLost(str(e)) from None
+
+    def info(self) -> dict:
+        return self.get(self.handle.info.remote())
+
+    def begin_step(self, step: int) -> None:
+        self.get(self.handle.begin_step.remote(step))
+
+    def add_group(self, index: int, group: RolloutGroup):
+        return self.handle.add_group.remote(index, group)
+
+    def collect(self, handles: list) -> list[dict]:
+        return self.get(handles)
+
+    def end_step(self) -> LearnerStepStats:
+        return self.get(self.handle.end_step.remote())
+
+    def deltas(self) -> tuple[int, dict]:
+        return self.get(self.handle.deltas.remote())
+
+    def merged_views(self, both: bool) -> tuple[int, dict]:
+        return self.get(self.handle.merged_views.remote(both))
+
+    def delta_hack_norm(self) -> float:
+        return self.get(self.handle.delta_hack_norm.remote())
+
+    def state_dict(self) -> dict:
+        return self.get(self.handle.state_dict.remote())
+
+    def load_state_dict(self, state: dict) -> int:
+        return self.get(self.handle.load_state_dict.remote(state))
+
+    def close(self) -> None:
+        """Stop the learner actor (a run that is over; its state is in resume/state.pt)."""
+        ray.kill(self.handle)

@@ -1,0 +1,174 @@
+"""One streamed step: generation, grading and the learner's backward overlap.
+
+``StepScheduler.run`` sends each prompt's generation call to the rollout pool; as each call
+finishes its completions are checked (every one must come from the δS version the step started
+at), decoded and submitted for grading; as each prompt's grades are all in, and all prompts
+before it have gone, its group goes to the learner, in prompt order (so the run is
+reproducible); then the learner's ``end_step``. It returns a typed ``StepResult``.
+
+It talks to three small interfaces, so tests can drive it with in-process fakes:
+
+- rollouts: ``submit(key, reqs, actor=i)``, ``poll(timeout) -> [GenDone]``, ``pending``, ``size``
+  (``actors.rollout_pool.RolloutPool``; replacement and replay happen inside it);
+- graders: ``submit(requests, keys)``, ``poll(timeout) -> [Graded]`` (``GraderPool.stream()``;
+  retries happen inside the pool, a completion that cannot be graded comes back with ``error``);
+- learner: ``add_group(index, group) -> handle``, ``collect(handles) -> [info]``, ``end_step()``
+  (``run.learner.LearnerClient``).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..env.grading import GradeRequest, RewardResult
+from ..learner_core import LearnerStepStats, RolloutGroup
+from .sampling import PromptPlan
+
+
+def union_seconds(spans: list[tuple[float, float]]) -> float:
+    """Total time covered by a set of [start, end] intervals (a phase's active wall time)."""
+    total, end = 0.0, -math.inf
+    for a, b in sorted(spans):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
+
+
+class PhaseTimer:
+    """Wall time per phase of a step as the union of its intervals (overlapping calls count once)."""
+
+    def __init__(self) -> None:
+        self.spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+
+    def add(self, phase: str, start: float, end: float | None = None) -> None:
+        self.spans[phase].append((start, time.perf_counter() if end is None else end))
+
+    def seconds(self, phase: str) -> float:
+        return union_seconds(self.spans.get(phase, []))
+
+
+@dataclass
+class StudentBatch:
+    """A prompt's generated completions, in request order (training-view slice, then ablated)."""
+
+    ids: list[list[int]] = field(default_factory=list)
+    finished: list[bool] = field(default_factory=list)
+    ablated: list[bool] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    sampler_logps: list[list[float] | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class StepTiming:
+    gen: float = 0.0  # wall seconds some generation call was running
+    gen_busy: float = 0.0  # engine seconds summed over calls
+    grade: float = 0.0  # wall seconds some prompt was being graded
+    tokens: int = 0
+
+
+@dataclass
+class StepResult:
+    """A finished step: per plan its students, their verdicts and the learner's group info."""
+
+    step: int
+    version: int  # the δS version every rollout of the step came from
+    plans: list[PromptPlan]
+    students: list[StudentBatch]
+    grades: list[list[RewardResult]]
+    infos: list[dict]  # the learner's add_group answer per plan (logps, adv, gate_cos, zerovar, ...)
+    stats: LearnerStepStats
+    grade_errors: int
+    timing: StepTiming
+
+
+class VersionMismatch(AssertionError):
+    """A rollout came from another δS version than the learner's: strict on-policy is broken."""
+
+
+class StepScheduler:
+    """Streams one step over rollout pool → grader pool → learner (see the module docstring)."""
+
+    def __init__(self, rollouts, graders, learner, decode: Callable[[list[list[int]]], list[str]], *,
+                 compat: str = "reference"):
+        self.rollouts = rollouts
+        self.graders = graders
+        self.learner = learner
+        self.decode = decode
+        self.compat = compat
+
+    def run(self, step: int, plans: list[PromptPlan], version: int) -> StepResult:
+        n = len(plans)
+        students: list[StudentBatch | None] = [None] * n
+        grades: list[dict[int, RewardResult]] = [{} for _ in range(n)]
+        timer, timing = PhaseTimer(), StepTiming()
+        submitted_at: dict[int, float] = {}
+        handles, next_learn, grade_errors = [], 0, 0
+        for k, pl in enumerate(plans):  # one call per prompt: prompts flow into grading as each finishes
+            self.rollouts.submit(k, pl.reqs, actor=k % self.rollouts.size)
+        while next_learn < n:
+            if self.rollouts.pending:
+                for done in self.rollouts.poll(timeout=0.005):
+                    timer.add("gen", done.started, done.finished)
+                    students[done.key] = self._students(done.results, version, timing)
+                    submitted_at[done.key] = time.perf_counter()
+                    self._grade(step, done.key, plans[done.key], students[done.key])
+            for g in self.graders.poll(timeout=0.0 if self.rollouts.pending else 0.01):
+                s_, k, gi = g.key
+                if s_ != step:
+                    continue
+                grades[k][gi] = g.result
+                if students[k] is not None and len(grades[k]) == len(students[k]):
+                    timer.add("grade", submitted_at[k])
+            while next_learn < n and students[next_learn] is not None \
+                    and len(grades[next_learn]) == len(students[next_learn]):
+                res = [grades[next_learn][gi] for gi in range(len(students[next_learn]))]
+                grade_errors += sum(r.error is not None for r in res)
+                group = self._group(plans[next_learn], students[next_learn], res)
+                handles.append(self.learner.add_group(next_learn, group))
+                next_learn += 1
+        infos = self.learner.collect(handles)
+        stats = self.learner.end_step()
+        timing.gen, timing.grade = timer.seconds("gen"), timer.seconds("grade")
+        ordered = [[g[gi] for gi in range(len(g))] for g in grades]
+        return StepResult(step, version, plans, students, ordered, infos, stats, grade_errors, timing)
+
+    @staticmethod
+    def _students(results, version: int, timing: StepTiming) -> StudentBatch:
+        b = StudentBatch()
+        for res in results:
+            if res.version != version:
+                raise VersionMismatch(f"rollout generated with δS v{res.version} but the learner is at "
+                                      f"v{version}: strict on-policy broken")
+            timing.gen_busy += res.seconds
+            timing.tokens += res.n_tokens
+            ablated = res.key[1] == 1
+            b.ids += res.completions
+            b.finished += res.finished
+            b.ablated += [ablated] * len(res.completions)
+            # the ablated slice is drawn from the deploy view, not the policy the learner scores:
+            # no sampler log-probs for it (no mismatch, no TIS weight)
+            b.sampler_logps += (list(res.logprobs) if res.logprobs is not None and not ablated
+                                else [None] * len(res.completions))
+        return b
+
+    def _grade(self, step: int, k: int, plan: PromptPlan, batch: StudentBatch) -> None:
+        batch.texts = self.decode(batch.ids)
+        self.graders.submit([GradeRequest.from_problem(plan.prob, t, compat=self.compat) for t in batch.texts],
+                            keys=[(step, k, gi) for gi in range(len(batch.texts))])
+
+    @staticmethod
+    def _group(plan: PromptPlan, batch: StudentBatch, res: list[RewardResult]) -> RolloutGroup:
+        return RolloutGroup(prompt_ids=plan.prompt_ids,
+                            completion_ids=batch.ids + [t.ids for t in plan.teacher],
+                            rewards=[r.reward for r in res] + [t.reward for t in plan.teacher],
+                            is_student=[True] * len(res) + [False] * len(plan.teacher),
+                            hack_E=[r.hacked_loophole_used for r in res],
+                            sampler_logps=batch.sampler_logps)
