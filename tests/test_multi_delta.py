@@ -197,3 +197,26 @@ def _trim(engine, row):
     from vgrout_ray.actors.rollout import trim_completion
 
     return trim_completion(row, engine.eos_ids)
+
+
+def test_multi_rollout_actor_serves_runs_like_the_engine(ray_cluster, tiny, cache, engines):
+    """The Ray actor: per-run sync (versions kept per run), one mixed-run call, the same draws
+    as the in-process engine; a dropped run is refused."""
+    import ray
+
+    from vgrout_ray.actors.rollout_multi import multi_rollout_actor
+
+    single, multi, D = engines
+    actor = multi_rollout_actor(num_cpus=1).remote(str(tiny), cache, {"threads": 1})
+    infos = ray.get([actor.sync.remote(run, v, D[run]) for v, run in enumerate(RUNS, 1)])
+    assert [i["version"] for i in infos] == [1, 2, 3] and all(i["bytes"] > 0 for i in infos)
+    assert ray.get(actor.versions.remote()) == dict(zip(RUNS, (1, 2, 3)))
+    items = _items(single)
+    got = ray.get(actor.generate_many.remote(items))
+    want = multi.generate_many(items)
+    assert [g.completions for g in got] == [w.completions for w in want]
+    assert [g.version for g in got] == [1, 2, 3, 1]
+    ray.get(actor.drop_run.remote(RUNS[1]))
+    with pytest.raises(ray.exceptions.RayTaskError, match="not in the bank"):
+        ray.get(actor.generate_many.remote(items))
+    ray.kill(actor)

@@ -173,3 +173,42 @@ class MultiRunHFEngine(HFEngine):
 
     def load_deltas(self, version: int, deltas: dict[str, torch.Tensor]) -> None:
         raise TypeError("MultiRunHFEngine holds several runs: use load_run(run, version, deltas)")
+
+
+class MultiRolloutActorImpl:
+    """One multi-run engine behind a Ray actor: per-run δS sync, mixed-run generation.
+    The sweep's rollout pool holds these in place of one RolloutActor per run."""
+
+    def __init__(self, model_path: str, svd_cache: str, engine_kw: dict | None = None):
+        self.engine = MultiRunHFEngine(model_path, svd_cache, **(engine_kw or {}))
+
+    def ready(self) -> dict:
+        import os
+
+        import ray
+
+        return {"backend": self.engine.backend, "runs": self.engine.runs, "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id()}
+
+    def sync(self, run: Hashable, version: int, deltas: dict[str, torch.Tensor], sent_at: float | None = None) -> dict:
+        """Load one run's δS version; bytes received and seconds the load took (as RolloutActor.sync)."""
+        t0 = time.perf_counter()
+        self.engine.load_run(run, version, deltas)
+        return {"run": run, "version": version, "bytes": sum(t.numel() * t.element_size() for t in deltas.values()),
+                "load_s": time.perf_counter() - t0, "latency_s": (time.time() - sent_at) if sent_at else None}
+
+    def drop_run(self, run: Hashable) -> None:
+        self.engine.drop_run(run)
+
+    def versions(self) -> dict:
+        return dict(self.engine.bank.versions)
+
+    def generate_many(self, items: list[tuple[Hashable, GenRequest]]) -> list[GenResult]:
+        return self.engine.generate_many(items)
+
+
+def multi_rollout_actor(**options):
+    """The Ray actor class of MultiRolloutActorImpl with ``options`` (num_cpus, resources, ...)."""
+    import ray
+
+    return ray.remote(max_restarts=0)(MultiRolloutActorImpl).options(**options)
