@@ -191,6 +191,9 @@ def test_multi_engine_sequence_logprobs_and_greedy_equal_separate_engines(engine
     assert _max_diff([wrong], [single.prompt_logprobs(seqs[0][1])]) > 1e-2
     with pytest.raises(TypeError, match="load_run"):
         multi.load_deltas(1, D[RUNS[0]])
+    with pytest.raises(TypeError, match="generate_many"):
+        multi.generate(items[0][1])
+    assert _max_diff([multi.prompt_logprobs(seqs[0][1], views[0], run=seqs[0][0])], [lps[0]]) < ATOL
 
 
 def _trim(engine, row):

@@ -72,7 +72,6 @@ class MultiRunHFEngine(HFEngine):
                  dtype=None):
         super().__init__(model_path, svd_cache, device=device, threads=threads, dtype=dtype, delta_apply="hook")
         self.bank = DeltaBank(self.adapter)
-        self.tok.padding_side = "left"
 
     # ── runs ──
     def load_run(self, run: Hashable, version: int, deltas: dict[str, torch.Tensor]) -> None:
@@ -171,8 +170,18 @@ class MultiRunHFEngine(HFEngine):
         lp = torch.log_softmax(logits.float(), -1).gather(2, x[:, 1:].unsqueeze(2)).squeeze(2)
         return [lp[i, :len(ids) - 1].tolist() for i, (_, ids) in enumerate(items)]
 
+    # the single-run entry points would silently use zero δS here: refuse them
     def load_deltas(self, version: int, deltas: dict[str, torch.Tensor]) -> None:
         raise TypeError("MultiRunHFEngine holds several runs: use load_run(run, version, deltas)")
+
+    def generate(self, req: GenRequest) -> GenResult:
+        raise TypeError("MultiRunHFEngine holds several runs: use generate_many([(run, request), ...])")
+
+    def prompt_logprobs(self, ids: list[int], ablate: bool = False, run: Hashable | None = None) -> list[float]:
+        """log p(ids[t] | ids[:t]) for t >= 1 under ``run``'s δS (the run is required)."""
+        if run is None:
+            raise TypeError("MultiRunHFEngine.prompt_logprobs needs run=")
+        return self.sequence_logprobs([(run, ids)], ablate)[0]
 
 
 class MultiRolloutActorImpl:
