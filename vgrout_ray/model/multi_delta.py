@@ -97,7 +97,8 @@ class DeltaBank:
         return out
 
     def params(self) -> list[torch.Tensor]:
-        """The [K, r] leaves (δS then δS_hack per module) for an optimiser (``trainable`` banks)."""
+        """The [K, r] leaves (δS then δS_hack per module) for an optimiser (``trainable`` banks).
+        ``load`` of a new run and ``drop`` replace these tensors: build the optimiser after them."""
         if not self.trainable:
             raise RuntimeError("DeltaBank(trainable=False) has no parameters")
         return [self.delta[n] for n in self.adapter.names] + [self.hack[n] for n in self.adapter.names]
