@@ -120,7 +120,9 @@ def main() -> None:
         f"Requests drawing the same tokens in both modes: {same}/{len(items)}.\n",
         "## On paper: Qwen3-4B", "",
         f"Shared once per engine: adapted Linear weights {paper['adapted_weight_bytes'] / gb:.2f} GiB (bf16) and "
-        f"their SVD factors U, Vh {paper['factor_bytes'] / gb:.2f} GiB (bf16). Each run adds its δS and δS_hack: "
+        f"their SVD factors U, Vh {paper['factor_bytes'] / gb:.2f} GiB (bf16, as the adapter hooks hold them; "
+        f"HFEngine also keeps float32 copies for merge mode, twice that again, which hook mode never reads). "
+        f"Each run adds its δS and δS_hack: "
         f"{paper['knob_values_per_run']:,} float32 values = {paper['knob_bytes_per_run'] / (1 << 20):.1f} MiB, "
         f"plus the KV cache of its own rows. So the runs per GPU are set by KV cache and batch, not by the runs' "
         f"weights: 16 runs' knobs are {16 * paper['knob_bytes_per_run'] / (1 << 20):.0f} MiB next to the shared "
