@@ -24,27 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._results import save_results  # noqa: E402
-
-# two-sided 95 % Student-t quantiles by degrees of freedom
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def mean_ci(xs: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95 % t-interval); NaNs dropped; half-width NaN below 2 values."""
-    ys = [x for x in xs if x is not None and not math.isnan(x)]
-    if not ys:
-        return math.nan, math.nan
-    m = sum(ys) / len(ys)
-    if len(ys) < 2:
-        return m, math.nan
-    sd = math.sqrt(sum((y - m) ** 2 for y in ys) / (len(ys) - 1))
-    return m, _T95.get(len(ys) - 1, 1.96) * sd / math.sqrt(len(ys))
-
-
-def _frac(v) -> float:
-    if isinstance(v, (list, tuple)) and len(v) == 2:
-        return v[0] / v[1] if v[1] else math.nan
-    return float(v) if v is not None else math.nan
+from vgrout_ray.sweep_report import aggregate, finite, first_hack_step, fmt_mean_ci  # noqa: E402
+from vgrout_ray.sweep_report import frac as _frac  # noqa: E402
 
 
 def run_metrics(run_dir: Path) -> dict:
@@ -56,8 +37,8 @@ def run_metrics(run_dir: Path) -> dict:
     n = len(rows)
     k = max(1, round(0.2 * n))
     hs = [_frac(r["hack_s"]) for r in rows]
-    first = next((r["step"] for r in rows if _frac(r["hack_s"]) > 0), None)
-    num = lambda c: [float(r[c]) for r in rows if r.get(c) is not None and not math.isnan(float(r[c]))]  # noqa: E731
+    first = first_hack_step(rows)
+    num = lambda c: finite(r.get(c) for r in rows)  # noqa: E731
     lp_t = num("lp_t")
     cos = num("cos_pre")
     qe = num("q_egy")
@@ -92,10 +73,8 @@ def summarize(by_arm: dict[str, list[dict]]) -> tuple[dict, str]:
         agg = {}
         cells = []
         for c in METRICS:
-            vals = [math.nan if m[c] is None else float(m[c]) for m in ms]
-            mu, hw = mean_ci(vals)
-            agg[c] = {"mean": mu, "ci95": hw, "values": vals}
-            cells.append("—" if math.isnan(mu) else (f"{mu:.3f}" if math.isnan(hw) else f"{mu:.3f} ± {hw:.3f}"))
+            agg[c] = aggregate([m[c] for m in ms])
+            cells.append(fmt_mean_ci(agg[c]["mean"], agg[c]["ci95"]))
         agg["emerged"] = [emerged(m) for m in ms]
         data["arms"][arm] = {"runs": ms, "summary": agg}
         lines.append(f"| {arm} | {len(ms)} | " + " | ".join(cells) + " |")
