@@ -383,9 +383,18 @@ class PendingWatch:
                 logger.debug(f"pending watch: {type(e).__name__}: {e}")
             if self.failure is not None:
                 if self.interrupt:
-                    import _thread
+                    self._interrupt_until_stopped()
+                return
 
-                    _thread.interrupt_main()
+    def _interrupt_until_stopped(self) -> None:
+        """Interrupt the main thread, again every few seconds until ``stop``: an interrupt that
+        lands inside C code which swallows it (seen under load: the driver hung in its grading
+        wait after "giving up") would otherwise leave the run blocked for good."""
+        import _thread
+
+        while True:
+            _thread.interrupt_main()
+            if self._stop.wait(10.0):
                 return
 
     def poll(self, now: float) -> list[str]:

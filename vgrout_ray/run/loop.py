@@ -46,9 +46,20 @@ class Run:
                  graders: GraderPool | None = None, rollouts: RolloutPool | None = None,
                  learner: LearnerClient | None = None):
         self.cfg, self.run_dir, self.log_path = cfg, Path(run_dir), log_path
+        self._own_graders, self._own_rollouts = graders is None, rollouts is None
+        try:
+            self._setup(resume, graders, rollouts, learner)
+        except BaseException:
+            # a set-up that stops half-way (an actor that never gets resources, Ctrl-C) must not
+            # leave the pool threads it started running into interpreter exit
+            self.close()
+            raise
+
+    def _setup(self, resume: dict | None, graders: GraderPool | None, rollouts: RolloutPool | None,
+               learner: LearnerClient | None) -> None:
+        cfg = self.cfg
         self.model_path = resolve_model(cfg.model, cfg.svd_cache)
         self.tok = load_tokenizer(self.model_path)
-        self._own_graders, self._own_rollouts = graders is None, rollouts is None
         # the grader pool first: the scripted teacher pool is graded with it
         self.graders = graders if graders is not None else GraderPool.from_config(cfg.grader)
         self.data = load_run_data(cfg, self.graders.grade)
