@@ -87,6 +87,11 @@ class LearnerStepStats:
     def __contains__(self, key: object) -> bool:
         return key in self.__dataclass_fields__
 
+    def __iter__(self):
+        # iterate the field names as a mapping would (without this, ``set(stats)`` falls back to
+        # ``stats[0]``, ``stats[1]``, ... and raises KeyError)
+        return iter(self.__dataclass_fields__)
+
     def get(self, key: str, default=None):
         return getattr(self, key) if key in self.__dataclass_fields__ else default
 
