@@ -12,6 +12,7 @@ import copy
 import hashlib
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,7 @@ NAN = math.nan
 
 
 @dataclass
-class LearnerStepStats:
+class LearnerStepStats(Mapping):
     """What ``end_step`` reports: the optimizer step's loss and norms, the intervention's
     diagnostics (NaN where the arm has none), the sampler mismatch and the phase seconds.
 
@@ -79,24 +80,18 @@ class LearnerStepStats:
     tis_mean_w: float = NAN
     tis_capped_frac: float = NAN
 
+    # the read-only Mapping protocol over the field names (Mapping supplies ``in``, ``get``,
+    # ``keys``, ``items``), so readers written for the old dict keep working
     def __getitem__(self, key: str):
         if key not in self.__dataclass_fields__:
             raise KeyError(key)
         return getattr(self, key)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self.__dataclass_fields__
-
     def __iter__(self):
-        # iterate the field names as a mapping would (without this, ``set(stats)`` falls back to
-        # ``stats[0]``, ``stats[1]``, ... and raises KeyError)
         return iter(self.__dataclass_fields__)
 
-    def get(self, key: str, default=None):
-        return getattr(self, key) if key in self.__dataclass_fields__ else default
-
-    def keys(self):
-        return self.__dataclass_fields__.keys()
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
