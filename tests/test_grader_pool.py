@@ -8,10 +8,8 @@ back with ``result.error`` after 2 retries while its batch-mates are fine; stats
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,13 +22,12 @@ from vgrout_ray.env.problems import load_problems
 from vgrout_ray.sandbox.client import SandboxError
 from vgrout_ray.sandbox.local_grader import LocalGrader
 
-from .helpers import wait_until
+from .helpers import POISON_NAME, SandboxKiller, wait_until
 
 pytestmark = pytest.mark.ray
 
 SHARED_TEST_SET = Path(os.environ.get("VGROUT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) \
     / "leetcode" / "leetcode_test_medhard.jsonl"
-POISON_NAME = "vgroutpoison"  # comm of a job whose sandbox the SandboxKiller kills
 
 
 def _problems(n: int) -> list[dict]:
@@ -99,49 +96,6 @@ def _pid_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-class SandboxKiller:
-    """Kills the sandbox runner of any job that names itself ``POISON_NAME`` (host-side, by /proc).
-
-    Our sandboxes are built so that no program can kill its own runner; this stands in for a
-    completion that found a way, so that the pool's handling of a sandbox that dies under one
-    completion every time is tested against real runner deaths.
-    """
-
-    def __init__(self) -> None:
-        self.kills: list[int] = []
-        self._seen: set[int] = set()
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
-                if int(entry) in self._seen:
-                    continue
-                try:
-                    with open(f"/proc/{entry}/comm") as f:
-                        if f.read().strip() != POISON_NAME:
-                            continue
-                    self._seen.add(int(entry))
-                    with open(f"/proc/{entry}/stat") as f:
-                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                    os.kill(ppid, signal.SIGKILL)  # the job's parent is its sandbox's runner
-                    self.kills.append(ppid)
-                except (OSError, ValueError, IndexError):
-                    continue
-            time.sleep(0.01)
-
-    def __enter__(self) -> "SandboxKiller":
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
 
 
 def test_verdicts_match_local_grader_and_stats(pool_factory, corpus, reference):
@@ -256,6 +210,23 @@ def test_completion_that_kills_its_sandbox_every_time_errors_after_two_retries(p
     assert sum(d["sandbox_restarts"] for d in pool.describe()) == 3
     assert pool.health() == [True, True], "fresh sandboxes serve after the deaths"
     assert [r.to_dict() for r in pool.grade(corpus[:6])] == reference[:6]
+
+
+def test_a_request_grading_cannot_handle_fails_alone_and_keeps_its_actor(pool_factory, corpus, reference):
+    """A request that makes grading raise (an unknown env_mode) comes back with a grading error
+    at once; its batch-mates are re-sent alone, uncharged, and graded right; no actor is replaced."""
+    import dataclasses
+
+    pool = pool_factory(1, batch_size=4)
+    pool.wait_ready()
+    bad = dataclasses.replace(corpus[0], env_mode="no_such_mode")
+    results = pool.grade(corpus[:3] + [bad])
+    assert results[-1].error is not None and results[-1].error.startswith("grading error: ValueError: ")
+    assert "no_such_mode" in results[-1].error
+    assert [r.to_dict() for r in results[:3]] == reference[:3]
+    s = pool.stats()
+    assert s["failed"] == 1 and s["completed"] == 3 and s["replaced_actors"] == 0 and s["sandbox_failures"] == 0
+    assert s["retried"] == 4 and s["calls"] == 5, "one batch of 4, then each of the 4 alone"
 
 
 def test_explicit_docker_without_engine_fails_before_starting_actors(ray_cluster):

@@ -23,7 +23,7 @@ from vgrout_ray.config import SmokeConfig
 from vgrout_ray.learner_core import LearnerCore
 from vgrout_ray.run.loop import Run, write_config
 from vgrout_ray.run.state import load_resume
-from vgrout_ray.sandbox.local_grader import LocalGrader
+from vgrout_ray.sandbox.local_grader import LocalGrader, grade_with_retries
 from vgrout_ray.telemetry.parquet import ROW_SCHEMA, read_rollouts, read_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -104,13 +104,14 @@ class InProcRollouts:
 
 
 class InProcGraders:
-    """``GraderPool``'s ``grade`` / ``stream`` over one process-sandbox LocalGrader."""
+    """``GraderPool``'s ``grade`` / ``stream`` over one process-sandbox LocalGrader, with the
+    pool's retry policy."""
 
     def __init__(self):
         self.grader = LocalGrader("process", timeout=10.0)  # semantics, not speed: generous on a busy machine
 
     def grade(self, requests):
-        return self.grader.grade(list(requests))
+        return grade_with_retries(self.grader, list(requests))
 
     def stream(self):
         return _Stream(self)

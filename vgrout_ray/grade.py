@@ -65,8 +65,9 @@ def read_input(path: Path) -> list[tuple[dict | None, GradeRequest | None, str |
 
 def grade_local(requests: list[GradeRequest], *, sandbox: str, workers: int, batch: int = 8,
                 timeout: float = 3.0, memory_mb: int = 1024, progress: bool = True) -> list[RewardResult]:
-    """Grade with ``workers`` warm sandboxes in this process (threads; the work runs in the sandboxes)."""
-    from .sandbox.local_grader import LocalGrader
+    """Grade with ``workers`` warm sandboxes in this process (threads; the work runs in the sandboxes).
+    Sandbox failures follow the grader pool's retry policy (``grade_with_retries``)."""
+    from .sandbox.local_grader import LocalGrader, grade_with_retries
 
     graders = [LocalGrader(sandbox, timeout=timeout, memory_mb=memory_mb) for _ in range(max(1, workers))]
     chunks = [list(range(i, min(i + batch, len(requests)))) for i in range(0, len(requests), batch)]
@@ -77,7 +78,7 @@ def grade_local(requests: list[GradeRequest], *, sandbox: str, workers: int, bat
     def work(idx: list[int]) -> None:
         g = free.pop()
         try:
-            for i, r in zip(idx, g.grade([requests[i] for i in idx])):
+            for i, r in zip(idx, grade_with_retries(g, [requests[i] for i in idx], batch_size=batch)):
                 results[i] = r
         finally:
             free.append(g)

@@ -7,7 +7,9 @@ the pool streams small batches to the least-busy actor. Results come back as the
 replaced and its in-flight requests retried; a sandbox that dies under a completion is replaced
 inside its actor and that batch retried one completion at a time, so a completion that kills
 its sandbox cannot sink its batch-mates. After ``retries`` retries a completion comes back with
-``result.error`` set: counted, logged, never silently dropped.
+``result.error`` set: counted, logged, never silently dropped. The pool is the only place on Ray
+that retries: actors make one attempt and say how it failed; the rules are ``RetryPolicy``
+(``sandbox/retry.py``), which the Ray-free paths apply too.
 
 Usage::
 
@@ -37,6 +39,7 @@ from ..env.grading import GradeRequest, RewardResult
 from ..env.modes import CHECK_MEMORY_MB, CHECK_TIMEOUT_S
 from ..sandbox.client import SandboxError
 from ..sandbox.local_grader import LocalGrader
+from ..sandbox.retry import Failure, RetryPolicy, take_batch
 from ..util import warn_once
 
 # Upper bound on sandbox programs one completion can cost (the run, C, D, E, the main program), plus
@@ -50,6 +53,10 @@ class SandboxDied(RuntimeError):
     The actor has already discarded that sandbox; its next call starts a fresh one. The batch's
     verdicts are unknown, so the pool retries its completions one by one.
     """
+
+
+class GradingError(RuntimeError):
+    """Grading raised on a request (not the sandbox): deterministic, the request's own."""
 
 
 class SandboxUnavailable(RuntimeError):
@@ -80,21 +87,18 @@ class GraderActorImpl:
             raise SandboxUnavailable(str(e)) from None
 
     def grade(self, batch_id: int, requests: list[GradeRequest]) -> list[dict]:
-        """Verdicts (``RewardResult.to_dict()``) in request order; raises SandboxDied if the sandbox
-        failed (nothing is retried here: the pool owns the retry policy)."""
+        """Verdicts (``RewardResult.to_dict()``) in request order, one attempt: raises SandboxDied
+        if the sandbox failed, GradingError if grading raised (the pool owns the retry policy)."""
         self._start_sandbox()
         self.batches += 1
         try:
-            results = self.grader.grade_once(list(requests))
-        except SandboxError as e:
+            results = self.grader.grade(list(requests))
+        except SandboxError as e:  # the grader has dropped that sandbox already
             self.sandbox_restarts += 1
-            self.grader.discard_sandbox(f"batch {batch_id}: {e}")
             raise SandboxDied(f"batch {batch_id} ({len(requests)} completions): {e}") from None
-        except Exception as e:  # a malformed request (unknown mode, ...): must not sink its batch-mates
-            if len(requests) == 1:
-                logger.warning(f"batch {batch_id}: grading error {type(e).__name__}: {e}")
-                return [RewardResult.failed(f"grading error: {type(e).__name__}: {e}").to_dict()]
-            return [self.grade(batch_id, [r])[0] for r in requests]
+        except Exception as e:  # a malformed request (unknown mode, ...) or a bug
+            logger.warning(f"batch {batch_id}: grading error {type(e).__name__}: {e}")
+            raise GradingError(f"{type(e).__name__}: {e}") from None
         return [r.to_dict() for r in results]
 
     def health(self) -> bool:
@@ -172,8 +176,8 @@ class _Item:
     key: Any
     request: GradeRequest
     sink: "_Sink"
-    attempts: int = 0  # failed attempts so far
-    solo: bool = False  # retry alone: its last batch lost its sandbox
+    attempts: int = 0  # failed attempts so far (charged by the retry policy)
+    solo: bool = False  # retry alone (the policy said so, e.g. its last batch lost its sandbox)
     errors: list[str] = field(default_factory=list)
 
 
@@ -231,6 +235,7 @@ class GraderPool:
         self.timeout = timeout
         self.memory_mb = memory_mb
         self.retries = retries
+        self.policy = RetryPolicy(retries)
         self.batch_size = max(1, batch_size)
         self.max_inflight = max(1, max_inflight_per_actor)
         self.start_timeout = start_timeout
@@ -519,9 +524,7 @@ class GraderPool:
             n = min(self.batch_size, max(1, math.ceil(len(self._pending) / slots_free)))
             slot = min(free, key=lambda s: (len(s.inflight), sum(len(self._calls[r].items) for r in s.inflight
                                                                   if r in self._calls), s.index))
-            items = [self._pending.popleft()]
-            while len(items) < n and self._pending and not items[0].solo and not self._pending[0].solo:
-                items.append(self._pending.popleft())
+            items = take_batch(self._pending, n)
             bid = next(self._batch_ids)
             ref = slot.handle.grade.remote(bid, [it.request for it in items])
             budget = len(items) * _CHECKS_PER_COMPLETION * (self.timeout + 2.0) + 30.0
@@ -557,14 +560,16 @@ class GraderPool:
                 self._stats.sandbox_failures += 1
                 logger.warning(f"{call.slot.name}: sandbox died in batch {call.batch_id}; "
                                f"retrying its {len(call.items)} completion(s) one by one")
-                self._retry(call.items, f"sandbox died: {_why(cause or e)}", solo=True)
+                self._retry(call.items, Failure.SANDBOX_DIED, _why(cause or e))
+            elif isinstance(cause, GradingError):  # the request's own error: the actor is fine
+                self._retry(call.items, Failure.GRADING_ERROR, str(cause))
             else:  # the actor cannot grade (no sandbox could start, or a bug): replace it
                 self._replace(call.slot, call.incarnation, f"batch {call.batch_id} failed: {_why(cause or e)}")
-                self._retry(call.items, f"actor failed: {_why(cause or e)}", solo=len(call.items) > 1)
+                self._retry(call.items, Failure.ACTOR_FAILED, _why(cause or e))
             return
         except Exception as e:  # actor died / unavailable, node died, object lost
             self._replace(call.slot, call.incarnation, f"batch {call.batch_id}: {_why(e)}")
-            self._retry(call.items, f"actor lost: {_why(e)}", solo=False)
+            self._retry(call.items, Failure.ACTOR_LOST, _why(e))
             return
         for it, d in zip(call.items, out):
             self._deliver(it, RewardResult(**d), actor=call.slot.name)
@@ -576,7 +581,7 @@ class GraderPool:
                 self._calls.pop(ref)
                 call.slot.inflight.discard(ref)
                 self._replace(call.slot, call.incarnation, f"batch {call.batch_id} ran past its deadline")
-                self._retry(call.items, "actor hung (batch past its deadline)", solo=len(call.items) > 1)
+                self._retry(call.items, Failure.ACTOR_HUNG, "batch past its deadline")
         if self._pending and self._all_dead():
             self._fail_pending(self._broken or "no grader actors left")
         elif self._pending and not any(s.ready for s in self._slots if not s.dead):
@@ -610,22 +615,23 @@ class GraderPool:
         for ref in list(slot.inflight):
             call = self._calls.pop(ref, None)
             if call is not None:
-                self._retry(call.items, f"actor lost: {why}", solo=False)
+                self._retry(call.items, Failure.ACTOR_LOST, why)
         self._start_actor(slot)
 
-    def _retry(self, items: list[_Item], why: str, *, solo: bool) -> None:
+    def _retry(self, items: list[_Item], kind: Failure, why: str) -> None:
+        """Apply the retry policy to the completions of a failed call (retries go to the front)."""
         for it in reversed(items):
-            it.attempts += 1
-            it.errors.append(why)
-            if it.attempts > self.retries:
-                msg = f"grading failed after {self.retries} retries: {why}"
-                logger.error(f"completion {it.key!r}: {msg}")
-                self._deliver(it, RewardResult.failed(msg), attempts=it.attempts)
+            d = self.policy.decide(it.attempts, kind, len(items), why)
+            it.attempts += d.charged
+            it.errors.append(f"{kind.value}: {why}")
+            if not d.retry:
+                logger.error(f"completion {it.key!r}: {d.message}")
+                self._deliver(it, RewardResult.failed(d.message), attempts=it.attempts + (not d.charged))
                 continue
-            it.solo = it.solo or solo
+            it.solo = it.solo or d.solo
             self._stats.retried += 1
             self._pending.appendleft(it)
-        logger.debug(f"retrying {len(items)} completion(s): {why}")
+        logger.debug(f"retrying {len(items)} completion(s): {kind.value}: {why}")
 
     def _fail_pending(self, why: str) -> None:
         while self._pending:
@@ -703,5 +709,6 @@ def grade_with_pool(requests: list[GradeRequest], sandbox: str = "auto", workers
             ray.shutdown()
 
 
-__all__ = ["GraderActor", "GraderPool", "GradeStream", "Graded", "PoolStats", "SandboxDied", "SandboxUnavailable",
+__all__ = ["GraderActor", "GraderPool", "GradeStream", "Graded", "GradingError", "PoolStats", "SandboxDied",
+           "SandboxUnavailable",
            "grade_with_pool"]

@@ -46,14 +46,14 @@ def sample_completions(model_dir: str | Path, prompts: list[list[dict]], n: int,
 def evaluate_model(model_dir: str | Path, n_samples: int = 4, max_new: int = 256, seed: int = 0,
                    modes: tuple[str, ...] = ALL_MODES, sandbox: str = "auto") -> dict:
     from ..env.grading import GradeRequest
-    from ..sandbox.local_grader import LocalGrader
+    from ..sandbox.local_grader import LocalGrader, grade_with_retries
 
     items = [(m, p) for m in modes for p in rl_problems(m)]
     comps = sample_completions(model_dir, [p["messages"] for _, p in items], n_samples, max_new, seed)
     reqs = [GradeRequest.from_problem(p, c) for (m, p), cs in zip(items, comps) for c in cs]
     keys = [(m, p["problem_id"], c) for (m, p), cs in zip(items, comps) for c in cs]
     with LocalGrader(sandbox) as g:
-        results = g.grade(reqs)
+        results = grade_with_retries(g, reqs)
     per_mode: dict[str, dict] = {}
     samples = []
     for (m, pid, text), r in zip(keys, results):
