@@ -11,20 +11,24 @@ from __future__ import annotations
 import math
 import queue
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from loguru import logger
 
 from vgrout_ray.actors.grader import Graded
 from vgrout_ray.actors.rollout import make_engine
 from vgrout_ray.actors.rollout_pool import GenDone
 from vgrout_ray.config import SmokeConfig
 from vgrout_ray.learner_core import LearnerCore
+from vgrout_ray.plots import parse_log
 from vgrout_ray.run.loop import Run, write_config
 from vgrout_ray.run.state import load_resume
 from vgrout_ray.sandbox.local_grader import LocalGrader, grade_with_retries
 from vgrout_ray.telemetry.parquet import ROW_SCHEMA, read_rollouts, read_rows
+from vgrout_ray.telemetry.table import FILE_FORMAT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TIMING = {"gen", "fb", "t_rew", "sec", "sync_s", "eval_s"}
@@ -148,10 +152,33 @@ def graders():
 
 
 def _cfg(cache: Path, out: Path, arm: str) -> SmokeConfig:
-    # route2 with an ablated slice: the deploy view in generation, deploy evals and δS_hack in play
-    return SmokeConfig(intervention=arm, rollout_ablate_frac=0.5 if arm == "route2" else 0.0, steps=3, n_problems=6, prompts_per_step=2, max_new=12,
-                       eval_ablate_every=2, eval_n_prompts=1, checkpoint_every=2, vhack_refresh_every=0,
-                       svd_cache=cache, out_dir=out, logs_dir=out / "logs")
+    # route2 with an ablated slice: the deploy view in generation, deploy evals and δS_hack in play;
+    # route with a v_hack refresh at step 1 (as the driver's smoke route run had)
+    return SmokeConfig(intervention=arm, rollout_ablate_frac=0.5 if arm == "route2" else 0.0, steps=3, n_problems=6,
+                       prompts_per_step=2, max_new=12, eval_ablate_every=2, eval_n_prompts=1, checkpoint_every=2,
+                       vhack_refresh_every=2 if arm == "route" else 0, svd_cache=cache, out_dir=out,
+                       logs_dir=out / "logs")
+
+
+@contextmanager
+def _file_log(path: Path):
+    """The driver's verbose file sink (same format) for the duration of a run: what parse_log reads."""
+    sink = logger.add(path, format=FILE_FORMAT, level="DEBUG")
+    try:
+        yield path
+    finally:
+        logger.remove(sink)
+
+
+def _check_log(log: Path, arm: str, steps: int) -> None:
+    """What test_driver.py's smoke runs checked in the driver's log, per arm."""
+    text = log.read_text()
+    parsed = parse_log(log)  # the streamed table parses by header name, as seed 001 reads it
+    assert list(parsed["steps"]) == list(range(steps))
+    assert parsed["arm"] == {"none": "vanilla", "route": "routing", "route2": "routing2"}[arm]
+    assert "||delta_S_hack||" in text and "FINAL EVAL" in text and "### Per-step rows (markdown)" in text
+    if arm == "route":
+        assert "refresh@step1" in text and "R3 span check" in text
 
 
 def _run(cfg, run_dir, graders, resume=None) -> Run:
@@ -165,24 +192,29 @@ def _science(rows):
              if k not in TIMING and not k.startswith("time_") and not k.endswith("_per_s")} for r in rows]
 
 
-@pytest.mark.parametrize("arm", ["none", "route2"])
+@pytest.mark.parametrize("arm", ["none", "route", "route2"])
 def test_the_loop_writes_its_run_and_a_resumed_copy_reproduces_it(cache, graders, tmp_path, arm):
     cfg = _cfg(cache, tmp_path / "out", arm)
     run_dir = tmp_path / "a"
     run_dir.mkdir()
     write_config(run_dir, cfg)
-    run = _run(cfg, run_dir, graders)
-    try:
-        run._preamble()
-        for step in (0, 1):
-            run._after_step(step, run.train_step(step))
-        shutil.copytree(run_dir, tmp_path / "b")  # what a run killed after step 1 leaves behind
-        run._after_step(2, run.train_step(2))
-        assert run.finish() == 0
-    finally:
-        run.close()
+    with _file_log(tmp_path / "run.log") as log:
+        run = _run(cfg, run_dir, graders)
+        try:
+            run._preamble()
+            for step in (0, 1):
+                run._after_step(step, run.train_step(step))
+            shutil.copytree(run_dir, tmp_path / "b")  # what a run killed after step 1 leaves behind
+            run._after_step(2, run.train_step(2))
+            assert run.finish() == 0
+        finally:
+            run.close()
+    _check_log(log, arm, 3)
     rows = read_rows(run_dir)
     assert [r["step"] for r in rows] == [0, 1, 2] and [r["version"] for r in rows] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) for r in rows)
+    if any(r["hack_s"][0] for r in rows):
+        assert (run_dir / "first_hack.safetensors").is_file()
     schema = pq.read_schema(run_dir / "rows.parquet")
     assert all(schema.field(f.name).type == f.type for f in ROW_SCHEMA)
     ro = read_rollouts(run_dir)
@@ -192,13 +224,15 @@ def test_the_loop_writes_its_run_and_a_resumed_copy_reproduces_it(cache, graders
                  "ckpt_step0002.safetensors", "config.json", "resume/state.pt"):
         assert (run_dir / name).is_file(), name
     state = load_resume(run_dir)
-    final = ["train", "deploy_final"] if arm == "route2" else ["train"]
+    final = ["train", "deploy_final"] if arm != "none" else ["train"]
     assert state["next_step"] == 3 and [e["kind"] for e in state["evals"]] == ["pre", "deploy", "deploy", *final]
     if arm == "route2":
-        assert all(r["hack_abl"][1] == 2 for r in rows) and rows[-1]["dsh_norm"] > 0
+        assert all(r["hack_abl"][1] == 2 for r in rows)
         assert sum(r["is_ablated"] for r in ro) == 6 and all(e["ablate"] for e in state["evals"][1:3])
-    else:
+    if arm == "none":
         assert all(r["dsh_norm"] == 0.0 for r in rows)
+    else:
+        assert rows[-1]["dsh_norm"] > 0, "a routing arm moved δS_hack"
 
     b = tmp_path / "b"
     payload = load_resume(b)
