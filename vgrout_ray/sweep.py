@@ -26,8 +26,12 @@ every run finished, 1 when some failed, 2 on a bad command line or config.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
+import hashlib
 import json
 import math
+import pickle
 import shutil
 import sys
 import threading
@@ -192,6 +196,55 @@ def board_of(sweep_dir: Path, plan: SweepPlan, now: float | None = None) -> str:
 
 # ── the sweep ────────────────────────────────────────────────────────────────
 
+class SharedGrades:
+    """The sweep's grader pool as each run sees it. Streams pass through (``stream``). A blocking
+    ``grade`` of a batch already graded for another run is answered from memory, and a run that
+    asks while another grades the same batch waits for it: the scripted teacher pool is the same
+    batch for every run of a sweep, and grading it once instead of K times is most of a run's
+    set-up on a small cluster. Batches with a grading error are not kept (the next asker regrades)."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self._lock = threading.Lock()
+        self._done: dict[str, list] = {}
+        self._inflight: dict[str, threading.Event] = {}
+        self.hits = 0
+
+    @staticmethod
+    def batch_key(requests: list) -> str:
+        return hashlib.sha256(pickle.dumps([dataclasses.astuple(r) for r in requests])).hexdigest()
+
+    def stream(self):
+        return self.pool.stream()
+
+    def grade(self, requests, **kw) -> list:
+        requests = list(requests)
+        key = self.batch_key(requests)
+        with self._lock:
+            if key in self._done:
+                self.hits += 1
+                return copy.deepcopy(self._done[key])
+            wait = self._inflight.get(key)
+            if wait is None:
+                self._inflight[key] = threading.Event()
+        if wait is not None:
+            wait.wait()
+            return self.grade(requests, **kw)
+        try:
+            out = self.pool.grade(requests, **kw)
+            if all(r.error is None for r in out):
+                with self._lock:
+                    self._done[key] = copy.deepcopy(out)
+            return out
+        finally:
+            with self._lock:
+                self._inflight.pop(key).set()
+
+    def __getattr__(self, name):
+        return getattr(self.pool, name)
+
+
+
 class Sweep:
     """Runs a plan's pending runs on threads of this process, sharing graders and rollouts."""
 
@@ -201,7 +254,7 @@ class Sweep:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._dirty = threading.Event()
-        self.graders = self.shared = None
+        self.graders = self.grades = self.shared = None
 
     # ── bookkeeping ──
     def save(self) -> None:
@@ -248,22 +301,20 @@ class Sweep:
 
         if self._stop.is_set():
             return
-        run_dir = self.dir / entry.name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log_path = run_dir / "run.log"
-        sink = logger.add(log_path, format=FILE_FORMAT, level="DEBUG",
-                          filter=lambda r, n=entry.name: r["extra"].get("run") == n)
-        run = rollouts = None
+        run = rollouts = sink = None
         with logger.contextualize(run=entry.name):
             try:
-                cfg, resume, run_dir = self._prepare_run(entry)
+                cfg, resume, run_dir = self._prepare_run(entry)  # may clear the dir: the log comes after
+                log_path = run_dir / "run.log"
+                sink = logger.add(log_path, format=FILE_FORMAT, level="DEBUG",
+                                  filter=lambda r, n=entry.name: r["extra"].get("run") == n)
                 self._set(entry, status="running", run_dir=run_dir.name, error="", steps_total=cfg.steps,
                           started_at=time.time(), finished_at=None)
                 logger.info(f"sweep run {entry.name}: preset={cfg.preset_name} arm={cfg.arm} seed={cfg.seed} "
                             f"steps={cfg.steps} run_dir={run_dir}" + (" (resumed)" if resume else ""))
                 if self.shared is not None:
                     rollouts = self.shared.view(entry.name)
-                run = Run(cfg, run_dir, log_path, resume=resume, graders=self.graders, rollouts=rollouts)
+                run = Run(cfg, run_dir, log_path, resume=resume, graders=self.grades, rollouts=rollouts)
                 run.run(on_step=self._on_step, progress=False)
                 self._set(entry, status="finished", finished_at=time.time())
                 logger.info(f"sweep run {entry.name}: finished")
@@ -279,7 +330,8 @@ class Sweep:
                     run.close()
                 if rollouts is not None:  # its view: drops this run's δS, the actors stay for the others
                     rollouts.close()
-                logger.remove(sink)
+                if sink is not None:
+                    logger.remove(sink)
 
     def _on_step(self, step: int, row: dict) -> None:
         self._dirty.set()
@@ -295,6 +347,7 @@ class Sweep:
 
         model_path = resolve_model(cfg.model, cfg.svd_cache)  # build once here, not in K threads at once
         self.graders = GraderPool.from_config(cfg.grader)
+        self.grades = SharedGrades(self.graders)
         if self.plan.engines == "shared":
             self.shared = SharedRollouts.from_config(cfg, model_path)
             logger.info(f"shared multi-run rollouts: {len(self.shared.handles)} actor(s) serve every run")
@@ -416,13 +469,15 @@ def _plan(ns: argparse.Namespace, rest: list[str]) -> tuple[SweepPlan, Path, Con
     cfg = None
     for r in plan.runs:  # every run's flags are checked before anything starts
         c = run_config(plan.preset, r.arm, r.seed, plan.driver_args)
+        r.steps_total = c.steps
         cfg = cfg or c
     d = Path(cfg.out_dir) / "sweeps" / sweep_dir_name(plan)
     d.mkdir(parents=True, exist_ok=False)
     return plan, d, cfg
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, sweep_cls: type[Sweep] = Sweep) -> int:
+    """The CLI. ``sweep_cls``: a Sweep subclass (tests inject a fault into one run with it)."""
     import ray
 
     from .cluster import connect
@@ -435,7 +490,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _setup_logging(sweep_dir)
     logger.info(f"argv: {' '.join(sys.argv)}")
-    sweep = Sweep(plan, sweep_dir, board_every=ns.board_every)
+    sweep = sweep_cls(plan, sweep_dir, board_every=ns.board_every)
+    if all(r.status == "finished" for r in plan.runs):
+        logger.info(f"sweep {sweep_dir}: every run has finished; report rewritten")
+        sweep.report()
+        return 0
     choice = None
     try:
         if not ray.is_initialized():
