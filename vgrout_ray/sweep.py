@@ -353,6 +353,16 @@ class Sweep:
             logger.info(f"shared multi-run rollouts: {len(self.shared.handles)} actor(s) serve every run")
 
     def close_shared(self) -> None:
+        if self.shared is not None:
+            try:
+                sizes = [n for per in self.shared.batch_sizes() for n in per]
+                if sizes:
+                    logger.info(f"shared rollouts: {len(sizes)} coalesced generate calls, {sum(sizes)} requests, "
+                                f"{sum(sizes) / len(sizes):.2f} requests per call (max {max(sizes)})")
+            except Exception as e:
+                logger.debug(f"batch sizes: {e}")
+        if self.grades is not None:
+            logger.info(f"shared grades: {self.grades.hits} batch(es) answered from another run's grading")
         for part in (self.shared, self.graders):
             if part is not None:
                 try:
