@@ -181,6 +181,7 @@ def _env() -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # two sweeps of 4 runs' set-up; 15.5 min measured on 2 loaded cores
 def test_small_sweep_survives_a_failed_run_and_resumes_it(tmp_path, tiny):
     """2 arms × 2 seeds × 3 steps on one local cluster, shared multi-run rollouts and one grader
     pool; route-seed2 fails after step 1: the others finish, the sweep exits 1 and records it;
