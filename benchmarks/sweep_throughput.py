@@ -92,7 +92,7 @@ def markdown(res: dict) -> str:
              f"`{' '.join(res['flags'])}`), on {os.cpu_count()} cores shared with other work.", "",
              "| mode | wall s | / sequential | runs finished | notes |", "|---|---|---|---|---|"]
     for mode, m in res["modes"].items():
-        ratio = f"**{m['wall_s'] / seq:.2f}**" if seq else "—"
+        ratio = f"**{m['wall_s'] / seq:.2f}**" if seq else "— (sequential not measured)"
         note = ""
         if "coalesced" in m:
             c = m["coalesced"]
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             res["modes"][mode] = concurrent(args, flags, work / mode, mode)
         else:
             raise SystemExit(f"--modes: unknown mode {mode!r} (sequential, separate, shared)")
-    save_results(Path(args.out), "sweep_throughput", res, markdown(res))
+        save_results(Path(args.out), "sweep_throughput", res, markdown(res))  # each mode as it ends
     return 0
 
 
