@@ -346,6 +346,12 @@ class Sweep:
         from .model.tiny import resolve_model
 
         model_path = resolve_model(cfg.model, cfg.svd_cache)  # build once here, not in K threads at once
+        # transformers' lazy module is not safe to import from several threads at once (3 of 4 runs
+        # failed with "cannot import name 'AutoTokenizer'"): finish its imports here, on one thread
+        from .run.loop import Run  # noqa: F401
+        from .util import load_tokenizer
+
+        load_tokenizer(model_path)
         self.graders = GraderPool.from_config(cfg.grader)
         self.grades = SharedGrades(self.graders)
         if self.plan.engines == "shared":
