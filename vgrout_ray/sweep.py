@@ -507,6 +507,7 @@ def main(argv: list[str] | None = None, *, sweep_cls: type[Sweep] = Sweep) -> in
     _setup_logging(sweep_dir)
     logger.info(f"argv: {' '.join(sys.argv)}")
     sweep = sweep_cls(plan, sweep_dir, board_every=ns.board_every)
+    sweep.save()  # the plan is on disk before Ray starts: a sweep that cannot connect can be resumed
     if all(r.status == "finished" for r in plan.runs):
         logger.info(f"sweep {sweep_dir}: every run has finished; report rewritten")
         sweep.report()
