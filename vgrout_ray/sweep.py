@@ -21,7 +21,8 @@ run's status), ``sweep.log``, and the report of ``sweep_report`` (``sweep.parque
 ``summary.md``, ``compare.png``), rewritten whenever a run ends. A run that fails is recorded
 with its error and the others go on; ``--resume`` skips finished runs, resumes partial ones from
 their ``resume/state.pt`` and restarts the ones that never finished a step. Exit status: 0 when
-every run finished, 1 when some failed, 2 on a bad command line or config.
+every run finished, 1 when some failed, 2 on a bad command line or config, 3 when the sweep could
+not start (Ray or the shared actors did not come up; ``--resume`` continues it).
 """
 from __future__ import annotations
 
@@ -523,6 +524,10 @@ def main(argv: list[str] | None = None, *, sweep_cls: type[Sweep] = Sweep) -> in
     except ConfigError as e:
         logger.error(f"{type(e).__name__}: {e}")
         return 2
+    except Exception as e:  # Ray or the shared actors did not come up: no run has started
+        logger.opt(exception=e).error(f"the sweep could not start ({type(e).__name__}: {e}); nothing ran. "
+                                      f"Continue it with:\n  python -m vgrout_ray.sweep --resume {sweep_dir}")
+        return 3
     finally:
         sweep.close_shared()
         if choice is not None and choice.local:
