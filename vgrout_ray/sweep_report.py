@@ -204,6 +204,7 @@ def write_sweep_report(sweep_dir: str | Path, runs: Sequence[SweepRun], title: s
     import pyarrow.parquet as pq
 
     from .plots import gather, plot_dynamics
+    from .util import MPL_LOCK
 
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -222,7 +223,8 @@ def write_sweep_report(sweep_dir: str | Path, runs: Sequence[SweepRun], title: s
         parsed = gather([str(r.run_dir) for r in have_rows])
         if parsed:
             tmp_png = sweep_dir / ".compare.tmp.png"
-            plot_dynamics(parsed, tmp_png)
+            with MPL_LOCK:  # the runs' evidence writers may be drawing on other threads
+                plot_dynamics(parsed, tmp_png)
             tmp_png.replace(sweep_dir / "compare.png")
             out["compare"] = sweep_dir / "compare.png"
     return out

@@ -19,6 +19,11 @@ from typing import Iterator, Sequence
 
 from loguru import logger
 
+# Matplotlib's text layout (mathtext's cached pyparsing parser) is not thread-safe: figures drawn
+# on several threads of one process at once (the evidence writers of a sweep's runs, the sweep
+# report) fail with parse errors. Every such drawing holds this lock.
+MPL_LOCK = threading.RLock()
+
 # ── files ────────────────────────────────────────────────────────────────────
 
 

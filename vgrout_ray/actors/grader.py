@@ -181,6 +181,50 @@ class _Item:
     errors: list[str] = field(default_factory=list)
 
 
+class FairQueue:
+    """The pool's pending completions, one FIFO per submitter (sink), served round robin.
+
+    Why: several runs of a sweep share one pool; with one FIFO a run that submits a whole step
+    at once would make every other run's completions wait behind it. Round robin over the
+    submitters keeps each run's share equal while they all have work, and is a plain FIFO when
+    only one submits. Offers the deque methods the pool uses (append, appendleft, popleft, [0],
+    len); ``appendleft`` (a retry) puts the item at the head of its own submitter's queue."""
+
+    def __init__(self) -> None:
+        self._queues: dict[Any, deque] = {}  # insertion order = round-robin order
+        self._n = 0
+
+    def append(self, item) -> None:
+        self._queues.setdefault(item.sink, deque()).append(item)
+        self._n += 1
+
+    def appendleft(self, item) -> None:
+        self._queues.setdefault(item.sink, deque()).appendleft(item)
+        self._n += 1
+
+    def popleft(self):
+        if not self._n:
+            raise IndexError("pop from an empty FairQueue")
+        sink = next(iter(self._queues))
+        q = self._queues.pop(sink)
+        item = q.popleft()
+        if q:
+            self._queues[sink] = q  # to the back of the rotation
+        self._n -= 1
+        return item
+
+    def __getitem__(self, i: int):
+        if i != 0 or not self._n:
+            raise IndexError("FairQueue only peeks at its head ([0]) and must not be empty")
+        return self._queues[next(iter(self._queues))][0]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+
 @dataclass
 class _Slot:
     index: int
@@ -250,7 +294,7 @@ class GraderPool:
 
         self._lock = threading.RLock()
         self._wake = threading.Event()
-        self._pending: deque[_Item] = deque()
+        self._pending = FairQueue()  # round robin over submitters (runs sharing the pool)
         self._calls: dict[Any, _Call] = {}
         self._stats = PoolStats()
         self._keys = itertools.count()
@@ -709,6 +753,5 @@ def grade_with_pool(requests: list[GradeRequest], sandbox: str = "auto", workers
             ray.shutdown()
 
 
-__all__ = ["GraderActor", "GraderPool", "GradeStream", "Graded", "GradingError", "PoolStats", "SandboxDied",
-           "SandboxUnavailable",
+__all__ = ["FairQueue", "GraderActor", "GraderPool", "GradeStream", "Graded", "GradingError", "PoolStats", "SandboxDied", "SandboxUnavailable",
            "grade_with_pool"]

@@ -16,8 +16,9 @@ deterministic) and the same as a separate engine, up to float rounding of the ba
 """
 from __future__ import annotations
 
+import threading
 import time
-from typing import Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -184,12 +185,78 @@ class MultiRunHFEngine(HFEngine):
         return self.sequence_logprobs([(run, ids)], ablate)[0]
 
 
+class Coalescer:
+    """Joins calls made from several threads into one call of ``fn`` over all their items.
+
+    Why: in a sweep each run's step sends its own generation calls; one ``generate`` over all of
+    them is what lets rows of different runs share a forward pass. A caller whose items are not
+    yet taken becomes the leader when no batch is running: it waits ``window_s`` for others to
+    join, runs ``fn`` on every queued item, hands each caller its slice and wakes them; the
+    next waiting caller leads the next batch. An exception in ``fn`` goes to every caller of
+    that batch."""
+
+    def __init__(self, fn: Callable[[list], list], window_s: float = 0.002):
+        self.fn, self.window_s = fn, window_s
+        self._cond = threading.Condition()
+        self._queue: list[dict] = []
+        self._busy = False
+        self.batches: list[int] = []  # items per batch run so far (for tests and benchmarks)
+
+    def __call__(self, items: list) -> list:
+        slot = {"items": list(items), "done": False, "out": None, "err": None}
+        with self._cond:
+            self._queue.append(slot)
+            while not slot["done"] and self._busy:
+                self._cond.wait()
+            if slot["done"]:
+                return self._result(slot)
+            self._busy = True
+        batch: list[dict] = []
+        try:
+            if self.window_s > 0:
+                time.sleep(self.window_s)
+            with self._cond:
+                batch, self._queue = self._queue, []
+            flat = [it for s in batch for it in s["items"]]
+            try:
+                out = self.fn(flat)
+                if len(out) != len(flat):
+                    raise RuntimeError(f"coalesced call returned {len(out)} results for {len(flat)} items")
+                at = 0
+                for s in batch:
+                    s["out"] = out[at:at + len(s["items"])]
+                    at += len(s["items"])
+            except Exception as e:  # every caller of this batch sees it
+                for s in batch:
+                    s["err"] = e
+            self.batches.append(len(flat))
+        finally:
+            with self._cond:
+                for s in batch:
+                    s["done"] = True
+                self._busy = False
+                self._cond.notify_all()
+        return self._result(slot)
+
+    @staticmethod
+    def _result(slot: dict) -> list:
+        if slot["err"] is not None:
+            raise slot["err"]
+        return slot["out"]
+
+
 class MultiRolloutActorImpl:
     """One multi-run engine behind a Ray actor: per-run δS sync, mixed-run generation.
-    The sweep's rollout pool holds these in place of one RolloutActor per run."""
+    The sweep's rollout pool holds these in place of one RolloutActor per run.
 
-    def __init__(self, model_path: str, svd_cache: str, engine_kw: dict | None = None):
+    Run as a threaded actor (``max_concurrency`` > 1, see ``multi_rollout_actor``): concurrent
+    ``generate_run`` calls of different runs are coalesced into one ``generate`` (``Coalescer``);
+    a lock keeps ``sync`` from changing a run's δS while a batch is running."""
+
+    def __init__(self, model_path: str, svd_cache: str, engine_kw: dict | None = None, window_s: float = 0.002):
         self.engine = MultiRunHFEngine(model_path, svd_cache, **(engine_kw or {}))
+        self._lock = threading.Lock()
+        self._coalesce = Coalescer(self._generate_locked, window_s)
 
     def ready(self) -> dict:
         import os
@@ -202,22 +269,40 @@ class MultiRolloutActorImpl:
     def sync(self, run: Hashable, version: int, deltas: dict[str, torch.Tensor], sent_at: float | None = None) -> dict:
         """Load one run's δS version; bytes received and seconds the load took (as RolloutActor.sync)."""
         t0 = time.perf_counter()
-        self.engine.load_run(run, version, deltas)
+        with self._lock:
+            self.engine.load_run(run, version, deltas)
         return {"run": run, "version": version, "bytes": sum(t.numel() * t.element_size() for t in deltas.values()),
                 "load_s": time.perf_counter() - t0, "latency_s": (time.time() - sent_at) if sent_at else None}
 
     def drop_run(self, run: Hashable) -> None:
-        self.engine.drop_run(run)
+        with self._lock:
+            if run in self.engine.bank.versions:
+                self.engine.drop_run(run)
 
     def versions(self) -> dict:
         return dict(self.engine.bank.versions)
 
+    def batch_sizes(self) -> list[int]:
+        """Items (requests) per coalesced generate so far."""
+        return list(self._coalesce.batches)
+
+    def _generate_locked(self, items: list[tuple[Hashable, GenRequest]]) -> list[GenResult]:
+        with self._lock:
+            return self.engine.generate_many(items)
+
     def generate_many(self, items: list[tuple[Hashable, GenRequest]]) -> list[GenResult]:
-        return self.engine.generate_many(items)
+        """(run, request) items, generated together with whatever other calls are waiting."""
+        return self._coalesce(items)
+
+    def generate_run(self, run: Hashable, reqs: list[GenRequest]) -> list[GenResult]:
+        """One run's requests (a RolloutPool call), coalesced with other runs' concurrent calls."""
+        return self._coalesce([(run, r) for r in reqs])
 
 
 def multi_rollout_actor(**options):
-    """The Ray actor class of MultiRolloutActorImpl with ``options`` (num_cpus, resources, ...)."""
+    """The Ray actor class of MultiRolloutActorImpl with ``options`` (num_cpus, resources, ...);
+    threaded (max_concurrency 64 unless given) so that concurrent runs' calls can coalesce."""
     import ray
 
+    options.setdefault("max_concurrency", 64)
     return ray.remote(max_restarts=0)(MultiRolloutActorImpl).options(**options)

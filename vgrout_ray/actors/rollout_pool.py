@@ -136,8 +136,11 @@ class RolloutPool:
     def submit(self, key: Any, reqs: list[GenRequest], actor: int | None = None) -> None:
         """Start one generation call (``reqs`` in order) on ``actor`` (round robin when None)."""
         i = next(self._rr) % self.size if actor is None else actor % self.size
-        ref = self.handles[i].generate_many.remote(reqs)
+        ref = self._gen_call(self.handles[i], reqs)
         self._inflight[ref] = _Call(i, self.incarnation[i], key, reqs, time.perf_counter())
+
+    def _gen_call(self, handle, reqs: list[GenRequest]):
+        return handle.generate_many.remote(reqs)
 
     @property
     def pending(self) -> int:

@@ -220,14 +220,19 @@ class Run:
         logger.info("\n" + self.step_logger.legend() + "\n\n")
         logger.info(self.step_logger.header())
 
-    def run(self) -> int:
+    def run(self, on_step=None, progress: bool = True) -> int:
+        """Preamble, the steps from the resume point, the final evals. ``on_step(step, row)`` is
+        called after each step (the sweep's board); ``progress=False`` hides the tqdm bar."""
         cfg, start = self.cfg, self.state.next_step
         self._preamble()
         pbar = tqdm(range(start, cfg.steps), desc=f"train {cfg.arm} {cfg.preset_name}",
-                    initial=start, total=cfg.steps, mininterval=120, maxinterval=120, disable=None)
+                    initial=start, total=cfg.steps, mininterval=120, maxinterval=120,
+                    disable=None if progress else True)
         for step in pbar:
             row = self.train_step(step)
             self._after_step(step, row)
+            if on_step is not None:
+                on_step(step, row)
             pbar.set_postfix(rew=f"{row['rew']:+.2f}", hack=f"{row['hack_s'][0]}/{row['hack_s'][1]}",
                              loss=f"{row['loss']:+.3f}", sec=f"{row['sec']:.0f}", refresh=False)
         return self.finish()

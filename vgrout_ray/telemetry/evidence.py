@@ -37,7 +37,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from ..env.modes import ALL_MODES  # noqa: E402
-from ..util import atomic_write, ema  # noqa: E402,F401  (ema: seed 001's smoother)
+from ..util import MPL_LOCK, atomic_write, ema  # noqa: E402,F401  (ema: seed 001's smoother)
 from .metrics import MODE_KEYS  # noqa: E402
 
 NAN = float("nan")
@@ -651,6 +651,10 @@ class EvidenceWriter:
 
     # -- rendering (worker thread, or the caller in finalize) --
     def render(self, rows: list[dict], evals: list[dict]) -> None:
+        with MPL_LOCK:  # other runs of this process may be drawing (a sweep)
+            self._render(rows, evals)
+
+    def _render(self, rows: list[dict], evals: list[dict]) -> None:
         self._last = (rows, evals)
         modes = run_modes(rows, self.modes)
         atomic_write(self.path("training_log.csv"), _csv_text(TRAINING_LOG_FIELDS, training_log_records(rows)))
@@ -676,7 +680,8 @@ class EvidenceWriter:
                     [dict(x) for x in evals] if evals is not None else e)
         payload = before_after_payload(pre_eval, final_evals)
         atomic_write(self.path("before_after_metrics.json"), json.dumps(json_safe(payload), indent=2, default=str))
-        save_figure(plot_before_after(payload, f"{self.title}: before vs after training"),
-                    self.path("before_after_summary.png"))
-        save_figure(plot_reward_distribution(pre_eval, final_evals), self.path("reward_distribution.png"))
+        with MPL_LOCK:
+            save_figure(plot_before_after(payload, f"{self.title}: before vs after training"),
+                        self.path("before_after_summary.png"))
+            save_figure(plot_reward_distribution(pre_eval, final_evals), self.path("reward_distribution.png"))
         return payload

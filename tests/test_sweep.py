@@ -1,0 +1,224 @@
+"""The sweep runner: the plan and its checks, fair sharing of the grader pool, coalescing of
+concurrent runs' generation calls, grading a batch once for every run, and a real small sweep
+(2 arms × 2 seeds × 3 smoke steps on shared multi-run engines) with one run failing mid-way,
+then ``--resume`` finishing it from its run dir."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from vgrout_ray.actors.grader import FairQueue
+from vgrout_ray.actors.rollout_multi import Coalescer
+from vgrout_ray.config import ConfigError, SmokeConfig
+from vgrout_ray.sweep import (RunEntry, SharedGrades, SweepPlan, check_driver_args, cluster_cpus, main, parse_arms,
+                              parse_seeds, run_config, sweep_dir_name)
+from vgrout_ray.telemetry.parquet import read_rows
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------- the plan
+def test_plan_parsing_fails_loud_naming_the_flag():
+    assert parse_arms(" none, route2 ") == ["none", "route2"]
+    with pytest.raises(ConfigError, match="--arms: unknown arm"):
+        parse_arms("none,bogus")
+    with pytest.raises(ConfigError, match="--arms: an arm is repeated"):
+        parse_arms("none,none")
+    assert parse_seeds("41,42") == [41, 42]
+    with pytest.raises(ConfigError, match="--seeds: expected comma-separated integers"):
+        parse_seeds("41,x")
+    with pytest.raises(ConfigError, match="--seeds: a seed is repeated"):
+        parse_seeds("1,1")
+    with pytest.raises(ConfigError, match="--seed: set by the sweep"):
+        check_driver_args(["--steps", "3", "--seed=4"])
+    with pytest.raises(ConfigError, match="--engines"):
+        SweepPlan("smoke", ["none"], [1], engines="pooled")
+    cfg = run_config("smoke", "route", 7, ["--steps", "3"])
+    assert (cfg.intervention, cfg.seed, cfg.steps) == ("route", 7, 3)
+
+
+def test_plan_round_trip_names_and_cluster_size():
+    plan = SweepPlan("smoke", ["none", "route"], [1, 2], ["--steps", "3"], "shared", 0, "")
+    assert [r.name for r in plan.runs] == ["none-seed1", "none-seed2", "route-seed1", "route-seed2"]
+    assert plan.concurrency == 4 and SweepPlan("smoke", ["none"], [1, 2, 3], max_concurrent=2).concurrency == 2
+    plan.runs[1].status, plan.runs[1].error = "failed", "boom"
+    back = SweepPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert back == plan and isinstance(back.runs[0], RunEntry)
+    with pytest.raises(ConfigError, match="sweep.json: not a sweep plan"):
+        SweepPlan.from_dict({"preset": "smoke", "arms": [], "seeds": [], "bogus": 1})
+    from datetime import datetime
+    assert sweep_dir_name(plan, datetime(2026, 1, 2, 3, 4, 5)) == "20260102T030405_smoke_none-route_2seeds"
+    cfg = SmokeConfig()
+    # a learner per run (1 CPU) + the grader (1) + a spare (1); separate engines add a rollout actor per run
+    assert cluster_cpus(cfg, 4, "shared") == 4 + 1 + 1 + 1
+    assert cluster_cpus(cfg, 4, "separate") == 8 + 1 + 1
+
+
+def test_cli_fails_loud_before_starting_anything(tmp_path, capsys):
+    assert main(["smoke", "--arms", "none,bogus", "--out-dir", str(tmp_path)]) == 2
+    assert "--arms: unknown arm" in capsys.readouterr().err
+    assert main(["--resume", str(tmp_path)]) == 2
+    assert "has no sweep.json" in capsys.readouterr().err
+    assert main(["smoke", "--seeds", "1", "--intervention", "none", "--out-dir", str(tmp_path)]) == 2
+    assert "--intervention: set by the sweep" in capsys.readouterr().err
+    assert not (tmp_path / "sweeps").exists()
+
+
+# ---------------------------------------------------------------------------- sharing
+class _Sink:
+    pass
+
+
+class _It:
+    def __init__(self, sink, k):
+        self.sink, self.k = sink, k
+
+
+def test_fair_queue_serves_submitters_round_robin():
+    a, b, c = _Sink(), _Sink(), _Sink()
+    q = FairQueue()
+    for k in range(4):
+        q.append(_It(a, f"a{k}"))  # run a submits its whole step first
+    q.append(_It(b, "b0"))
+    q.append(_It(b, "b1"))
+    q.append(_It(c, "c0"))
+    q.appendleft(_It(b, "b-retry"))  # a retry goes to the head of its own run's queue
+    assert len(q) == 8 and q[0].k == "a0"
+    order = []
+    while q:
+        head = q[0].k
+        order.append(q.popleft().k)
+        assert order[-1] == head  # [0] peeks at what popleft returns
+    assert order == ["a0", "b-retry", "c0", "a1", "b0", "a2", "b1", "a3"]
+    with pytest.raises(IndexError):
+        q.popleft()
+
+
+def test_coalescer_joins_concurrent_calls_and_shares_errors():
+    seen = []
+
+    def fn(items):
+        seen.append(list(items))
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [x.upper() for x in items]
+
+    co = Coalescer(fn, window_s=0.3)
+    out, start = {}, threading.Barrier(3)
+
+    def call(name, items):
+        start.wait()
+        try:
+            out[name] = co(items)
+        except ValueError as e:
+            out[name] = e
+
+    ts = [threading.Thread(target=call, args=(n, it)) for n, it in (("r1", ["a", "b"]), ("r2", ["c"]), ("r3", ["d"]))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    assert out == {"r1": ["A", "B"], "r2": ["C"], "r3": ["D"]}
+    assert co.batches == [4] and sorted(seen[0]) == ["a", "b", "c", "d"]  # one call for all three runs
+    ts = [threading.Thread(target=call, args=(n, it)) for n, it in (("r1", ["x"]), ("r2", ["bad"]), ("r3", ["y"]))]
+    start = threading.Barrier(3)
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    assert all(isinstance(out[n], ValueError) for n in ("r1", "r2", "r3"))
+    assert co(["z"]) == ["Z"]  # a failed batch leaves the coalescer usable
+
+
+def test_shared_grades_grade_a_batch_once_for_every_run():
+    from vgrout_ray.env.grading import GradeRequest, RewardResult
+
+    calls = []
+
+    class Pool:  # counts the real pool calls; the memo and the single flight are under test
+        def grade(self, reqs, **kw):
+            calls.append(len(reqs))
+            time.sleep(0.2)
+            return [RewardResult.failed("x") if r.completion == "err" else RewardResult(reward=1.0) for r in reqs]
+
+        def stream(self):
+            return "stream"
+
+    g = SharedGrades(Pool())
+    reqs = [GradeRequest("print(1)", "run_tests", ["assert 1"], "", "f")] * 3
+    got = []
+    ts = [threading.Thread(target=lambda: got.append(g.grade(reqs))) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    assert calls == [3] and len(got) == 4 and all(r[0].reward == 1.0 for r in got)
+    assert got[0][0] is not got[1][0]  # each run gets its own copies
+    bad = [GradeRequest("err", "run_tests", ["assert 1"], "", "f")]
+    g.grade(bad)
+    g.grade(bad)
+    assert calls == [3, 1, 1]  # a batch with an error is graded again
+    assert g.stream() == "stream"
+
+
+# ---------------------------------------------------------------------------- a real sweep
+SMOKE = ["--steps", "3", "--prompts-per-step", "1", "--eval-n-prompts", "1", "--eval-ablate-every", "0",
+         "--vhack-refresh-every", "0"]
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0")
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # two sweeps of 4 runs' set-up; 15.5 min measured on 2 loaded cores
+def test_small_sweep_survives_a_failed_run_and_resumes_it(tmp_path, tiny):
+    """2 arms × 2 seeds × 3 steps on one local cluster, shared multi-run rollouts and one grader
+    pool; route-seed2 fails after step 1: the others finish, the sweep exits 1 and records it;
+    ``--resume`` skips the finished runs and continues route-seed2 from step 2."""
+    cache = tiny.parent
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(REPO / "tests" / "sweep_fault.py"), "route-seed2", "1", "smoke",
+           "--arms", "none,route", "--seeds", "1,2", "--name", "t", *SMOKE, "--svd-cache", str(cache),
+           "--out-dir", str(out), "--logs-dir", str(tmp_path / "logs")]
+    p = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=1500)
+    assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
+    (sweep,) = sorted((out / "sweeps").iterdir())
+    assert sweep.name.endswith("_t")
+    plan = json.loads((sweep / "sweep.json").read_text())
+    status = {f"{r['arm']}-seed{r['seed']}": (r["status"], r["error"]) for r in plan["runs"]}
+    assert status["route-seed2"] == ("failed", "RuntimeError: injected fault after step 1")
+    assert all(status[n][0] == "finished" for n in ("none-seed1", "none-seed2", "route-seed1"))
+    assert "| route-seed2 | route | 2 | failed | 2 |" in (sweep / "summary.md").read_text()
+    # each run logged to its own run.log (the actors ran this checkout: its generate_run is new)
+    for name in status:
+        log = (sweep / name / "run.log").read_text()
+        assert f"seed={name[-1]}" in log and ("sweep run route-seed2: finished" not in log)
+    assert "shared multi-run rollouts: 1 actor(s)" in (sweep / "sweep.log").read_text()
+
+    p = subprocess.run([sys.executable, "-m", "vgrout_ray.sweep", "--resume", str(sweep)], cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=1500)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    plan = json.loads((sweep / "sweep.json").read_text())
+    assert [r["status"] for r in plan["runs"]] == ["finished"] * 4
+    assert "(resumed)" in (sweep / "route-seed2" / "run.log").read_text()
+    assert "1 to run" in (sweep / "sweep.log").read_text()
+    t = pq.read_table(sweep / "sweep.parquet")
+    assert t.num_rows == 12 and t.column_names[:4] == ["run", "arm", "seed", "status"]
+    for r in plan["runs"]:
+        rows = read_rows(sweep / r["run_dir"])
+        assert [x["step"] for x in rows] == [0, 1, 2]
+        assert (sweep / r["run_dir"] / "per_mode_deploy.json").exists()
+    md = (sweep / "summary.md").read_text()
+    assert "| none | 2 |" in md and "| route | 2 |" in md and "| route-seed2 | route | 2 | finished | 3 |" in md
+    assert (sweep / "compare.png").stat().st_size > 10_000
