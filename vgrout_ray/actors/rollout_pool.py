@@ -178,8 +178,13 @@ class RolloutPool:
         return [got[n] for n in range(len(reqs))]
 
     def close(self) -> None:
-        for h in self.handles:
-            try:
-                ray.kill(h)
-            except Exception:
-                pass
+        kill_actors(self.handles)
+
+
+def kill_actors(handles) -> None:
+    """Kill every actor in ``handles``; one already gone is no error (closing must not raise)."""
+    for h in handles:
+        try:
+            ray.kill(h)
+        except Exception:
+            pass

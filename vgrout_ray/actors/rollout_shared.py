@@ -19,7 +19,7 @@ from typing import Any
 import ray
 
 from .rollout_base import GenRequest
-from .rollout_pool import RolloutPool
+from .rollout_pool import RolloutPool, kill_actors
 
 
 class SharedRollouts:
@@ -61,11 +61,7 @@ class SharedRollouts:
         return ray.get([h.batch_sizes.remote() for h in self.handles])
 
     def close(self) -> None:
-        for h in self.handles:
-            try:
-                ray.kill(h)
-            except Exception:
-                pass
+        kill_actors(self.handles)
 
 
 class RunRollouts(RolloutPool):
