@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import ray
+from loguru import logger
 
 from .rollout_base import GenRequest
 from .rollout_pool import RolloutPool, kill_actors
@@ -96,5 +97,5 @@ class RunRollouts(RolloutPool):
         self.shared.views.pop(self.run, None)
         try:
             ray.get([h.drop_run.remote(self.run) for h in self.handles], timeout=30)
-        except Exception:
-            pass
+        except Exception as e:  # closing must not raise; the actors may already be gone
+            logger.debug(f"shared rollouts: dropping run {self.run}'s δS failed: {type(e).__name__}: {e}")
