@@ -204,13 +204,16 @@ def _trim(engine, row):
 
 def test_multi_rollout_actor_serves_runs_like_the_engine(ray_cluster, tiny, cache, engines):
     """The Ray actor: per-run sync (versions kept per run), one mixed-run call, the same draws
-    as the in-process engine; a dropped run is refused."""
+    as the in-process engine; a dropped run is refused. The actor maps its base weights from the
+    object store (``base=``) while the in-process engine read the checkpoint: same draws."""
     import ray
 
     from vgrout_ray.actors.rollout_multi import multi_rollout_actor
+    from vgrout_ray.model.base_store import publish_base
 
     single, multi, D = engines
-    actor = multi_rollout_actor(num_cpus=1).remote(str(tiny), cache, {"threads": 1})
+    actor = multi_rollout_actor(num_cpus=1).remote(str(tiny), cache, {"threads": 1}, base=publish_base(tiny, cache))
+    assert ray.get(actor.ready.remote())["shared_base"] is True
     infos = ray.get([actor.sync.remote(run, v, D[run]) for v, run in enumerate(RUNS, 1)])
     assert [i["version"] for i in infos] == [1, 2, 3] and all(i["bytes"] > 0 for i in infos)
     assert ray.get(actor.versions.remote()) == dict(zip(RUNS, (1, 2, 3)))

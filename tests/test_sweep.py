@@ -204,7 +204,9 @@ def test_small_sweep_survives_a_failed_run_and_resumes_it(tmp_path, tiny):
     for name in status:
         log = (sweep / name / "run.log").read_text()
         assert f"seed={name[-1]}" in log and ("sweep run route-seed2: finished" not in log)
+        assert "base from object store" in log  # the learner mapped the sweep's one copy of the base
     assert "shared multi-run rollouts: 1 actor(s)" in (sweep / "sweep.log").read_text()
+    assert "base weights and SVD factors are in the object store" in (sweep / "sweep.log").read_text()
 
     p = subprocess.run([sys.executable, "-m", "vgrout_ray.sweep", "--resume", str(sweep)], cwd=tmp_path, env=_env(),
                        capture_output=True, text=True, timeout=600)

@@ -27,6 +27,7 @@ from .algo.vhack import (basis_overlap, extract_v_hack, load_v_hack, postprocess
                          v_grad_from_raw)
 from .config import Config
 from .model.adapter import SVDAdapter, attach_adapter
+from .model.base_store import BaseBundle, build_model, local_model_dir
 from .model.svd_cache import load_or_compute_factors
 from .model.tiny import resolve_model
 from .util import load_tokenizer
@@ -132,21 +133,26 @@ class RolloutGroup:
 def load_model(path: str, device: torch.device, dtype: torch.dtype | None = None):
     """fp32 + sdpa on CPU; bf16 + flash_attention_2 on CUDA (sdpa when flash-attn is missing).
     ``dtype`` overrides the dtype (tests run the bf16 learner on CPU)."""
-    global _flash_warned
     from transformers import AutoModelForCausalLM
-    from transformers.utils import is_flash_attn_2_available
 
-    if device.type == "cuda":
-        dtype = dtype or torch.bfloat16
-        attn = "flash_attention_2" if is_flash_attn_2_available() else "sdpa"
-        if attn == "sdpa" and not _flash_warned:
-            logger.warning("flash-attn is not installed: learner uses bf16 + sdpa attention")
-            _flash_warned = True
-    else:
-        dtype, attn = dtype or torch.float32, "sdpa"
+    dtype, attn = learner_dtype_attn(device, dtype)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn).to(device)
     model.config.use_cache = False
     return model
+
+
+def learner_dtype_attn(device: torch.device, dtype: torch.dtype | None = None) -> tuple[torch.dtype, str]:
+    """(dtype, attention implementation) the learner runs in on ``device``."""
+    global _flash_warned
+    from transformers.utils import is_flash_attn_2_available
+
+    if device.type != "cuda":
+        return dtype or torch.float32, "sdpa"
+    attn = "flash_attention_2" if is_flash_attn_2_available() else "sdpa"
+    if attn == "sdpa" and not _flash_warned:
+        logger.warning("flash-attn is not installed: learner uses bf16 + sdpa attention")
+        _flash_warned = True
+    return dtype or torch.bfloat16, attn
 
 
 def _grad_l2(params) -> float:
@@ -173,19 +179,31 @@ class LearnerCore:
     """Model + adapter + optimizer + intervention state; one instance per training run."""
 
     def __init__(self, cfg: Config, model_path: str | Path | None = None, device: str | torch.device | None = None,
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, base: BaseBundle | None = None):
+        """``base``: the frozen weights and SVD factors from the object store (a sweep shares one
+        copy per node, see ``model.base_store``); None reads the checkpoint and the SVD cache."""
         self.cfg = cfg
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model_path = str(model_path) if model_path is not None else resolve_model(cfg.model, cfg.svd_cache)
+        if base is not None:  # the bundle's own files: this node may not have the checkpoint
+            if model_path is not None and Path(model_path).resolve() != Path(base.model_path).resolve():
+                raise ValueError(f"base bundle is of {base.model_path}, but this run trains {model_path}")
+            self.model_path = local_model_dir(base)
+        else:
+            self.model_path = str(model_path) if model_path is not None else resolve_model(cfg.model, cfg.svd_cache)
         torch.manual_seed(cfg.seed)
         self.tok = load_tokenizer(self.model_path)
         self.pad_id = int(self.tok.pad_token_id)
-        self.model = load_model(self.model_path, self.device, dtype)
-        factors = load_or_compute_factors(self.model, self.model_path, cfg.svd_cache)
+        if base is None:
+            self.model = load_model(self.model_path, self.device, dtype)
+            factors = load_or_compute_factors(self.model, self.model_path, cfg.svd_cache)
+            self.base_source = "checkpoint"
+        else:
+            self.model, factors = self._from_bundle(base, dtype)
         self.adapter: SVDAdapter = attach_adapter(self.model, factors)
         self.model.train()
         self.is_route2 = cfg.intervention == "route2"
-        logger.info(f"learner: {self.model_path} on {self.device}, {len(self.adapter.names)} adapted modules, "
+        logger.info(f"learner: {self.model_path} ({self.base_source}) on {self.device}, "
+                    f"{len(self.adapter.names)} adapted modules, "
                     f"δS {sum(p.numel() for p in self.adapter.delta_params()):,} "
                     f"(+{sum(p.numel() for p in self.adapter.hack_params()):,} δS_hack)")
 
@@ -209,6 +227,13 @@ class LearnerCore:
         self._in_step = False
         self._init_direction()
         self._reset_step_state()
+
+    def _from_bundle(self, base: BaseBundle, dtype: torch.dtype | None):
+        dtype, attn = learner_dtype_attn(self.device, dtype)
+        model, factors = build_model(base, self.device, dtype, attn=attn)
+        model.config.use_cache = False
+        self.base_source = f"object store {base.digest}"
+        return model, factors
 
     # ── hack direction ──
     def pairs(self) -> list[Pair]:

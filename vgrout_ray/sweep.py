@@ -13,7 +13,11 @@ with its own learner actor, and all runs share
 - with ``--engines shared`` (the default) one set of multi-run rollout actors
   (``actors.rollout_shared``): each actor loads the base weights and SVD factors once, keeps
   every run's δS, and coalesces concurrent calls of different runs into one forward pass.
-  ``--engines separate`` gives each run its own rollout actors, as the driver does.
+  ``--engines separate`` gives each run its own rollout actors, as the driver does;
+- with ``--base store`` (the default) one copy per node of the base weights and SVD factors:
+  the sweep reads them once and puts them in Ray's object store (``model.base_store``), and
+  every learner and multi-run rollout actor maps them read-only from there instead of loading
+  its own. ``--base private`` makes each actor read the checkpoint itself (the baseline).
 
 Everything lands in ``<out-dir>/sweeps/<time>_<name>/``: one run dir per (arm, seed) named
 ``<arm>-seed<seed>`` (the driver's files, plus ``run.log``), ``sweep.json`` (the plan and each
@@ -49,6 +53,7 @@ from .sweep_report import RunProgress, SweepRun, format_board, progress_of, writ
 from .util import atomic_write
 
 ENGINES = ("shared", "separate")
+BASES = ("store", "private")
 SWEEP_FILE = "sweep.json"
 # driver flags the sweep sets per run (or that make no sense inside a sweep)
 RESERVED_FLAGS = ("--intervention", "--seed", "--resume")
@@ -134,11 +139,14 @@ class SweepPlan:
     engines: str = "shared"
     max_concurrent: int = 0  # 0: every run at once
     name: str = ""
+    base: str = "store"
     runs: list[RunEntry] = field(default_factory=list)
 
     def __post_init__(self):
         if self.engines not in ENGINES:
             raise ConfigError(f"--engines: must be one of {ENGINES}, got {self.engines!r}")
+        if self.base not in BASES:
+            raise ConfigError(f"--base: must be one of {BASES}, got {self.base!r}")
         if self.max_concurrent < 0:
             raise ConfigError(f"--max-concurrent: must be >= 0 (0: all runs at once), got {self.max_concurrent}")
         if not self.runs:
@@ -245,7 +253,6 @@ class SharedGrades:
         return getattr(self.pool, name)
 
 
-
 class Sweep:
     """Runs a plan's pending runs on threads of this process, sharing graders and rollouts."""
 
@@ -255,7 +262,7 @@ class Sweep:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._dirty = threading.Event()
-        self.graders = self.grades = self.shared = None
+        self.graders = self.grades = self.shared = self.base_ref = None
 
     # ── bookkeeping ──
     def save(self) -> None:
@@ -315,7 +322,8 @@ class Sweep:
                             f"steps={cfg.steps} run_dir={run_dir}" + (" (resumed)" if resume else ""))
                 if self.shared is not None:
                     rollouts = self.shared.view(entry.name)
-                run = Run(cfg, run_dir, log_path, resume=resume, graders=self.grades, rollouts=rollouts)
+                run = Run(cfg, run_dir, log_path, resume=resume, graders=self.grades, rollouts=rollouts,
+                          base=self.base_ref)
                 run.run(on_step=self._on_step, progress=False)
                 self._set(entry, status="finished", finished_at=time.time())
                 logger.info(f"sweep run {entry.name}: finished")
@@ -353,10 +361,19 @@ class Sweep:
         from .util import load_tokenizer
 
         load_tokenizer(model_path)
+        if self.plan.base == "store":
+            import torch
+
+            from .model.base_store import publish_base
+
+            dtype = torch.bfloat16 if cfg.cluster.learner_gpus > 0 else torch.float32
+            self.base_ref = publish_base(model_path, cfg.svd_cache, dtype)
+            logger.info("base weights and SVD factors are in the object store: learners and shared rollout actors "
+                        "map one copy per node")
         self.graders = GraderPool.from_config(cfg.grader)
         self.grades = SharedGrades(self.graders)
         if self.plan.engines == "shared":
-            self.shared = SharedRollouts.from_config(cfg, model_path)
+            self.shared = SharedRollouts.from_config(cfg, model_path, base=self.base_ref)
             logger.info(f"shared multi-run rollouts: {len(self.shared.handles)} actor(s) serve every run")
 
     def close_shared(self) -> None:
@@ -443,6 +460,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--max-concurrent", type=int, default=0, help="runs at once (0: all)")
     ap.add_argument("--engines", choices=ENGINES, default="shared",
                     help="shared: multi-run rollout actors serve every run; separate: rollout actors per run")
+    ap.add_argument("--base", choices=BASES, default="store",
+                    help="store: base weights and SVD factors read once, shared through the object store; "
+                         "private: every learner and engine reads its own copy")
     ap.add_argument("--name", default="", help="sweep dir suffix (default preset_arms_Nseeds)")
     ap.add_argument("--resume", default=None, help="an out/sweeps/<dir> to continue")
     ap.add_argument("--board-every", type=float, default=30.0, help="seconds between boards when not on a terminal")
@@ -482,7 +502,7 @@ def _plan(ns: argparse.Namespace, rest: list[str]) -> tuple[SweepPlan, Path, Con
     if not ns.preset:
         raise ConfigError("preset: give one (smoke, micro, fast, full) or --resume DIR")
     plan = SweepPlan(ns.preset, parse_arms(ns.arms), parse_seeds(ns.seeds), check_driver_args(rest),
-                     ns.engines, ns.max_concurrent, ns.name)
+                     ns.engines, ns.max_concurrent, ns.name, base=ns.base)
     cfg = None
     for r in plan.runs:  # every run's flags are checked before anything starts
         c = run_config(plan.preset, r.arm, r.seed, plan.driver_args)

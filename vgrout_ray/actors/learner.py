@@ -13,22 +13,25 @@ import ray
 import torch
 
 from ..config import Config
+from ..model.base_store import BaseBundle
 from ..learner_core import LearnerCore, LearnerStepStats, RolloutGroup
 
 
 class LearnerActorImpl:
-    def __init__(self, cfg: Config, model_path: str, threads: int | None = None):
+    def __init__(self, cfg: Config, model_path: str, threads: int | None = None, base: BaseBundle | None = None):
+        """``base``: a ``publish_base`` ref passed as an argument (Ray hands the actor the bundle,
+        mapped from the node's object store), or None to read the checkpoint."""
         if threads:
             torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.core = LearnerCore(cfg, model_path=model_path, device=device)
+        self.core = LearnerCore(cfg, model_path=model_path, device=device, base=base)
 
     def info(self) -> dict:
         c = self.core
         return {"device": str(c.device), "version": c.version, "pid": os.getpid(),
                 "node_id": ray.get_runtime_context().get_node_id(), "modules": len(c.adapter.names),
                 "trainable": sum(p.numel() for p in c.adapter.delta_params()),
-                "pairs": len(c.pairs()) if c.cfg.intervention != "none" else 0}
+                "pairs": len(c.pairs()) if c.cfg.intervention != "none" else 0, "base": c.base_source}
 
     def begin_step(self, step: int) -> None:
         self.core.begin_step(step)

@@ -28,10 +28,13 @@ class HFEngine(MergingEngine):
     backend = "hf"
 
     def __init__(self, model_path: str, svd_cache: str, device: str | None = None, threads: int | None = None,
-                 dtype=None, delta_apply: str = "hook"):
+                 dtype=None, delta_apply: str = "hook", base=None):
+        """``base``: a ``model.base_store.BaseBundle`` to build the model from (hook mode maps its
+        weights read-only; merge mode copies them), or None to read the checkpoint."""
         from transformers import AutoModelForCausalLM
 
         from ..model.adapter import attach_adapter
+        from ..model.base_store import build_model, local_model_dir
 
         if delta_apply not in DELTA_APPLY:
             raise ValueError(f"delta_apply must be one of {DELTA_APPLY}, got {delta_apply!r}")
@@ -40,14 +43,21 @@ class HFEngine(MergingEngine):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = resolve_dtype(dtype, self.device.type == "cuda")
         self.delta_apply = delta_apply
-        self.tok = load_tokenizer(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=self.dtype, attn_implementation="sdpa").to(self.device)
+        self.tok = load_tokenizer(model_path if base is None else local_model_dir(base))
+        # a shared base is read-only: only hook mode (which never writes the weights) maps it
+        self.shared_base = base is not None and delta_apply == "hook"
+        if base is None:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                model_path, dtype=self.dtype, attn_implementation="sdpa").to(self.device)
+            factors = load_or_compute_factors(self.model, model_path, svd_cache)
+        else:
+            self.model, factors = build_model(base, self.device, self.dtype, writable=not self.shared_base)
         self.model.eval()
         self.model.requires_grad_(False)
-        factors = load_or_compute_factors(self.model, model_path, svd_cache)
         self.layers = {n: l for n, l in target_linears(self.model).items() if n in factors}
-        self.base = {n: l.weight.detach().clone() for n, l in self.layers.items()}
+        # the unmerged weights, restored after a merge; a private copy unless nothing ever writes them
+        self.base = {n: l.weight.detach() if self.shared_base else l.weight.detach().clone()
+                     for n, l in self.layers.items()}
         self.U = {n: factors[n].U.to(self.device) for n in self.layers}
         self.Vh = {n: factors[n].Vh.to(self.device) for n in self.layers}
         # the learner's adapter (zero δS until the first sync): used in hook mode, off otherwise
@@ -66,6 +76,9 @@ class HFEngine(MergingEngine):
 
     @torch.no_grad()
     def _push(self, named: dict[str, torch.Tensor]) -> None:
+        if self.shared_base:
+            raise RuntimeError("this engine maps the shared base weights read-only: full-weight sync would write "
+                               "into them (use rollout.sync=delta, or build the engine without base=)")
         for n, layer in self.layers.items():
             layer.weight.copy_(named[f"{n}.weight"])
         self._merged_in = True

@@ -70,8 +70,9 @@ class MultiRunHFEngine(HFEngine):
     backend = "hf-multi"
 
     def __init__(self, model_path: str, svd_cache: str, device: str | None = None, threads: int | None = None,
-                 dtype=None):
-        super().__init__(model_path, svd_cache, device=device, threads=threads, dtype=dtype, delta_apply="hook")
+                 dtype=None, base=None):
+        super().__init__(model_path, svd_cache, device=device, threads=threads, dtype=dtype, delta_apply="hook",
+                         base=base)
         self.bank = DeltaBank(self.adapter)
 
     # ── runs ──
@@ -253,8 +254,10 @@ class MultiRolloutActorImpl:
     ``generate_run`` calls of different runs are coalesced into one ``generate`` (``Coalescer``);
     a lock keeps ``sync`` from changing a run's δS while a batch is running."""
 
-    def __init__(self, model_path: str, svd_cache: str, engine_kw: dict | None = None, window_s: float = 0.002):
-        self.engine = MultiRunHFEngine(model_path, svd_cache, **(engine_kw or {}))
+    def __init__(self, model_path: str, svd_cache: str, engine_kw: dict | None = None, window_s: float = 0.002,
+                 base=None):
+        """``base``: a ``publish_base`` ref (Ray hands over the bundle, mapped from the node's store)."""
+        self.engine = MultiRunHFEngine(model_path, svd_cache, base=base, **(engine_kw or {}))
         self._lock = threading.Lock()
         self._coalesce = Coalescer(self._generate_locked, window_s)
 
@@ -264,6 +267,7 @@ class MultiRolloutActorImpl:
         import ray
 
         return {"backend": self.engine.backend, "runs": self.engine.runs, "pid": os.getpid(),
+                "shared_base": self.engine.shared_base,
                 "node_id": ray.get_runtime_context().get_node_id()}
 
     def sync(self, run: Hashable, version: int, deltas: dict[str, torch.Tensor], sent_at: float | None = None) -> dict:

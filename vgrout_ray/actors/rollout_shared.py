@@ -33,8 +33,9 @@ class SharedRollouts:
         self.views: dict[str, RunRollouts] = {}
 
     @classmethod
-    def from_config(cls, cfg, model_path: str) -> "SharedRollouts":
-        """``cfg.rollout.num_actors`` multi-run actors with the run's rollout options."""
+    def from_config(cls, cfg, model_path: str, base=None) -> "SharedRollouts":
+        """``cfg.rollout.num_actors`` multi-run actors with the run's rollout options; ``base``: a
+        ``publish_base`` ref they map the frozen weights from (None: each reads the checkpoint)."""
         from .rollout_multi import multi_rollout_actor
 
         rc = cfg.rollout
@@ -47,7 +48,7 @@ class SharedRollouts:
         extra = {"resources": {cfg.cluster.rollout_resource: 1}} if cfg.cluster.rollout_resource else {}
         actor = multi_rollout_actor(num_cpus=rc.cpus_per_actor, num_gpus=rc.gpus_per_actor, **extra)
         kw = {"threads": max(1, int(rc.cpus_per_actor)), "dtype": rc.dtype or None}
-        handles = [actor.remote(model_path, str(cfg.svd_cache), kw) for _ in range(rc.num_actors)]
+        handles = [actor.remote(model_path, str(cfg.svd_cache), kw, base=base) for _ in range(rc.num_actors)]
         ray.get([h.ready.remote() for h in handles])
         return cls(handles)
 

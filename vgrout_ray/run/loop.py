@@ -7,7 +7,8 @@ when due → table, checkpoints, resume state. The end (``finish``): final evals
 
 A run can be handed its grader pool and rollout pool (``graders=``, ``rollouts=``) so that one
 process hosts several runs that share them; it then leaves them open at ``close``. ``learner=``
-takes anything with ``LearnerClient``'s methods (tests run the loop with in-process parts).
+takes anything with ``LearnerClient``'s methods (tests run the loop with in-process parts);
+``base=`` a ``publish_base`` ref the learner builds its frozen model from (a sweep's runs share it).
 """
 from __future__ import annotations
 
@@ -44,11 +45,11 @@ class Run:
 
     def __init__(self, cfg: Config, run_dir: Path, log_path: Path, resume: dict | None = None, *,
                  graders: GraderPool | None = None, rollouts: RolloutPool | None = None,
-                 learner: LearnerClient | None = None):
+                 learner: LearnerClient | None = None, base=None):
         self.cfg, self.run_dir, self.log_path = cfg, Path(run_dir), log_path
         self._own_graders, self._own_rollouts = graders is None, rollouts is None
         try:
-            self._setup(resume, graders, rollouts, learner)
+            self._setup(resume, graders, rollouts, learner, base)
         except BaseException:
             # a set-up that stops half-way (an actor that never gets resources, Ctrl-C) must not
             # leave the pool threads it started running into interpreter exit
@@ -56,7 +57,7 @@ class Run:
             raise
 
     def _setup(self, resume: dict | None, graders: GraderPool | None, rollouts: RolloutPool | None,
-               learner: LearnerClient | None) -> None:
+               learner: LearnerClient | None, base=None) -> None:
         cfg = self.cfg
         self.model_path = resolve_model(cfg.model, cfg.svd_cache)
         self.tok = load_tokenizer(self.model_path)
@@ -66,10 +67,11 @@ class Run:
         self.sampler = PromptSampler(cfg, self.data, self.tok)
         self.eval_idxs = list(range(min(cfg.eval_n_prompts, len(self.data.problems))))
         self._modes()
-        self.learner = learner if learner is not None else LearnerClient.start(cfg, self.model_path)
+        self.learner = learner if learner is not None else LearnerClient.start(cfg, self.model_path, base)
         self.rollouts = rollouts if rollouts is not None else RolloutPool.from_config(cfg, self.model_path)
         info = self.learner.info()
-        logger.info(f"learner: {info['device']} on node {info['node_id'][:8]}, {info['modules']} modules, "
+        logger.info(f"learner: {info['device']} on node {info['node_id'][:8]}, base from {info.get('base', '?')}, "
+                    f"{info['modules']} modules, "
                     f"{info['trainable']:,} δS; contrastive pairs {info['pairs']}")
         self.version = 0
         self.state = RunState.fresh(cfg.seed, cfg.teacher_split if self.data.teacher_pool else (cfg.group, 0))
