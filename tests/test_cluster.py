@@ -161,3 +161,17 @@ def test_num_cpus_with_an_address_is_a_named_error():
 
     with pytest.raises(ConfigError, match=r"cluster.num_cpus: .*10.9.9.9:6379 \(from RAY_ADDRESS\)"):
         connect(None, num_cpus=4, local_cpus=4, namespace="x", environ={"RAY_ADDRESS": "10.9.9.9:6379"})
+
+
+def test_a_job_agent_that_lost_its_port_is_named(tmp_path):
+    """The head helper's diagnosis when the head never takes a job: the session's agent log says
+    which port another Ray instance holds."""
+    from vgrout_ray.cluster import agent_bind_failure
+
+    logs = tmp_path / "ray" / "session_latest" / "logs"
+    logs.mkdir(parents=True)
+    assert agent_bind_failure(str(tmp_path)) == ""
+    (logs / "dashboard_agent.log").write_text(
+        "OSError: [Errno 98] error while attempting to bind on address ('192.0.2.2', 52365): address already in use\n")
+    why = agent_bind_failure(str(tmp_path))
+    assert "'192.0.2.2', 52365" in why and "another Ray instance" in why

@@ -18,8 +18,8 @@ import pytest
 from vgrout_ray.actors.grader import FairQueue
 from vgrout_ray.actors.rollout_multi import Coalescer
 from vgrout_ray.config import ConfigError, SmokeConfig
-from vgrout_ray.sweep import (RunEntry, SharedGrades, SweepPlan, check_driver_args, cluster_cpus, main, parse_arms,
-                              parse_seeds, run_config, sweep_dir_name)
+from vgrout_ray.sweep import (RunEntry, SharedGrades, Sweep, SweepPlan, check_driver_args, cluster_cpus, main,
+                              parse_arms, parse_seeds, run_config, runs_that_fit, sweep_dir_name)
 from vgrout_ray.telemetry.parquet import read_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +60,23 @@ def test_plan_round_trip_names_and_cluster_size():
     # a learner per run (1 CPU) + the grader (1) + a spare (1); separate engines add a rollout actor per run
     assert cluster_cpus(cfg, 4, "shared") == 4 + 1 + 1 + 1
     assert cluster_cpus(cfg, 4, "separate") == 8 + 1 + 1
+
+
+def test_placement_runs_what_the_cluster_holds_and_queues_the_rest():
+    """On a given cluster (``ray job submit``) the sweep runs as many at once as fit and queues the
+    rest; a cluster too small for one run is refused before anything starts."""
+    cfg = SmokeConfig()
+    # shared engines: a learner per run (1 CPU) next to one rollout actor and one grader actor
+    assert [runs_that_fit(cfg, {"CPU": c}, "shared") for c in (2, 3, 4, 6)] == [0, 1, 2, 4]
+    assert [runs_that_fit(cfg, {"CPU": c}, "separate") for c in (3, 4, 6)] == [1, 1, 2]
+    gpu = run_config("smoke", "none", 1, ["--cluster.learner-gpus", "1"])
+    assert runs_that_fit(gpu, {"CPU": 64, "GPU": 3}, "shared") == 3
+    plan = SweepPlan("smoke", ["none", "route"], [1, 2])
+    sweep = Sweep(plan, Path("/nonexistent"))
+    sweep.fit_cluster(cfg, {"CPU": 4.0})
+    assert sweep.slots == 2 and plan.concurrency == 4  # the plan on disk keeps what was asked
+    with pytest.raises(ConfigError, match="cannot hold one run"):
+        Sweep(plan, Path("/nonexistent")).fit_cluster(cfg, {"CPU": 2.0})
 
 
 def test_cli_fails_loud_before_starting_anything(tmp_path, capsys):

@@ -487,6 +487,34 @@ def wait_for_jobs(url: str, timeout: float) -> float:
     raise TimeoutError(f"the head at {url} did not take a job in {timeout:.0f} s (last answer: {last})")
 
 
+# ports `ray start --head` binds at fixed defaults (the job agent's 52365, the client server's 10001)
+# or that must not collide with another Ray instance on the machine; the head helper picks free ones
+HEAD_PORT_FLAGS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+                   "runtime-env-agent-port", "ray-client-server-port")
+
+
+def free_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def agent_bind_failure(temp_dir: str | None = None) -> str:
+    """Why the newest Ray session's job agent did not come up, when its log says a port was taken."""
+    root = Path(temp_dir or os.environ.get("RAY_TMPDIR") or "/tmp") / "ray" / "session_latest" / "logs"
+    log = root / "dashboard_agent.log"
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    import re
+
+    m = re.search(r"bind on address \(([^)]*)\)[^\n]*address already in use", text)
+    return f"; {log} says its port {m.group(1)} is taken (another Ray instance on this machine?)" if m else ""
+
+
 def head_main(argv: list[str] | None = None) -> int:
     """``python -m vgrout_ray.cluster head``: a ``ray start`` head for ``ray job submit`` on this machine,
     with enough logical CPUs for a smoke run, token auth set up on both sides, and a wait until it
@@ -507,8 +535,12 @@ def head_main(argv: list[str] | None = None) -> int:
         ap.error(f"--num-cpus: must be >= 1, got {args.num_cpus}")
     os.environ["RAY_AUTH_MODE"] = "token"  # this process and the head; `ray start` needs the token to exist
     subprocess.run(["ray", "get-auth-token", "--generate"], check=True, stdout=subprocess.DEVNULL)
+    # a Ray instance already on the machine (a driver's local cluster, a test) holds the job agent's
+    # fixed default port: the head would start without a job agent and refuse every submit
+    given = {a.split("=", 1)[0].lstrip("-") for a in args.ray_start_args}
+    picked = [f"--{flag}={free_tcp_port()}" for flag in HEAD_PORT_FLAGS if flag not in given]
     cmd = ["ray", "start", "--head", f"--num-cpus={args.num_cpus}", f"--port={args.port}",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={args.dashboard_port}", *args.ray_start_args]
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={args.dashboard_port}", *picked, *args.ray_start_args]
     print("$ " + " ".join(cmd), flush=True)
     rc = subprocess.run(cmd).returncode
     if rc != 0:
@@ -516,7 +548,11 @@ def head_main(argv: list[str] | None = None) -> int:
               "(--port / --dashboard-port)", file=sys.stderr)
         return rc
     url = f"http://127.0.0.1:{args.dashboard_port}"
-    took = wait_for_jobs(url, args.wait_s)
+    try:
+        took = wait_for_jobs(url, args.wait_s)
+    except TimeoutError as e:
+        print(f"{e}{agent_bind_failure()}", file=sys.stderr)
+        return 1
     print(f"""
 Ray head ready ({took:.0f} s to take a first job): GCS port {args.port}, jobs API {url},
 {args.num_cpus} logical CPUs, token authentication (token in ~/.ray/auth_token).

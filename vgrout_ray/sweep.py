@@ -183,6 +183,21 @@ def cluster_cpus(cfg: Config, concurrent: int, engines: str) -> int:
     return max(4, int(math.ceil(concurrent * per_run + shared)))
 
 
+def runs_that_fit(cfg: Config, resources: dict, engines: str) -> int:
+    """How many runs a cluster with ``resources`` (``ray.cluster_resources()``) holds at once, next to
+    the shared grader pool (and shared rollout actors): the learner per run, plus rollout actors
+    per run with separate engines. CPUs and GPUs both count."""
+    rollout = cfg.rollout.num_actors * cfg.rollout.cpus_per_actor
+    per_run = cfg.cluster.learner_cpus + (rollout if engines == "separate" else 0)
+    shared = (rollout if engines == "shared" else 0) + cfg.grader.num_actors
+    fits = math.floor((resources.get("CPU", 0.0) - shared) / per_run + 1e-9) if per_run > 0 else 10 ** 6
+    gpr = cfg.cluster.learner_gpus + (cfg.rollout.num_actors * cfg.rollout.gpus_per_actor if engines == "separate" else 0)
+    shared_gpus = cfg.rollout.num_actors * cfg.rollout.gpus_per_actor if engines == "shared" else 0
+    if gpr > 0:
+        fits = min(fits, math.floor((resources.get("GPU", 0.0) - shared_gpus) / gpr + 1e-9))
+    return max(0, fits)
+
+
 def to_sweep_runs(sweep_dir: Path, plan: SweepPlan) -> list[SweepRun]:
     """The report's view of the plan (run dirs as paths; pending/running kept as they are)."""
     return [SweepRun(r.arm, r.seed, r.status, (sweep_dir / r.run_dir) if r.run_dir else None, r.error)
@@ -263,6 +278,7 @@ class Sweep:
         self._stop = threading.Event()
         self._dirty = threading.Event()
         self.graders = self.grades = self.shared = self.base_ref = None
+        self.slots = plan.concurrency  # runs at once; lowered to what the cluster holds (fit_cluster)
 
     # ── bookkeeping ──
     def save(self) -> None:
@@ -348,6 +364,22 @@ class Sweep:
             raise SweepStopped()
 
     # ── the whole sweep ──
+    def fit_cluster(self, cfg: Config, resources: dict) -> None:
+        """Placement by resources: run as many at once as the cluster holds and queue the rest,
+        instead of starting actors that would wait for resources until the pending limit kills
+        their runs. A cluster too small for even one run is a ConfigError (exit 2)."""
+        fits = runs_that_fit(cfg, resources, self.plan.engines)
+        have = {k: v for k, v in resources.items() if k in ("CPU", "GPU")}
+        if fits < 1:
+            raise ConfigError(f"the cluster ({have}) cannot hold one run of this sweep next to its shared grader "
+                              f"pool{' and rollout actors' if self.plan.engines == 'shared' else ''}: a run needs "
+                              f"learner {cfg.cluster.learner_cpus} CPU, the shared part {cfg.grader.num_actors} grader "
+                              f"actor(s); give the cluster more CPUs or lower --cluster.learner-cpus / --grader.num-actors")
+        if fits < self.slots:
+            logger.warning(f"the cluster ({have}) holds {fits} of this sweep's runs at once, not {self.slots}: "
+                           f"running {fits} at a time, the others wait their turn")
+            self.slots = fits
+
     def start_shared(self, cfg: Config) -> None:
         """The grader pool (and the multi-run rollout actors) every run of this process uses."""
         from .actors.grader import GraderPool
@@ -400,9 +432,9 @@ class Sweep:
             r.status = "pending"
         self.save()
         logger.info(f"sweep {self.dir}: {len(self.plan.runs)} runs ({len(todo)} to run), "
-                    f"{self.plan.concurrency} at once, engines={self.plan.engines}")
+                    f"{self.slots} at once, engines={self.plan.engines}")
         t0 = time.time()
-        with ThreadPoolExecutor(max_workers=max(1, self.plan.concurrency), thread_name_prefix="run") as pool:
+        with ThreadPoolExecutor(max_workers=max(1, self.slots), thread_name_prefix="run") as pool:
             futures = [pool.submit(self.run_one, r) for r in todo]
             try:
                 self._watch(futures)
@@ -539,6 +571,7 @@ def main(argv: list[str] | None = None, *, sweep_cls: type[Sweep] = Sweep) -> in
             choice = connect(cfg.cluster.address, num_cpus=cfg.cluster.num_cpus,
                              local_cpus=cluster_cpus(cfg, plan.concurrency, plan.engines),
                              namespace=cfg.cluster.namespace, log_to_driver=False)
+        sweep.fit_cluster(cfg, ray.cluster_resources())
         sweep.start_shared(cfg)
         return sweep.run()
     except ConfigError as e:
