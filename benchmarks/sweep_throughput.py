@@ -12,8 +12,9 @@
 
 Reports each mode's wall seconds, its ratio to sequential (the issue's target: ≤ 0.5), whether
 every run finished, and for shared how many requests each coalesced generate carried. Writes
-``benchmarks/results/sweep_throughput.{json,md}``. Wall time on a machine shared with other
-work moves with that load; the ratios come from one run of the script, modes back to back.
+``benchmarks/results/sweep_throughput.{json,md}`` (``sweep_throughput_<preset>`` for other
+presets). Wall time on a machine shared with other work moves with that load; the ratios come
+from one run of the script, modes back to back.
 """
 from __future__ import annotations
 
@@ -142,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             res["modes"][mode] = concurrent(args, flags, work / mode, mode)
         else:
             raise SystemExit(f"--modes: unknown mode {mode!r} (sequential, separate, shared)")
-        save_results(Path(args.out), "sweep_throughput", res, markdown(res))  # each mode as it ends
+        name = "sweep_throughput" if args.preset == "smoke" else f"sweep_throughput_{args.preset}"
+        save_results(Path(args.out), name, res, markdown(res))  # each mode as it ends
     return 0
 
 
