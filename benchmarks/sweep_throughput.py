@@ -8,7 +8,9 @@
 - separate: ``python -m vgrout_ray.sweep --engines separate``: the runs concurrently in one
   process, one grader pool, rollout actors per run;
 - shared: ``python -m vgrout_ray.sweep --engines shared``: the same with multi-run rollout
-  actors (one engine holds the base model once and serves every run's rows in one forward).
+  actors (one engine holds the base model once and serves every run's rows in one forward);
+- hosted: ``--engines shared --learners shared``: also one learner actor for every run (one
+  model, each run's adapter hooked on it).
 
 Reports each mode's wall seconds, its ratio to sequential (the issue's target: ≤ 0.5), whether
 every run finished, and for shared how many requests each coalesced generate carried. Writes
@@ -63,14 +65,16 @@ def sequential(args, flags: list[str], work: Path) -> dict:
     return {"wall_s": round(total, 1), "finished": sum(r["rc"] == 0 for r in runs), "runs": runs}
 
 
-def concurrent(args, flags: list[str], work: Path, engines: str) -> dict:
+def concurrent(args, flags: list[str], work: Path, mode: str) -> dict:
     """One sweep process running every run at once."""
     work.mkdir(parents=True, exist_ok=True)
+    how = {"separate": ["--engines", "separate"], "shared": ["--engines", "shared"],
+           "hosted": ["--engines", "shared", "--learners", "shared"]}[mode]
     rc, wall = _run([sys.executable, "-m", "vgrout_ray.sweep", args.preset, "--arms", args.arms, "--seeds", args.seeds,
-                     "--engines", engines, "--name", engines, *flags, "--out-dir", str(work / "out"),
+                     *how, "--name", mode, *flags, "--out-dir", str(work / "out"),
                      "--logs-dir", str(work / "logs")], work, work / "sweep.txt", args.timeout)
     out = {"wall_s": round(wall, 1), "rc": rc, "finished": 0}
-    dirs = sorted((work / "out" / "sweeps").glob(f"*_{engines}"))
+    dirs = sorted((work / "out" / "sweeps").glob(f"*_{mode}"))
     if dirs:
         plan = json.loads((dirs[-1] / "sweep.json").read_text())
         out["finished"] = sum(r["status"] == "finished" for r in plan["runs"])
@@ -82,7 +86,7 @@ def concurrent(args, flags: list[str], work: Path, engines: str) -> dict:
         m = re.search(r"shared grades: (\d+) batch", text)
         if m:
             out["grade_batches_reused"] = int(m[1])
-    print(f"{engines}: rc {rc}, {wall:.0f} s, {out['finished']} finished", flush=True)
+    print(f"{mode}: rc {rc}, {wall:.0f} s, {out['finished']} finished", flush=True)
     return out
 
 
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="smoke")
     ap.add_argument("--arms", default="none,route")
     ap.add_argument("--seeds", default="1,2")
-    ap.add_argument("--modes", default="sequential,separate,shared")
+    ap.add_argument("--modes", default="sequential,separate,shared,hosted")
     ap.add_argument("--work", default="/tmp/sweep_bench")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
@@ -139,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     for mode in modes:
         if mode == "sequential":
             res["modes"][mode] = sequential(args, flags, work / mode)
-        elif mode in ("separate", "shared"):
+        elif mode in ("separate", "shared", "hosted"):
             res["modes"][mode] = concurrent(args, flags, work / mode, mode)
         else:
-            raise SystemExit(f"--modes: unknown mode {mode!r} (sequential, separate, shared)")
+            raise SystemExit(f"--modes: unknown mode {mode!r} (sequential, separate, shared, hosted)")
         name = "sweep_throughput" if args.preset == "smoke" else f"sweep_throughput_{args.preset}"
         save_results(Path(args.out), name, res, markdown(res))  # each mode as it ends
     return 0

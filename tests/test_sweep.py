@@ -69,12 +69,18 @@ def test_placement_runs_what_the_cluster_holds_and_queues_the_rest():
     # shared engines: a learner per run (1 CPU) next to one rollout actor and one grader actor
     assert [runs_that_fit(cfg, {"CPU": c}, "shared") for c in (2, 3, 4, 6)] == [0, 1, 2, 4]
     assert [runs_that_fit(cfg, {"CPU": c}, "separate") for c in (3, 4, 6)] == [1, 1, 2]
+    # one learner for every run: nothing per run, so the cluster only has to hold the shared part
+    assert runs_that_fit(cfg, {"CPU": 3}, "shared", "shared") > 100 and runs_that_fit(cfg, {"CPU": 2}, "shared",
+                                                                                      "shared") == 0
+    assert cluster_cpus(cfg, 4, "shared", "shared") == 4
     gpu = run_config("smoke", "none", 1, ["--cluster.learner-gpus", "1"])
     assert runs_that_fit(gpu, {"CPU": 64, "GPU": 3}, "shared") == 3
     plan = SweepPlan("smoke", ["none", "route"], [1, 2])
     sweep = Sweep(plan, Path("/nonexistent"))
     sweep.fit_cluster(cfg, {"CPU": 4.0})
     assert sweep.slots == 2 and plan.concurrency == 4  # the plan on disk keeps what was asked
+    with pytest.raises(ConfigError, match="needs --base store"):
+        SweepPlan("smoke", ["none"], [1], base="private", learners="shared")
     with pytest.raises(ConfigError, match="cannot hold one run"):
         Sweep(plan, Path("/nonexistent")).fit_cluster(cfg, {"CPU": 2.0})
 
@@ -200,13 +206,13 @@ def _env() -> dict:
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # 85 s on 2 quiet cores; 15.5 min measured on 2 cores under a load average of ~15
 def test_small_sweep_survives_a_failed_run_and_resumes_it(tmp_path, tiny):
-    """2 arms × 2 seeds × 3 steps on one local cluster, shared multi-run rollouts and one grader
-    pool; route-seed2 fails after step 1: the others finish, the sweep exits 1 and records it;
+    """2 arms × 2 seeds × 3 steps on one local cluster, shared multi-run rollouts, one learner actor
+    for all four runs and one grader pool; route-seed2 fails after step 1: the others finish, the sweep exits 1 and records it;
     ``--resume`` skips the finished runs and continues route-seed2 from step 2."""
     cache = tiny.parent
     out = tmp_path / "out"
     cmd = [sys.executable, str(REPO / "tests" / "sweep_fault.py"), "route-seed2", "1", "smoke",
-           "--arms", "none,route", "--seeds", "1,2", "--name", "t", *SMOKE, "--svd-cache", str(cache),
+           "--arms", "none,route", "--seeds", "1,2", "--name", "t", "--learners", "shared", *SMOKE, "--svd-cache", str(cache),
            "--out-dir", str(out), "--logs-dir", str(tmp_path / "logs")]
     p = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
@@ -221,9 +227,10 @@ def test_small_sweep_survives_a_failed_run_and_resumes_it(tmp_path, tiny):
     for name in status:
         log = (sweep / name / "run.log").read_text()
         assert f"seed={name[-1]}" in log and ("sweep run route-seed2: finished" not in log)
-        assert "base from object store" in log  # the learner mapped the sweep's one copy of the base
+        assert "base from object store" in log and "model shared with other runs" in log  # one learner model
     assert "shared multi-run rollouts: 1 actor(s)" in (sweep / "sweep.log").read_text()
     assert "base weights and SVD factors are in the object store" in (sweep / "sweep.log").read_text()
+    assert "shared learner: one actor holds every run's learner state" in (sweep / "sweep.log").read_text()
 
     p = subprocess.run([sys.executable, "-m", "vgrout_ray.sweep", "--resume", str(sweep)], cwd=tmp_path, env=_env(),
                        capture_output=True, text=True, timeout=600)

@@ -179,9 +179,11 @@ class LearnerCore:
     """Model + adapter + optimizer + intervention state; one instance per training run."""
 
     def __init__(self, cfg: Config, model_path: str | Path | None = None, device: str | torch.device | None = None,
-                 dtype: torch.dtype | None = None, base: BaseBundle | None = None):
+                 dtype: torch.dtype | None = None, base: BaseBundle | None = None, shared_model=None):
         """``base``: the frozen weights and SVD factors from the object store (a sweep shares one
-        copy per node, see ``model.base_store``); None reads the checkpoint and the SVD cache."""
+        copy per node, see ``model.base_store``); None reads the checkpoint and the SVD cache.
+        ``shared_model``: (model, factors) built from ``base`` that other runs' cores also hook
+        (``learner_host``); this core adds its own adapter to it."""
         self.cfg = cfg
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if base is not None:  # the bundle's own files: this node may not have the checkpoint
@@ -197,6 +199,9 @@ class LearnerCore:
             self.model = load_model(self.model_path, self.device, dtype)
             factors = load_or_compute_factors(self.model, self.model_path, cfg.svd_cache)
             self.base_source = "checkpoint"
+        elif shared_model is not None:
+            self.model, factors = shared_model
+            self.base_source = f"object store {base.digest}, model shared with other runs"
         else:
             self.model, factors = self._from_bundle(base, dtype)
         self.adapter: SVDAdapter = attach_adapter(self.model, factors)

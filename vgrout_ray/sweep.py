@@ -17,7 +17,11 @@ with its own learner actor, and all runs share
 - with ``--base store`` (the default) one copy per node of the base weights and SVD factors:
   the sweep reads them once and puts them in Ray's object store (``model.base_store``), and
   every learner and multi-run rollout actor maps them read-only from there instead of loading
-  its own. ``--base private`` makes each actor read the checkpoint itself (the baseline).
+  its own. ``--base private`` makes each actor read the checkpoint itself (the baseline);
+- with ``--learners shared``, one learner actor for every run (``actors.learner.LearnerHostActor``):
+  each run's learner state hooks its own adapter onto one model built from the store, so the base
+  is held once per sweep, not once per run (on a GPU: one device copy). ``--learners separate``
+  (the default) keeps a learner actor per run.
 
 Everything lands in ``<out-dir>/sweeps/<time>_<name>/``: one run dir per (arm, seed) named
 ``<arm>-seed<seed>`` (the driver's files, plus ``run.log``), ``sweep.json`` (the plan and each
@@ -54,6 +58,7 @@ from .util import atomic_write
 
 ENGINES = ("shared", "separate")
 BASES = ("store", "private")
+LEARNERS = ("separate", "shared")
 SWEEP_FILE = "sweep.json"
 # driver flags the sweep sets per run (or that make no sense inside a sweep)
 RESERVED_FLAGS = ("--intervention", "--seed", "--resume")
@@ -140,6 +145,7 @@ class SweepPlan:
     max_concurrent: int = 0  # 0: every run at once
     name: str = ""
     base: str = "store"
+    learners: str = "separate"
     runs: list[RunEntry] = field(default_factory=list)
 
     def __post_init__(self):
@@ -147,6 +153,11 @@ class SweepPlan:
             raise ConfigError(f"--engines: must be one of {ENGINES}, got {self.engines!r}")
         if self.base not in BASES:
             raise ConfigError(f"--base: must be one of {BASES}, got {self.base!r}")
+        if self.learners not in LEARNERS:
+            raise ConfigError(f"--learners: must be one of {LEARNERS}, got {self.learners!r}")
+        if self.learners == "shared" and self.base != "store":
+            raise ConfigError("--learners shared builds every run's learner on the base in the object store: "
+                              "it needs --base store")
         if self.max_concurrent < 0:
             raise ConfigError(f"--max-concurrent: must be >= 0 (0: all runs at once), got {self.max_concurrent}")
         if not self.runs:
@@ -174,27 +185,38 @@ def sweep_dir_name(plan: SweepPlan, now: datetime | None = None) -> str:
     return f"{(now or datetime.now()).strftime('%Y%m%dT%H%M%S')}_{name}"
 
 
-def cluster_cpus(cfg: Config, concurrent: int, engines: str) -> int:
-    """Logical CPUs a local cluster needs to place ``concurrent`` runs at once: a learner per run,
-    rollout actors per run (separate) or once (shared), the shared grader pool, one spare."""
+def _cpu_split(cfg: Config, engines: str, learners: str) -> tuple[float, float]:
+    """(CPUs per run, CPUs of the shared actors): learner and rollout actors go on whichever side
+    ``learners`` / ``engines`` put them; the grader pool is always shared."""
     rollout = cfg.rollout.num_actors * cfg.rollout.cpus_per_actor
-    per_run = cfg.cluster.learner_cpus + (rollout if engines == "separate" else 0)
-    shared = (rollout if engines == "shared" else 0) + cfg.grader.num_actors + 1
-    return max(4, int(math.ceil(concurrent * per_run + shared)))
+    learner = cfg.cluster.learner_cpus
+    per_run = (learner if learners == "separate" else 0) + (rollout if engines == "separate" else 0)
+    shared = (learner if learners == "shared" else 0) + (rollout if engines == "shared" else 0) + cfg.grader.num_actors
+    return per_run, shared
 
 
-def runs_that_fit(cfg: Config, resources: dict, engines: str) -> int:
-    """How many runs a cluster with ``resources`` (``ray.cluster_resources()``) holds at once, next to
-    the shared grader pool (and shared rollout actors): the learner per run, plus rollout actors
-    per run with separate engines. CPUs and GPUs both count."""
-    rollout = cfg.rollout.num_actors * cfg.rollout.cpus_per_actor
-    per_run = cfg.cluster.learner_cpus + (rollout if engines == "separate" else 0)
-    shared = (rollout if engines == "shared" else 0) + cfg.grader.num_actors
-    fits = math.floor((resources.get("CPU", 0.0) - shared) / per_run + 1e-9) if per_run > 0 else 10 ** 6
-    gpr = cfg.cluster.learner_gpus + (cfg.rollout.num_actors * cfg.rollout.gpus_per_actor if engines == "separate" else 0)
-    shared_gpus = cfg.rollout.num_actors * cfg.rollout.gpus_per_actor if engines == "shared" else 0
+def cluster_cpus(cfg: Config, concurrent: int, engines: str, learners: str = "separate") -> int:
+    """Logical CPUs a local cluster needs to place ``concurrent`` runs at once: a learner per run
+    (or one shared), rollout actors per run (separate) or once (shared), the grader pool, one spare."""
+    per_run, shared = _cpu_split(cfg, engines, learners)
+    return max(4, int(math.ceil(concurrent * per_run + shared + 1)))
+
+
+def runs_that_fit(cfg: Config, resources: dict, engines: str, learners: str = "separate") -> int:
+    """How many runs a cluster with ``resources`` (``ray.cluster_resources()``) holds at once next to
+    the shared actors (grader pool; rollout actors and learner when shared). CPUs and GPUs both
+    count; a run with nothing of its own is not limited by the cluster (0 when the shared part
+    itself does not fit)."""
+    per_run, shared = _cpu_split(cfg, engines, learners)
+    rollout_gpus = cfg.rollout.num_actors * cfg.rollout.gpus_per_actor
+    gpr = (cfg.cluster.learner_gpus if learners == "separate" else 0) + (rollout_gpus if engines == "separate" else 0)
+    shared_gpus = (cfg.cluster.learner_gpus if learners == "shared" else 0) + (rollout_gpus if engines == "shared" else 0)
+    free_cpu, free_gpu = resources.get("CPU", 0.0) - shared, resources.get("GPU", 0.0) - shared_gpus
+    if free_cpu < -1e-9 or free_gpu < -1e-9:
+        return 0
+    fits = math.floor(free_cpu / per_run + 1e-9) if per_run > 0 else 10 ** 6
     if gpr > 0:
-        fits = min(fits, math.floor((resources.get("GPU", 0.0) - shared_gpus) / gpr + 1e-9))
+        fits = min(fits, math.floor(free_gpu / gpr + 1e-9))
     return max(0, fits)
 
 
@@ -277,7 +299,8 @@ class Sweep:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._dirty = threading.Event()
-        self.graders = self.grades = self.shared = self.base_ref = None
+        self.graders = self.grades = self.shared = self.base_ref = self.learner_host = None
+        self.model_path: str | None = None
         self.slots = plan.concurrency  # runs at once; lowered to what the cluster holds (fit_cluster)
 
     # ── bookkeeping ──
@@ -320,12 +343,13 @@ class Sweep:
     def run_one(self, entry: RunEntry) -> None:
         """One run on this thread: its log to ``run.log``, its status to ``sweep.json``; an
         exception marks it failed and stops only it."""
+        from .run.learner import HostedLearnerClient
         from .run.loop import Run
         from .telemetry.table import FILE_FORMAT
 
         if self._stop.is_set():
             return
-        run = rollouts = sink = None
+        run = rollouts = sink = learner = None
         with logger.contextualize(run=entry.name):
             try:
                 cfg, resume, run_dir = self._prepare_run(entry)  # may clear the dir: the log comes after
@@ -338,8 +362,10 @@ class Sweep:
                             f"steps={cfg.steps} run_dir={run_dir}" + (" (resumed)" if resume else ""))
                 if self.shared is not None:
                     rollouts = self.shared.view(entry.name)
+                if self.learner_host is not None:
+                    learner = HostedLearnerClient.add(self.learner_host, entry.name, cfg, self.model_path)
                 run = Run(cfg, run_dir, log_path, resume=resume, graders=self.grades, rollouts=rollouts,
-                          base=self.base_ref)
+                          learner=learner, base=self.base_ref)
                 run.run(on_step=self._on_step, progress=False)
                 self._set(entry, status="finished", finished_at=time.time())
                 logger.info(f"sweep run {entry.name}: finished")
@@ -352,7 +378,9 @@ class Sweep:
                 self._set(entry, status="failed", error=why, finished_at=time.time())
             finally:
                 if run is not None:
-                    run.close()
+                    run.close()  # closes its learner too (a hosted one is dropped from the host)
+                elif learner is not None:
+                    learner.close()
                 if rollouts is not None:  # its view: drops this run's δS, the actors stay for the others
                     rollouts.close()
                 if sink is not None:
@@ -368,7 +396,7 @@ class Sweep:
         """Placement by resources: run as many at once as the cluster holds and queue the rest,
         instead of starting actors that would wait for resources until the pending limit kills
         their runs. A cluster too small for even one run is a ConfigError (exit 2)."""
-        fits = runs_that_fit(cfg, resources, self.plan.engines)
+        fits = runs_that_fit(cfg, resources, self.plan.engines, self.plan.learners)
         have = {k: v for k, v in resources.items() if k in ("CPU", "GPU")}
         if fits < 1:
             raise ConfigError(f"the cluster ({have}) cannot hold one run of this sweep next to its shared grader "
@@ -386,7 +414,7 @@ class Sweep:
         from .actors.rollout_shared import SharedRollouts
         from .model.tiny import resolve_model
 
-        model_path = resolve_model(cfg.model, cfg.svd_cache)  # build once here, not in K threads at once
+        model_path = self.model_path = resolve_model(cfg.model, cfg.svd_cache)  # build once, not in K threads
         # transformers' lazy module is not safe to import from several threads at once (3 of 4 runs
         # failed with "cannot import name 'AutoTokenizer'"): finish its imports here, on one thread
         from .run.loop import Run  # noqa: F401
@@ -402,6 +430,17 @@ class Sweep:
             self.base_ref = publish_base(model_path, cfg.svd_cache, dtype)
             logger.info("base weights and SVD factors are in the object store: learners and shared rollout actors "
                         "map one copy per node")
+        if self.plan.learners == "shared":
+            import ray
+
+            from .actors.learner import LearnerHostActor
+
+            extra = {"resources": {cfg.cluster.learner_resource: 1}} if cfg.cluster.learner_resource else {}
+            self.learner_host = LearnerHostActor.options(num_cpus=cfg.cluster.learner_cpus,
+                                                         num_gpus=cfg.cluster.learner_gpus, **extra).remote(
+                self.base_ref, max(1, int(cfg.cluster.learner_cpus)))
+            ray.get(self.learner_host.runs.remote())
+            logger.info("shared learner: one actor holds every run's learner state on one model")
         self.graders = GraderPool.from_config(cfg.grader)
         self.grades = SharedGrades(self.graders)
         if self.plan.engines == "shared":
@@ -425,6 +464,10 @@ class Sweep:
                     part.close()
                 except Exception as e:
                     logger.debug(f"close: {e}")
+        if self.learner_host is not None:
+            from .actors.rollout_pool import kill_actors
+
+            kill_actors([self.learner_host])
 
     def run(self) -> int:
         todo = [r for r in self.plan.runs if r.status != "finished"]
@@ -495,6 +538,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--base", choices=BASES, default="store",
                     help="store: base weights and SVD factors read once, shared through the object store; "
                          "private: every learner and engine reads its own copy")
+    ap.add_argument("--learners", choices=LEARNERS, default="separate",
+                    help="separate: a learner actor per run; shared: one learner actor serves every run on one "
+                         "base model (needs --base store)")
     ap.add_argument("--name", default="", help="sweep dir suffix (default preset_arms_Nseeds)")
     ap.add_argument("--resume", default=None, help="an out/sweeps/<dir> to continue")
     ap.add_argument("--board-every", type=float, default=30.0, help="seconds between boards when not on a terminal")
@@ -534,7 +580,7 @@ def _plan(ns: argparse.Namespace, rest: list[str]) -> tuple[SweepPlan, Path, Con
     if not ns.preset:
         raise ConfigError("preset: give one (smoke, micro, fast, full) or --resume DIR")
     plan = SweepPlan(ns.preset, parse_arms(ns.arms), parse_seeds(ns.seeds), check_driver_args(rest),
-                     ns.engines, ns.max_concurrent, ns.name, base=ns.base)
+                     ns.engines, ns.max_concurrent, ns.name, base=ns.base, learners=ns.learners)
     cfg = None
     for r in plan.runs:  # every run's flags are checked before anything starts
         c = run_config(plan.preset, r.arm, r.seed, plan.driver_args)
@@ -569,7 +615,7 @@ def main(argv: list[str] | None = None, *, sweep_cls: type[Sweep] = Sweep) -> in
     try:
         if not ray.is_initialized():
             choice = connect(cfg.cluster.address, num_cpus=cfg.cluster.num_cpus,
-                             local_cpus=cluster_cpus(cfg, plan.concurrency, plan.engines),
+                             local_cpus=cluster_cpus(cfg, plan.concurrency, plan.engines, plan.learners),
                              namespace=cfg.cluster.namespace, log_to_driver=False)
         sweep.fit_cluster(cfg, ray.cluster_resources())
         sweep.start_shared(cfg)

@@ -26,6 +26,13 @@ class LearnerActorImpl:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.core = LearnerCore(cfg, model_path=model_path, device=device, base=base)
 
+    @classmethod
+    def around(cls, core: LearnerCore) -> "LearnerActorImpl":
+        """The same calls over a core built elsewhere (a run hosted by ``LearnerHostActorImpl``)."""
+        obj = cls.__new__(cls)
+        obj.core = core
+        return obj
+
     def info(self) -> dict:
         c = self.core
         return {"device": str(c.device), "version": c.version, "pid": os.getpid(),
@@ -68,3 +75,35 @@ class LearnerActorImpl:
 
 
 LearnerActor = ray.remote(max_restarts=0)(LearnerActorImpl)
+
+
+class LearnerHostActorImpl:
+    """A sweep's multi-run learner: ``LearnerHost`` (K runs' cores on one base model) behind one
+    actor. ``call(run, name, *args)`` serves a ``LearnerActorImpl`` method for that run with its
+    adapter live; the driver reaches it through ``run.learner.HostedLearnerClient``. A host that
+    dies takes its runs down with ``LearnerLost`` (the sweep's ``--resume`` continues them)."""
+
+    def __init__(self, base: BaseBundle, threads: int | None = None):
+        from ..learner_host import LearnerHost
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.host = LearnerHost(base, "cuda" if torch.cuda.is_available() else "cpu")
+        self.impls: dict[str, LearnerActorImpl] = {}
+
+    def add_run(self, run: str, cfg: Config, model_path: str) -> None:
+        self.impls[run] = LearnerActorImpl.around(self.host.add_run(run, cfg, model_path))
+
+    def drop_run(self, run: str) -> None:
+        self.host.drop_run(run)
+        self.impls.pop(run, None)
+
+    def runs(self) -> list[str]:
+        return list(self.impls)
+
+    def call(self, run: str, name: str, *args):
+        self.host.use(run)
+        return getattr(self.impls[run], name)(*args)
+
+
+LearnerHostActor = ray.remote(max_restarts=0)(LearnerHostActorImpl)

@@ -56,6 +56,8 @@ class SVDAdapter:
             self.delta[n] = nn.Parameter(torch.zeros(f.rank, device=w.device, dtype=pdt))
             self.hack[n] = nn.Parameter(torch.zeros(f.rank, device=w.device, dtype=pdt))
         self._off = False  # zero_delta: hooks return the base output untouched
+        # a model shared by several runs' adapters (learner_host): only the run being served is live
+        self.live = True
         self._hack_on = True  # ablate_quarantine turns this off
         self._probe = False
         self._gates: dict[str, torch.Tensor] = {}
@@ -64,7 +66,7 @@ class SVDAdapter:
     # ── forward ──
     def _make_hook(self, name: str):
         def hook(mod: nn.Module, args, out: torch.Tensor) -> torch.Tensor:
-            if self._off:
+            if self._off or not self.live:
                 return out
             x = args[0]
             scale = self.delta[name]

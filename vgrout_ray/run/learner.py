@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ray
+from loguru import logger
 
 from ..actors.learner import LearnerActor
 from ..learner_core import LearnerStepStats, RolloutGroup
@@ -67,3 +68,42 @@ class LearnerClient:
     def close(self) -> None:
         """Stop the learner actor (a run that is over; its state is in resume/state.pt)."""
         ray.kill(self.handle)
+
+
+class _RunMethod:
+    def __init__(self, host, run: str, name: str):
+        self.host, self.run, self.name = host, run, name
+
+    def remote(self, *args):
+        return self.host.call.remote(self.run, self.name, *args)
+
+
+class _RunCalls:
+    """Looks like a LearnerActor handle (``handle.method.remote(...)``) for one hosted run."""
+
+    def __init__(self, host, run: str):
+        self.host, self.run = host, run
+
+    def __getattr__(self, name: str) -> _RunMethod:
+        return _RunMethod(self.host, self.run, name)
+
+
+class HostedLearnerClient(LearnerClient):
+    """One run's learner inside a sweep's ``LearnerHostActor``: the same calls as a learner of its
+    own; ``close`` drops the run from the host instead of killing it (other runs live there)."""
+
+    def __init__(self, host, run: str):
+        super().__init__(_RunCalls(host, run))
+        self.host, self.run = host, run
+
+    @classmethod
+    def add(cls, host, run: str, cfg, model_path: str) -> "HostedLearnerClient":
+        client = cls(host, run)
+        client.get(host.add_run.remote(run, cfg, model_path))
+        return client
+
+    def close(self) -> None:
+        try:
+            ray.get(self.host.drop_run.remote(self.run), timeout=60)
+        except Exception as e:  # closing must not raise; the host may be gone
+            logger.debug(f"learner host: dropping run {self.run} failed: {type(e).__name__}: {e}")
