@@ -1,7 +1,7 @@
-"""Sweep throughput: the same 4 runs (2 arms × 2 seeds) three ways, in one run of this script.
+"""Sweep throughput: the same 4 runs (2 arms × 2 seeds) four ways, in one run of this script.
 
     python benchmarks/sweep_throughput.py [--preset smoke] [--arms none,route] [--seeds 1,2]
-        [--modes sequential,separate,shared] [--work /tmp/sweep_bench] [-- driver flags]
+        [--modes sequential,separate,shared,hosted] [--work /tmp/sweep_bench] [-- driver flags]
 
 - sequential: one ``python -m vgrout_ray.driver`` per run, one after the other (each run its own
   process, Ray cluster, grader pool and model copies: what a sweep cost before the sweep runner);

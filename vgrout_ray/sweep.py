@@ -1,7 +1,8 @@
 """Sweeps: arms × seeds as concurrent runs on one Ray cluster, with one comparison.
 
 ``python -m vgrout_ray.sweep PRESET --arms none,erase,route,route2 --seeds 41,42,43
-[--max-concurrent K] [--engines shared|separate] [--name NAME] [any driver flag]``, also under
+[--max-concurrent K] [--engines shared|separate] [--base store|private] [--learners separate|shared]
+[--name NAME] [any driver flag]``, also under
 ``ray job submit -- python -m vgrout_ray.sweep ...``; ``--resume out/sweeps/<dir>`` continues one.
 
 Why one process for many runs: runs of a sweep differ only in their knobs and δS, so they can
