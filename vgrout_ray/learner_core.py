@@ -141,6 +141,14 @@ def load_model(path: str, device: torch.device, dtype: torch.dtype | None = None
     return model
 
 
+def load_model_from_bundle(base: BaseBundle, device: torch.device, dtype: torch.dtype | None = None):
+    """``load_model`` for a base bundle from the object store: (model, factors), same dtype and attention."""
+    dtype, attn = learner_dtype_attn(device, dtype)
+    model, factors = build_model(base, device, dtype, attn=attn)
+    model.config.use_cache = False
+    return model, factors
+
+
 def learner_dtype_attn(device: torch.device, dtype: torch.dtype | None = None) -> tuple[torch.dtype, str]:
     """(dtype, attention implementation) the learner runs in on ``device``."""
     global _flash_warned
@@ -203,7 +211,8 @@ class LearnerCore:
             self.model, factors = shared_model
             self.base_source = f"object store {base.digest}, model shared with other runs"
         else:
-            self.model, factors = self._from_bundle(base, dtype)
+            self.model, factors = load_model_from_bundle(base, self.device, dtype)
+            self.base_source = f"object store {base.digest}"
         self.adapter: SVDAdapter = attach_adapter(self.model, factors)
         self.model.train()
         self.is_route2 = cfg.intervention == "route2"
@@ -232,13 +241,6 @@ class LearnerCore:
         self._in_step = False
         self._init_direction()
         self._reset_step_state()
-
-    def _from_bundle(self, base: BaseBundle, dtype: torch.dtype | None):
-        dtype, attn = learner_dtype_attn(self.device, dtype)
-        model, factors = build_model(base, self.device, dtype, attn=attn)
-        model.config.use_cache = False
-        self.base_source = f"object store {base.digest}"
-        return model, factors
 
     # ── hack direction ──
     def pairs(self) -> list[Pair]:

@@ -14,8 +14,8 @@ import torch
 from loguru import logger
 
 from .config import Config
-from .learner_core import LearnerCore, learner_dtype_attn
-from .model.base_store import BaseBundle, build_model
+from .learner_core import LearnerCore, load_model_from_bundle
+from .model.base_store import BaseBundle
 
 
 class LearnerHost:
@@ -24,9 +24,7 @@ class LearnerHost:
     def __init__(self, base: BaseBundle, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.base = base
-        dtype, attn = learner_dtype_attn(self.device, dtype)
-        self.model, self.factors = build_model(base, self.device, dtype, attn=attn)
-        self.model.config.use_cache = False
+        self.model, self.factors = load_model_from_bundle(base, self.device, dtype)
         self.cores: dict[str, LearnerCore] = {}
         self._rng: dict[str, tuple] = {}
         self.current: str | None = None
