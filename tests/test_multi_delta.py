@@ -226,3 +226,40 @@ def test_multi_rollout_actor_serves_runs_like_the_engine(ray_cluster, tiny, cach
     with pytest.raises(ray.exceptions.RayTaskError, match="not in the bank"):
         ray.get(actor.generate_many.remote(items))
     ray.kill(actor)
+
+
+def test_a_dropped_runs_queued_request_fails_alone(tiny, cache, engines):
+    """The race that failed a CI sweep: a run that has failed drops its δS while a request it sent
+    earlier is still queued, and that request lands in one coalesced batch with a healthy run's.
+    Only the dropped run's call fails; the healthy run gets the draws it gets alone."""
+    import threading
+    import time
+
+    from vgrout_ray.actors.rollout_multi import MultiRolloutActorImpl
+
+    single, multi, D = engines
+    impl = MultiRolloutActorImpl(str(tiny), cache, {"threads": 1}, window_s=0.5)
+    for v, run in enumerate(RUNS[:2], 1):
+        impl.sync(run, v, D[run])
+    impl.drop_run(RUNS[1])
+    items = _items(single)
+    healthy = [req for run, req in items if run == RUNS[0]]
+    got: dict = {}
+
+    def call(run):
+        try:
+            got[run] = impl.generate_run(run, healthy)
+        except Exception as e:
+            got[run] = e
+
+    threads = [threading.Thread(target=call, args=(run,)) for run in RUNS[:2]]
+    threads[0].start()
+    time.sleep(0.1)  # the second call joins the first one's batch (window 0.5 s)
+    threads[1].start()
+    for t in threads:
+        t.join(60)
+    assert not isinstance(got[RUNS[0]], Exception), got[RUNS[0]]
+    assert isinstance(got[RUNS[1]], KeyError) and "not in the bank" in str(got[RUNS[1]])
+    assert impl._coalesce.batches == [2 * len(healthy)] and impl._coalesce.isolated == 1  # one mixed batch
+    want = multi.generate_many([(RUNS[0], r) for r in healthy])
+    assert [g.completions for g in got[RUNS[0]]] == [w.completions for w in want]

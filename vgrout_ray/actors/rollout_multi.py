@@ -193,8 +193,12 @@ class Coalescer:
     them is what lets rows of different runs share a forward pass. A caller whose items are not
     yet taken becomes the leader when no batch is running: it waits ``window_s`` for others to
     join, runs ``fn`` on every queued item, hands each caller its slice and wakes them; the
-    next waiting caller leads the next batch. An exception in ``fn`` goes to every caller of
-    that batch."""
+    next waiting caller leads the next batch.
+
+    One caller's bad items must not fail the others: in a sweep, a run that has failed drops its
+    δS while a request it sent earlier is still queued, and that request may share a batch with
+    healthy runs. So when ``fn`` raises on a batch of several callers, each caller's items are
+    run again alone, and only the callers whose own items fail see an exception."""
 
     def __init__(self, fn: Callable[[list], list], window_s: float = 0.002):
         self.fn, self.window_s = fn, window_s
@@ -202,6 +206,7 @@ class Coalescer:
         self._queue: list[dict] = []
         self._busy = False
         self.batches: list[int] = []  # items per batch run so far (for tests and benchmarks)
+        self.isolated = 0  # batches that failed and were run again caller by caller
 
     def __call__(self, items: list) -> list:
         slot = {"items": list(items), "done": False, "out": None, "err": None}
@@ -218,19 +223,13 @@ class Coalescer:
                 time.sleep(self.window_s)
             with self._cond:
                 batch, self._queue = self._queue, []
-            flat = [it for s in batch for it in s["items"]]
             try:
-                out = self.fn(flat)
-                if len(out) != len(flat):
-                    raise RuntimeError(f"coalesced call returned {len(out)} results for {len(flat)} items")
-                at = 0
-                for s in batch:
-                    s["out"] = out[at:at + len(s["items"])]
-                    at += len(s["items"])
-            except Exception as e:  # every caller of this batch sees it
-                for s in batch:
-                    s["err"] = e
-            self.batches.append(len(flat))
+                self._run(batch)
+            except Exception:
+                self.isolated += 1
+                for s in batch:  # alone: the failure stays with the caller(s) that caused it
+                    self._run([s])
+            self.batches.append(sum(len(s["items"]) for s in batch))
         finally:
             with self._cond:
                 for s in batch:
@@ -238,6 +237,24 @@ class Coalescer:
                 self._busy = False
                 self._cond.notify_all()
         return self._result(slot)
+
+    def _run(self, batch: list[dict]) -> None:
+        """``fn`` over the batch's items; each slot gets its slice. Raises (slots left unset) when
+        the batch has several callers, so that they can be run alone; a lone caller gets the error."""
+        flat = [it for s in batch for it in s["items"]]
+        try:
+            out = self.fn(flat)
+            if len(out) != len(flat):
+                raise RuntimeError(f"coalesced call returned {len(out)} results for {len(flat)} items")
+        except Exception as e:
+            if len(batch) > 1:
+                raise
+            batch[0]["err"] = e
+            return
+        at = 0
+        for s in batch:
+            s["out"] = out[at:at + len(s["items"])]
+            at += len(s["items"])
 
     @staticmethod
     def _result(slot: dict) -> list:
