@@ -43,6 +43,18 @@ def _env() -> dict:
     return env
 
 
+def busy_core_seconds() -> float | None:
+    """Core-seconds this machine has spent busy since boot (/proc/stat; None elsewhere). The
+    difference over a mode, next to its wall, says how much of the cores it used: runs that
+    already keep every core busy one at a time cannot gain wall time from running at once."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")  # steal is not our work
+
+
 def _run(cmd: list[str], cwd: Path, log: Path, timeout: float) -> tuple[int, float]:
     t0 = time.perf_counter()
     with log.open("w") as f:
@@ -94,8 +106,12 @@ def markdown(res: dict) -> str:
     seq = res["modes"].get("sequential", {}).get("wall_s")
     lines = ["# Sweep throughput", "", f"`{res['command']}`", "",
              f"{res['n_runs']} runs ({res['preset']}, arms {res['arms']}, seeds {res['seeds']}, driver flags "
-             f"`{' '.join(res['flags'])}`), on {os.cpu_count()} cores shared with other work.", "",
-             "| mode | wall s | / sequential | runs finished | notes |", "|---|---|---|---|---|"]
+             f"`{' '.join(res['flags'])}`), on {res.get('cores', os.cpu_count())} cores (load average "
+             f"{res.get('load_avg_at_start', float('nan')):.1f} at the start). Busy core-s: what the whole "
+             "machine spent busy during the mode (/proc/stat); utilisation = busy core-s / (wall × cores).", "",
+             "| mode | wall s | / sequential | runs finished | busy core-s | utilisation | notes |",
+             "|---|---|---|---|---|---|---|"]
+    cores = res.get("cores", os.cpu_count())
     for mode, m in res["modes"].items():
         ratio = f"**{m['wall_s'] / seq:.2f}**" if seq else "— (sequential not measured)"
         note = ""
@@ -104,7 +120,10 @@ def markdown(res: dict) -> str:
             note = f"{c['calls']} generate calls, {c['per_call']:.2f} requests per call (max {c['max']})"
         if m.get("grade_batches_reused"):
             note += ("; " if note else "") + f"{m['grade_batches_reused']} grading batches reused across runs"
-        lines.append(f"| {mode} | {m['wall_s']:.0f} | {ratio} | {m['finished']}/{res['n_runs']} | {note} |")
+        busy = m.get("busy_core_s")
+        use = f"{busy / (m['wall_s'] * cores):.2f}" if busy else "—"
+        lines.append(f"| {mode} | {m['wall_s']:.0f} | {ratio} | {m['finished']}/{res['n_runs']} | "
+                     f"{busy if busy else '—'} | {use} | {note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -139,14 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     modes = args.modes.split(",")
     res = {"command": "python benchmarks/sweep_throughput.py " + " ".join(sys.argv[1:]), "preset": args.preset,
            "arms": args.arms, "seeds": args.seeds, "flags": flags,
-           "n_runs": len(args.arms.split(",")) * len(args.seeds.split(",")), "modes": {}}
+           "n_runs": len(args.arms.split(",")) * len(args.seeds.split(",")), "cores": os.cpu_count(), "modes": {}}
+    res["load_avg_at_start"] = os.getloadavg()[0]
     for mode in modes:
+        busy0 = busy_core_seconds()
         if mode == "sequential":
             res["modes"][mode] = sequential(args, flags, work / mode)
         elif mode in ("separate", "shared", "hosted"):
             res["modes"][mode] = concurrent(args, flags, work / mode, mode)
         else:
             raise SystemExit(f"--modes: unknown mode {mode!r} (sequential, separate, shared, hosted)")
+        if busy0 is not None:
+            res["modes"][mode]["busy_core_s"] = round(busy_core_seconds() - busy0, 1)
         name = "sweep_throughput" if args.preset == "smoke" else f"sweep_throughput_{args.preset}"
         save_results(Path(args.out), name, res, markdown(res))  # each mode as it ends
     return 0

@@ -248,3 +248,31 @@ def test_small_sweep_survives_a_failed_run_and_resumes_it(tmp_path, tiny):
     md = (sweep / "summary.md").read_text()
     assert "| none | 2 |" in md and "| route | 2 |" in md and "| route-seed2 | route | 2 | finished | 3 |" in md
     assert (sweep / "compare.png").stat().st_size > 10_000
+
+
+def test_thread_budget_keeps_actor_threads_within_the_cores():
+    """Four micro runs with their own learners (2 threads) and rollout actors (1) want 12 torch
+    threads; on 2 cores each actor gets 1, on 16 cores they keep what they asked for. A shared
+    learner and shared rollouts are 2 actors: 3 threads on 2 cores -> 1 each. An explicit
+    --cluster.torch-threads is the user's choice and is left alone."""
+    from vgrout_ray.sweep import Sweep, SweepPlan, thread_budget
+
+    cfg = run_config("micro", "none", 1, [])
+    assert cfg.cluster.learner_cpus == 2 and cfg.rollout.cpus_per_actor == 1
+    assert thread_budget(cfg, 4, "separate", "separate", cores=2) == 1
+    assert thread_budget(cfg, 4, "separate", "separate", cores=16) is None
+    assert thread_budget(cfg, 4, "separate", "separate", cores=11) == 1  # 12 wanted, 8 actors
+    assert thread_budget(cfg, 2, "separate", "separate", cores=8) is None  # 6 wanted
+    assert thread_budget(cfg, 4, "shared", "shared", cores=2) == 1
+    assert thread_budget(cfg, 4, "shared", "shared", cores=4) is None
+    assert cfg.cluster.threads_for(2.0) == 2 and cfg.cluster.threads_for(0.5) == 1
+    plan = SweepPlan(preset="micro", arms=["none"], seeds=[1, 2, 3, 4], driver_args=[])
+    sweep = Sweep(plan, Path("/nonexistent"))
+    sweep.budget_threads(cfg, cores=2)
+    assert sweep.torch_threads == cfg.cluster.torch_threads == 1 and cfg.cluster.threads_for(2.0) == 1
+    explicit = run_config("micro", "none", 1, ["--cluster.torch-threads", "3"])
+    sweep.torch_threads = 0
+    sweep.budget_threads(explicit, cores=2)
+    assert sweep.torch_threads == 0 and explicit.cluster.torch_threads == 3
+    with pytest.raises(ConfigError, match="cluster.torch.threads"):
+        run_config("micro", "none", 1, ["--cluster.torch-threads", "-1"])

@@ -108,6 +108,13 @@ class ClusterConfig:
     # (0: never fails, only reports).
     pending_warn_s: float = 30.0
     pending_fail_s: float = 240.0  # below the grader pool's 300 s start timeout: stop with the reason first
+    # torch threads per learner and per rollout actor; 0 = as many as the actor's CPUs. A sweep
+    # on a local cluster sets it when its actors' threads would outnumber the machine's cores.
+    torch_threads: int = 0
+
+    def threads_for(self, cpus: float) -> int:
+        """Torch threads of an actor that holds ``cpus`` CPUs."""
+        return self.torch_threads or max(1, int(cpus))
 
     def __post_init__(self) -> None:
         _need(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus", f"must be >= 1, got {self.num_cpus}")
@@ -115,6 +122,7 @@ class ClusterConfig:
         _need(self.learner_cpus >= 0, "cluster.learner_cpus", f"must be >= 0, got {self.learner_cpus}")
         _need(self.pending_warn_s > 0, "cluster.pending_warn_s", f"must be > 0, got {self.pending_warn_s}")
         _need(self.pending_fail_s >= 0, "cluster.pending_fail_s", f"must be >= 0 (0: never), got {self.pending_fail_s}")
+        _need(self.torch_threads >= 0, "cluster.torch_threads", f"must be >= 0 (0: the actor's CPUs), got {self.torch_threads}")
 
 
 @dataclass(kw_only=True)

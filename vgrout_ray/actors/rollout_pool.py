@@ -70,7 +70,8 @@ class RolloutPool:
         from .rollout import RolloutActor
 
         rc = cfg.rollout
-        kw = {"threads": max(1, int(rc.cpus_per_actor)), "delta_apply": rc.delta_apply, "dtype": rc.dtype or None}
+        kw = {"threads": cfg.cluster.threads_for(rc.cpus_per_actor), "delta_apply": rc.delta_apply,
+              "dtype": rc.dtype or None}
         if rc.backend == "vllm":
             kw.update(gpu_memory_utilization=rc.vllm_gpu_memory_utilization, max_model_len=rc.vllm_max_model_len)
         extra = {"resources": {cfg.cluster.rollout_resource: 1}} if cfg.cluster.rollout_resource else {}

@@ -47,7 +47,7 @@ class SharedRollouts:
                              f"must be hook, got {rc.delta_apply} (use --engines separate)")
         extra = {"resources": {cfg.cluster.rollout_resource: 1}} if cfg.cluster.rollout_resource else {}
         actor = multi_rollout_actor(num_cpus=rc.cpus_per_actor, num_gpus=rc.gpus_per_actor, **extra)
-        kw = {"threads": max(1, int(rc.cpus_per_actor)), "dtype": rc.dtype or None}
+        kw = {"threads": cfg.cluster.threads_for(rc.cpus_per_actor), "dtype": rc.dtype or None}
         handles = [actor.remote(model_path, str(cfg.svd_cache), kw, base=base) for _ in range(rc.num_actors)]
         ray.get([h.ready.remote() for h in handles])
         return cls(handles)

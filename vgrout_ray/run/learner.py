@@ -22,7 +22,7 @@ class LearnerClient:
     @classmethod
     def start(cls, cfg, model_path: str, base=None) -> "LearnerClient":
         """``base``: an ObjectRef from ``model.base_store.publish_base`` (shared base weights), or None."""
-        threads = max(1, int(cfg.cluster.learner_cpus))
+        threads = cfg.cluster.threads_for(cfg.cluster.learner_cpus)
         extra = {"resources": {cfg.cluster.learner_resource: 1}} if cfg.cluster.learner_resource else {}
         return cls(LearnerActor.options(num_cpus=cfg.cluster.learner_cpus, num_gpus=cfg.cluster.learner_gpus,
                                         **extra).remote(cfg, model_path, threads, base))
