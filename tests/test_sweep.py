@@ -253,7 +253,7 @@ def test_small_sweep_survives_a_failed_run_and_resumes_it(tmp_path, tiny):
 def test_thread_budget_keeps_actor_threads_within_the_cores():
     """Four micro runs with their own learners (2 threads) and rollout actors (1) want 12 torch
     threads; on 2 cores each actor gets 1, on 16 cores they keep what they asked for. A shared
-    learner and shared rollouts are 2 actors: 3 threads on 2 cores -> 1 each. An explicit
+    learner and shared rollouts are 2 actors that take turns: they keep theirs. An explicit
     --cluster.torch-threads is the user's choice and is left alone."""
     from vgrout_ray.sweep import Sweep, SweepPlan, thread_budget
 
@@ -261,10 +261,12 @@ def test_thread_budget_keeps_actor_threads_within_the_cores():
     assert cfg.cluster.learner_cpus == 2 and cfg.rollout.cpus_per_actor == 1
     assert thread_budget(cfg, 4, "separate", "separate", cores=2) == 1
     assert thread_budget(cfg, 4, "separate", "separate", cores=16) is None
-    assert thread_budget(cfg, 4, "separate", "separate", cores=11) == 1  # 12 wanted, 8 actors
+    assert thread_budget(cfg, 4, "separate", "separate", cores=11) is None  # 8 actors, a core each
+    assert thread_budget(cfg, 4, "separate", "separate", cores=6) == 1  # 8 actors on 6 cores
     assert thread_budget(cfg, 2, "separate", "separate", cores=8) is None  # 6 wanted
-    assert thread_budget(cfg, 4, "shared", "shared", cores=2) == 1
-    assert thread_budget(cfg, 4, "shared", "shared", cores=4) is None
+    assert thread_budget(cfg, 4, "shared", "shared", cores=2) is None
+    assert thread_budget(cfg, 4, "shared", "separate", cores=2) == 1  # 4 learners + 1 rollout actor
+    assert thread_budget(cfg, 4, "separate", "shared", cores=4) == 1  # 1 learner + 4 rollout actors
     assert cfg.cluster.threads_for(2.0) == 2 and cfg.cluster.threads_for(0.5) == 1
     plan = SweepPlan(preset="micro", arms=["none"], seeds=[1, 2, 3, 4], driver_args=[])
     sweep = Sweep(plan, Path("/nonexistent"))

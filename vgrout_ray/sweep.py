@@ -210,15 +210,19 @@ def thread_budget(cfg: Config, concurrent: int, engines: str, learners: str, cor
 
     Why: on a local cluster the sweep asks for logical CPUs (``cluster_cpus``), not cores, so four
     micro runs put 8 learner threads and 4 rollout threads on 2 cores. Oversubscribed OpenMP
-    threads spin and preempt each other: measured, that sweep spent 2,277 busy core-s where the
-    same runs one at a time spent ~1,560, and finished later than them (1.18×)."""
+    threads spin and preempt each other: measured (6-step micro runs, 2 cores), that sweep spent
+    2,277 busy core-s and 1,170 s where the four runs one after another took ~1,000 s; with one
+    thread per actor it spent 1,442 core-s and 747 s (0.72× of sequential)."""
     rc, cl = cfg.rollout, cfg.cluster
     learner_actors = concurrent if learners == "separate" else 1
     rollout_actors = rc.num_actors * (concurrent if engines == "separate" else 1)
-    wanted = learner_actors * cl.threads_for(cl.learner_cpus) + rollout_actors * cl.threads_for(rc.cpus_per_actor)
-    if wanted <= cores:
+    if learner_actors + rollout_actors <= cores:
+        # few actors (a shared learner and shared rollouts): they mostly take turns (generate,
+        # then learn), so each keeps its threads; capped to 1 each, a 4-run hosted micro sweep
+        # left a core idle in every phase and took 1.4x the sequential wall
         return None
-    return max(1, cores // (learner_actors + rollout_actors))
+    wanted = learner_actors * cl.threads_for(cl.learner_cpus) + rollout_actors * cl.threads_for(rc.cpus_per_actor)
+    return max(1, cores // (learner_actors + rollout_actors)) if wanted > cores else None
 
 
 def runs_that_fit(cfg: Config, resources: dict, engines: str, learners: str = "separate") -> int:
