@@ -275,6 +275,6 @@ def test_thread_budget_keeps_actor_threads_within_the_cores():
     explicit = run_config("micro", "none", 1, ["--cluster.torch-threads", "3"])
     sweep.torch_threads = 0
     sweep.budget_threads(explicit, cores=2)
-    assert sweep.torch_threads == 0 and explicit.cluster.torch_threads == 3
+    assert sweep.torch_threads == explicit.cluster.torch_threads == 3
     with pytest.raises(ConfigError, match="cluster.torch.threads"):
         run_config("micro", "none", 1, ["--cluster.torch-threads", "-1"])

@@ -213,7 +213,7 @@ def thread_budget(cfg: Config, concurrent: int, engines: str, learners: str, cor
     threads spin and preempt each other: measured (6-step micro runs, 2 cores), that sweep spent
     2,277 busy core-s and 1,170 s where the four runs one after another took ~1,000 s; with one
     thread per actor it spent 1,442 core-s and 747 s (0.72× of sequential)."""
-    rc, cl = cfg.rollout, cfg.cluster
+    rc = cfg.rollout
     learner_actors = concurrent if learners == "separate" else 1
     rollout_actors = rc.num_actors * (concurrent if engines == "separate" else 1)
     if learner_actors + rollout_actors <= cores:
@@ -221,8 +221,7 @@ def thread_budget(cfg: Config, concurrent: int, engines: str, learners: str, cor
         # then learn), so each keeps its threads; capped to 1 each, a 4-run hosted micro sweep
         # left a core idle in every phase and took 1.4x the sequential wall
         return None
-    wanted = learner_actors * cl.threads_for(cl.learner_cpus) + rollout_actors * cl.threads_for(rc.cpus_per_actor)
-    return max(1, cores // (learner_actors + rollout_actors)) if wanted > cores else None
+    return 1  # more actors than cores: one thread each
 
 
 def runs_that_fit(cfg: Config, resources: dict, engines: str, learners: str = "separate") -> int:
@@ -325,7 +324,7 @@ class Sweep:
         self.graders = self.grades = self.shared = self.base_ref = self.learner_host = None
         self.model_path: str | None = None
         self.slots = plan.concurrency  # runs at once; lowered to what the cluster holds (fit_cluster)
-        self.torch_threads = 0  # set by budget_threads when the actors would oversubscribe the cores
+        self.torch_threads = 0  # --cluster.torch-threads, or what budget_threads sets (0: the actors' CPUs)
 
     # ── bookkeeping ──
     def save(self) -> None:
@@ -356,8 +355,8 @@ class Sweep:
             cfg = config_from_dict(json.loads((run_dir / "config.json").read_text()))
             cfg.resume = run_dir
             cfg.absolutize()
-            if self.torch_threads:  # this cluster's budget, not the one the run started under
-                cfg.cluster.torch_threads = self.torch_threads
+            # this invocation's threads (its flag or its cluster's budget), not those it started under
+            cfg.cluster.torch_threads = self.torch_threads
             return cfg, load_resume(run_dir), run_dir
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -440,6 +439,7 @@ class Sweep:
         """On a local cluster, give each learner / rollout actor at most its share of this
         machine's cores (``thread_budget``), unless ``--cluster.torch-threads`` was given."""
         if cfg.cluster.torch_threads:
+            self.torch_threads = cfg.cluster.torch_threads
             return
         cores = cores or len(os.sched_getaffinity(0))
         t = thread_budget(cfg, self.slots, self.plan.engines, self.plan.learners, cores)
@@ -659,6 +659,7 @@ def main(argv: list[str] | None = None, *, sweep_cls: type[Sweep] = Sweep) -> in
                              local_cpus=cluster_cpus(cfg, plan.concurrency, plan.engines, plan.learners),
                              namespace=cfg.cluster.namespace, log_to_driver=False)
         sweep.fit_cluster(cfg, ray.cluster_resources())
+        sweep.torch_threads = cfg.cluster.torch_threads
         if choice is not None and choice.local:  # actors on this machine: share its cores out
             sweep.budget_threads(cfg)
         sweep.start_shared(cfg)
