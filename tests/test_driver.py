@@ -373,6 +373,7 @@ LP_T_MARGIN = 0.1  # nats per token: mean lp_t over the last 4 steps minus the f
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the session's micro-ci build (7-15 min on 2 cores) counts here too, then ~7 min of run
 def test_micro_vanilla_learns_and_hacks(ray_head, tmp_path, micro_ci_cache):
     p = subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "micro", "--intervention", "none", *MICRO_CI,
                         "--svd-cache", str(micro_ci_cache)], cwd=tmp_path, env=_env(ray_head),
