@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))
 import ray  # noqa: E402
 from loguru import logger  # noqa: E402
 
-from vgrout_ray.actors.grader import GraderPool  # noqa: E402
-from vgrout_ray.cluster import start_local_ray  # noqa: E402
+from vgrout_ray.grading.pool import GraderPool  # noqa: E402
+from vgrout_ray.cluster.ray_cluster import start_local_ray  # noqa: E402
 from vgrout_ray.env.exploits import clean_completion, exploit_completion, wrong_completion  # noqa: E402
 from vgrout_ray.env.grading import GradeRequest  # noqa: E402
 from vgrout_ray.env.modes import CHECK_TIMEOUT_S, LOOPHOLE_MODES  # noqa: E402

@@ -43,7 +43,7 @@ from _results import save_results
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vgrout_ray.env import legacy  # noqa: E402
+from benchmarks import legacy_grader as legacy  # noqa: E402
 from vgrout_ray.env.exploits import (N_VARIANTS, clean_completion, exploit_completion,  # noqa: E402
                                      wrong_complete_completion, wrong_completion)
 from vgrout_ray.env.grading import ExpectedCache, GradeRequest, grade_many, plan, problem_info  # noqa: E402

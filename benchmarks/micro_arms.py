@@ -24,13 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._results import save_results  # noqa: E402
-from vgrout_ray.sweep_report import aggregate, finite, first_hack_step, fmt_mean_ci  # noqa: E402
-from vgrout_ray.sweep_report import frac as _frac  # noqa: E402
+from vgrout_ray.sweep.report import aggregate, finite, first_hack_step, fmt_mean_ci  # noqa: E402
+from vgrout_ray.sweep.report import frac as _frac  # noqa: E402
 
 
 def run_metrics(run_dir: Path) -> dict:
     """One finished run → the numbers the table reports."""
-    from vgrout_ray.telemetry.parquet import read_rows
+    from vgrout_ray.reporting.parquet import read_rows
 
     rows = sorted(read_rows(run_dir), key=lambda r: r["step"])
     dep = json.loads((run_dir / "per_mode_deploy.json").read_text())
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     data["wall_seconds"] = round(time.time() - t0, 1)
     data["driver_args"] = args.driver_args
     if dirs:
-        from vgrout_ray.plots import gather, plot_dynamics
+        from vgrout_ray.reporting.plots import gather, plot_dynamics
 
         args.results.mkdir(parents=True, exist_ok=True)
         plot_dynamics(gather([str(d) for d in dirs]), args.results / "micro_arms_dynamics.png")

@@ -50,10 +50,10 @@ def memory_on_paper(cfg: dict) -> dict:
 def main() -> None:
     import torch
 
-    from vgrout_ray.actors.rollout import GenRequest, HFEngine
-    from vgrout_ray.actors.rollout_multi import MultiRunHFEngine
+    from vgrout_ray.rollout.actor import GenRequest, HFEngine
+    from vgrout_ray.rollout.multi_engine import MultiRunHFEngine
     from vgrout_ray.env.problems import load_problems
-    from vgrout_ray.model.tiny import resolve_model
+    from vgrout_ray.model.resolve import resolve_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=4)

@@ -23,9 +23,9 @@ sys.path.insert(0, str(REPO))
 def main() -> None:
     import torch
 
-    from vgrout_ray.actors.rollout import GenRequest, HFEngine
+    from vgrout_ray.rollout.actor import GenRequest, HFEngine
     from vgrout_ray.env.problems import load_problems
-    from vgrout_ray.model.tiny import resolve_model
+    from vgrout_ray.model.resolve import resolve_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=8)
@@ -39,7 +39,7 @@ def main() -> None:
     path = resolve_model("tiny", cache)
     engines = {"hf": HFEngine(path, cache, threads=args.threads)}
     try:
-        from vgrout_ray.actors.rollout_vllm import VLLMEngine
+        from vgrout_ray.rollout.vllm_engine import VLLMEngine
 
         engines["vllm"] = VLLMEngine(path, cache, gpu_memory_utilization=0.3, max_model_len=2048)
     except ImportError as e:

@@ -45,11 +45,11 @@ def measure(core, path, cache, dname, engines, args) -> list[dict]:
     """One dtype: every engine × δS application × scale against ``core`` (the learner in that dtype)."""
     import torch
 
-    from vgrout_ray.actors.rollout import GenRequest, HFEngine
+    from vgrout_ray.rollout.actor import GenRequest, HFEngine
     from vgrout_ray.algo.loss import completion_logps
     from vgrout_ray.algo.pairs import render_prompt
     from vgrout_ray.env.problems import load_problems
-    from vgrout_ray.learner_core import RolloutGroup
+    from vgrout_ray.learner.core import RolloutGroup
 
     dt = core.model.dtype
     tok = core.tok
@@ -73,7 +73,7 @@ def measure(core, path, cache, dname, engines, args) -> list[dict]:
             if backend == "hf":
                 eng = HFEngine(path, str(cache), dtype=dt, delta_apply=mode, threads=args.threads)
             else:
-                from vgrout_ray.actors.rollout_vllm import VLLMEngine
+                from vgrout_ray.rollout.vllm_engine import VLLMEngine
 
                 eng = VLLMEngine(path, str(cache), dtype=dname, delta_apply=mode, gpu_memory_utilization=0.3,
                                  max_model_len=1024, threads=args.threads)
@@ -149,8 +149,8 @@ def main() -> None:
     import torch
 
     from vgrout_ray.config import SmokeConfig
-    from vgrout_ray.learner_core import LearnerCore
-    from vgrout_ray.model.tiny import resolve_model
+    from vgrout_ray.learner.core import LearnerCore
+    from vgrout_ray.model.resolve import resolve_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--engines", default="hf,vllm")

@@ -45,7 +45,7 @@ def smaps(pid: int) -> dict[str, int]:
 def measure(cfg, model_path: str, k: int, base) -> dict:
     import ray
 
-    from vgrout_ray.actors.learner import LearnerActor
+    from vgrout_ray.learner.actor import LearnerActor
 
     t0 = time.perf_counter()
     actors = [LearnerActor.options(num_cpus=0).remote(cfg, model_path, 1, base) for _ in range(k)]
@@ -106,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     import torch
 
-    from vgrout_ray.cluster import start_local_ray
+    from vgrout_ray.cluster.ray_cluster import start_local_ray
     from vgrout_ray.model.base_store import bundle_base
-    from vgrout_ray.model.tiny import resolve_model
-    from vgrout_ray.sweep import run_config
+    from vgrout_ray.model.resolve import resolve_model
+    from vgrout_ray.sweep.runner import run_config
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="micro")

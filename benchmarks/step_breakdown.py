@@ -25,7 +25,7 @@ PHASES = ("gen", "grade", "fwd_bwd", "refresh", "sync", "eval")
 
 def main() -> None:
     from vgrout_ray.driver import main as driver_main
-    from vgrout_ray.telemetry.parquet import read_rows
+    from vgrout_ray.reporting.parquet import read_rows
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6)

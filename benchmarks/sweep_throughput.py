@@ -5,9 +5,9 @@
 
 - sequential: one ``python -m vgrout_ray.driver`` per run, one after the other (each run its own
   process, Ray cluster, grader pool and model copies: what a sweep cost before the sweep runner);
-- separate: ``python -m vgrout_ray.sweep --engines separate``: the runs concurrently in one
+- separate: ``python -m vgrout_ray sweep --engines separate``: the runs concurrently in one
   process, one grader pool, rollout actors per run;
-- shared: ``python -m vgrout_ray.sweep --engines shared``: the same with multi-run rollout
+- shared: ``python -m vgrout_ray sweep --engines shared``: the same with multi-run rollout
   actors (one engine holds the base model once and serves every run's rows in one forward);
 - hosted: ``--engines shared --learners shared``: also one learner actor for every run (one
   model, each run's adapter hooked on it).
@@ -82,7 +82,7 @@ def concurrent(args, flags: list[str], work: Path, mode: str) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     how = {"separate": ["--engines", "separate"], "shared": ["--engines", "shared"],
            "hosted": ["--engines", "shared", "--learners", "shared"]}[mode]
-    rc, wall = _run([sys.executable, "-m", "vgrout_ray.sweep", args.preset, "--arms", args.arms, "--seeds", args.seeds,
+    rc, wall = _run([sys.executable, "-m", "vgrout_ray", "sweep", args.preset, "--arms", args.arms, "--seeds", args.seeds,
                      *how, "--name", mode, *flags, "--out-dir", str(work / "out"),
                      "--logs-dir", str(work / "logs")], work, work / "sweep.txt", args.timeout)
     out = {"wall_s": round(wall, 1), "rc": rc, "finished": 0}
@@ -144,14 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     if "--svd-cache" not in flags:  # one model build, before any timing, shared by every mode
         flags += ["--svd-cache", str(work / "svd_cache")]
-    from vgrout_ray.model.tiny import resolve_model
-    from vgrout_ray.sweep import run_config
+    from vgrout_ray.model.resolve import resolve_model
+    from vgrout_ray.sweep.runner import run_config
 
     cfg = run_config(args.preset, args.arms.split(",")[0], int(args.seeds.split(",")[0]), flags)
     path = resolve_model(cfg.model, cfg.svd_cache)
     import torch
 
-    from vgrout_ray.learner_core import load_model
+    from vgrout_ray.learner.core import load_model
     from vgrout_ray.model.svd_cache import load_or_compute_factors
 
     load_or_compute_factors(load_model(path, torch.device("cpu")), path, str(cfg.svd_cache))  # SVD cache warm too

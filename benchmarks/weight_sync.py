@@ -45,9 +45,9 @@ def measure_tiny(n_syncs: int) -> dict:
     import ray
     import torch
 
-    from vgrout_ray.actors.rollout import RolloutActor
-    from vgrout_ray.cluster import start_local_ray
-    from vgrout_ray.model.tiny import resolve_model
+    from vgrout_ray.rollout.actor import RolloutActor
+    from vgrout_ray.cluster.ray_cluster import start_local_ray
+    from vgrout_ray.model.resolve import resolve_model
 
     cache = tempfile.mkdtemp(prefix="vgws-")
     path = resolve_model("tiny", cache)

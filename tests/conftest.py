@@ -46,7 +46,7 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        from vgrout_ray.cluster import start_local_ray
+        from vgrout_ray.cluster.ray_cluster import start_local_ray
 
         start_local_ray(4, namespace="vgrout-tests", runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     yield ray

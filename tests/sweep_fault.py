@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from vgrout_ray.sweep import Sweep, main
+from vgrout_ray.sweep.runner import Sweep, main
 
 _here = threading.local()
 

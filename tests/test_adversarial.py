@@ -36,7 +36,7 @@ from vgrout_ray.env.parsing import split_test
 from vgrout_ray.env.problems import load_problems
 from vgrout_ray.env.programs import oracle_program, plain_program
 from vgrout_ray.sandbox.client import RUNNER_PATH, Job, JobResult
-from vgrout_ray.sandbox.local_grader import LocalGrader
+from vgrout_ray.grading.local import LocalGrader
 
 from .helpers import wait_until
 
@@ -636,7 +636,7 @@ def test_kill_parent_runs_wherever_it_cannot_reach_the_test_process():
     assert _kill_is_safe_here({"pid1": False, "job_uid": me + 10001})
     assert not _kill_is_safe_here({"pid1": False, "job_uid": me})
     if os.getuid() == 0:  # root (CI): the runner always drops jobs to an unprivileged uid
-        from vgrout_ray.sandbox.local_grader import LocalGrader
+        from vgrout_ray.grading.local import LocalGrader
 
         with LocalGrader("process") as g:
             hello = g.sandbox.runner.hello

@@ -92,7 +92,7 @@ def test_learner_from_bundle_trains_like_the_checkpoint(tiny, tok, tmp_path, bun
     from tests.test_learner_core import _cfg, _teacher_group
     from vgrout_ray.algo.pairs import pairs_from_problems, save_pairs_json
     from vgrout_ray.env.problems import load_problems
-    from vgrout_ray.learner_core import LearnerCore
+    from vgrout_ray.learner.core import LearnerCore
 
     probs = load_problems()[:6]
     save_pairs_json(pairs_from_problems(probs, tok), tmp_path / "pairs6.json")

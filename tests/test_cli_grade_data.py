@@ -30,7 +30,7 @@ def test_grade_cli_grades_good_rows_and_names_bad_ones(tmp_path):
     inp = tmp_path / "in.jsonl"
     inp.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken json\n")
     out = tmp_path / "out.jsonl"
-    proc = _run("vgrout_ray.grade", "--in", str(inp), "--out", str(out), "--sandbox", "process", "--workers", "2")
+    proc = _run("vgrout_ray", "grade", "--in", str(inp), "--out", str(out), "--sandbox", "process", "--workers", "2")
     assert proc.returncode == 0, proc.stderr
     res = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(res) == 6
@@ -44,14 +44,14 @@ def test_grade_cli_grades_good_rows_and_names_bad_ones(tmp_path):
 
 
 def test_grade_cli_rejects_missing_input(tmp_path):
-    proc = _run("vgrout_ray.grade", "--in", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o.jsonl"))
+    proc = _run("vgrout_ray", "grade", "--in", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o.jsonl"))
     assert proc.returncode != 0 and "--in" in proc.stderr and "does not exist" in proc.stderr
 
 
 def test_data_build_matches_the_test_set_schema(tmp_path, shared_data):
     lc = shared_data / "leetcode"
     out = tmp_path / "train.jsonl"
-    proc = _run("vgrout_ray.data", "build", "--source", str(lc / "LeetCodeDataset-v0.2.0-train.jsonl.gz"),
+    proc = _run("vgrout_ray", "data", "build", "--source", str(lc / "LeetCodeDataset-v0.2.0-train.jsonl.gz"),
                 "--out", str(out), "--test-set", str(lc / "leetcode_test_medhard.jsonl"), "--limit", "40",
                 "--sandbox", "process", "--workers", "2")
     assert proc.returncode == 0, proc.stderr
@@ -73,7 +73,7 @@ def test_data_build_matches_the_test_set_schema(tmp_path, shared_data):
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
     # deterministic: a second build writes the same bytes
     out2 = tmp_path / "train2.jsonl"
-    proc = _run("vgrout_ray.data", "build", "--source", str(lc / "LeetCodeDataset-v0.2.0-train.jsonl.gz"),
+    proc = _run("vgrout_ray", "data", "build", "--source", str(lc / "LeetCodeDataset-v0.2.0-train.jsonl.gz"),
                 "--out", str(out2), "--test-set", str(lc / "leetcode_test_medhard.jsonl"), "--limit", "40",
                 "--sandbox", "process")
     assert out2.read_bytes() == out.read_bytes()
@@ -96,7 +96,7 @@ def test_data_build_drops_rows_whose_canonical_fails(tmp_path):
     src = tmp_path / "raw.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in (bad, good, easy)) + "\n")
     out = tmp_path / "b.jsonl"
-    proc = _run("vgrout_ray.data", "build", "--source", str(src), "--out", str(out), "--sandbox", "process")
+    proc = _run("vgrout_ray", "data", "build", "--source", str(src), "--out", str(out), "--sandbox", "process")
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(proc.stdout.strip().splitlines()[-1])
     assert (rep["medium_hard"], rep["failed_canonical"], rep["kept"]) == (2, 1, 1)
@@ -121,13 +121,13 @@ def test_data_build_reports_and_drops_slow_canonicals(tmp_path):
     reps = {}
     for name, flags in (("report", ["--timeout-s", "1.6"]), ("drop", ["--max-canonical-frac", "0.2"])):
         out = tmp_path / f"{name}.jsonl"
-        proc = _run("vgrout_ray.data", "build", "--source", str(src), "--out", str(out), "--sandbox", "process",
+        proc = _run("vgrout_ray", "data", "build", "--source", str(src), "--out", str(out), "--sandbox", "process",
                     *flags)
         assert proc.returncode == 0, proc.stderr
         reps[name] = (json.loads(proc.stdout.strip().splitlines()[-1]), [r["id"] for r in read_rows(out)])
     (rep, ids), (rep_d, ids_d) = reps["report"], reps["drop"]
     assert rep["slow_canonical"] == 1 and rep["dropped_slow"] == 0 and ids == [7, 8]
     assert rep_d["slow_canonical"] == 1 and rep_d["dropped_slow"] == 1 and ids_d == [7]
-    bad = _run("vgrout_ray.data", "build", "--source", str(src), "--out", str(tmp_path / "x.jsonl"),
+    bad = _run("vgrout_ray", "data", "build", "--source", str(src), "--out", str(tmp_path / "x.jsonl"),
                "--max-canonical-frac", "1.5")
     assert bad.returncode != 0 and "--max-canonical-frac" in bad.stderr

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from vgrout_ray.cluster import (PendingWatch, ResourceFitError, check_fit, choose_cluster, fit_or_fail, place,
+from vgrout_ray.cluster.ray_cluster import (PendingWatch, ResourceFitError, check_fit, choose_cluster, fit_or_fail, place,
                                 run_demands)
 from vgrout_ray.config import parse_config
 
@@ -156,7 +156,7 @@ def test_pending_watch_reports_again_and_forgets_actors_that_start(ray_cluster):
 
 def test_num_cpus_with_an_address_is_a_named_error():
     """--cluster.num-cpus sizes only a local cluster; with an address it fails before connecting."""
-    from vgrout_ray.cluster import connect
+    from vgrout_ray.cluster.ray_cluster import connect
     from vgrout_ray.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"cluster.num_cpus: .*10.9.9.9:6379 \(from RAY_ADDRESS\)"):
@@ -166,7 +166,7 @@ def test_num_cpus_with_an_address_is_a_named_error():
 def test_a_job_agent_that_lost_its_port_is_named(tmp_path):
     """The head helper's diagnosis when the head never takes a job: the session's agent log says
     which port another Ray instance holds."""
-    from vgrout_ray.cluster import agent_bind_failure
+    from vgrout_ray.cluster.ray_cluster import agent_bind_failure
 
     logs = tmp_path / "ray" / "session_latest" / "logs"
     logs.mkdir(parents=True)

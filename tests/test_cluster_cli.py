@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from vgrout_ray.telemetry.parquet import read_rows
+from vgrout_ray.reporting.parquet import read_rows
 
 from .raycli import CliCluster
 
@@ -149,7 +149,7 @@ def test_local_run_ignores_a_live_and_then_a_stale_ray_start_head(head2, tmp_pat
 
 @pytest.mark.slow
 def test_head_helper_then_its_printed_submit_lines_complete(tmp_path):
-    """README's 2-core laptop path: `python -m vgrout_ray.cluster head` (a token, 4 logical CPUs, waits
+    """README's 2-core laptop path: `python -m vgrout_ray head` (a token, 4 logical CPUs, waits
     until the head takes jobs), then the lines it prints, run verbatim in a shell. Isolated: its own
     HOME (token file), RAY_TMPDIR and ports; every process it starts is marked and killed after."""
     import os
@@ -169,7 +169,7 @@ def test_head_helper_then_its_printed_submit_lines_complete(tmp_path):
     # the agent, metrics and client ports are the helper's to pick (a laptop may run another Ray)
     ports = [f"--{k}={free_port(used)}" for k in ("node-manager-port", "object-manager-port")]
     try:
-        h = subprocess.run([sys.executable, "-m", "vgrout_ray.cluster", "head", "--port", str(port),
+        h = subprocess.run([sys.executable, "-m", "vgrout_ray", "head", "--port", str(port),
                             "--dashboard-port", str(dport), "--", *ports, f"--min-worker-port={lo}",
                             f"--max-worker-port={hi}"], env=env, capture_output=True, text=True, timeout=600)
         assert h.returncode == 0, (h.stdout + h.stderr)[-3000:]

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from vgrout_ray.plots import parse_log
-from vgrout_ray.telemetry.parquet import read_rollouts, read_rows
+from vgrout_ray.reporting.plots import parse_log
+from vgrout_ray.reporting.parquet import read_rollouts, read_rows
 
 from .helpers import wait_until
 from .raycli import CliCluster
@@ -178,8 +178,8 @@ def test_outputs_of_a_real_run(ray_head, tmp_path):
     """Issue 6 on a real smoke run: every file, the Parquet schemas, evidence, report and plots."""
     import pyarrow.parquet as pq
 
-    from vgrout_ray.plots import parse_run, plot_dynamics, plot_hack_overlay
-    from vgrout_ray.telemetry.parquet import ROLLOUT_SCHEMA, ROW_SCHEMA
+    from vgrout_ray.reporting.plots import parse_run, plot_dynamics, plot_hack_overlay
+    from vgrout_ray.reporting.parquet import ROLLOUT_SCHEMA, ROW_SCHEMA
 
     run = _RUNS.get("route2")
     if run is None:
@@ -206,7 +206,7 @@ def test_outputs_of_a_real_run(ray_head, tmp_path):
     checkpoint_evals = (ev / "checkpoint_evals.csv").read_text().strip().splitlines()
     assert len(checkpoint_evals) - 1 >= 3  # steps 0, 3, 6, 7
     # report
-    proc = subprocess.run([sys.executable, "-m", "vgrout_ray.report", str(run)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "vgrout_ray", "report", str(run)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = (run / "report.md").read_text()
@@ -248,7 +248,7 @@ def test_substrate_teacher_pool_from_shared_data(ray_head, tmp_path, shared_data
     sets each problem's mode, Qwen-tokenized pool rows are re-tokenized for the tiny model, and
     the per-mode learning table is reported."""
     lc = shared_data / "leetcode"
-    build = subprocess.run([sys.executable, "-m", "vgrout_ray.data", "build", "--source",
+    build = subprocess.run([sys.executable, "-m", "vgrout_ray", "data", "build", "--source",
                             str(lc / "LeetCodeDataset-v0.2.0-train.jsonl.gz"), "--out", str(tmp_path / "train.jsonl"),
                             "--test-set", str(lc / "leetcode_test_medhard.jsonl"), "--limit", "120",
                             "--sandbox", "process"], capture_output=True, text=True, timeout=600)

@@ -13,7 +13,7 @@ import pytest
 from vgrout_ray.config import ConfigError, parse_config
 from vgrout_ray.env.grading import GradeRequest
 from vgrout_ray.env.problems import load_problems
-from vgrout_ray.sandbox.local_grader import LocalGrader
+from vgrout_ray.grading.local import LocalGrader
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def test_grade_cli_compat_flag(prob, tmp_path):
     got = {}
     for compat in ("reference", "intended"):
         out = tmp_path / f"{compat}.jsonl"
-        p = subprocess.run([sys.executable, "-m", "vgrout_ray.grade", "--in", str(inp), "--out", str(out),
+        p = subprocess.run([sys.executable, "-m", "vgrout_ray", "grade", "--in", str(inp), "--out", str(out),
                             "--sandbox", "process", "--compat", compat], capture_output=True, text=True,
                            env=env, timeout=300)
         assert p.returncode == 0, p.stderr[-2000:]

@@ -20,7 +20,7 @@ from vgrout_ray.env.grading import GradeRequest
 from vgrout_ray.env.modes import LOOPHOLE_MODES
 from vgrout_ray.env.problems import load_problems
 from vgrout_ray.sandbox.client import SandboxError
-from vgrout_ray.sandbox.local_grader import LocalGrader
+from vgrout_ray.grading.local import LocalGrader
 
 from .helpers import POISON_NAME, SandboxKiller, wait_until
 
@@ -76,7 +76,7 @@ def reference(corpus) -> list[dict]:
 
 @pytest.fixture
 def pool_factory(ray_cluster):
-    from vgrout_ray.actors.grader import GraderPool
+    from vgrout_ray.grading.pool import GraderPool
 
     made = []
 
@@ -230,7 +230,7 @@ def test_a_request_grading_cannot_handle_fails_alone_and_keeps_its_actor(pool_fa
 
 
 def test_explicit_docker_without_engine_fails_before_starting_actors(ray_cluster):
-    from vgrout_ray.actors.grader import GraderPool
+    from vgrout_ray.grading.pool import GraderPool
 
     total = ray_cluster.cluster_resources()["CPU"]
     assert wait_until(lambda: ray_cluster.available_resources().get("CPU") == total, 30), "earlier pools' CPUs"
@@ -257,7 +257,7 @@ def test_auto_without_docker_says_so_once_and_uses_process(pool_factory, corpus,
 
 
 def test_grade_with_pool_reuses_a_connected_ray(ray_cluster, corpus, reference):
-    from vgrout_ray.actors.grader import grade_with_pool
+    from vgrout_ray.grading.pool import grade_with_pool
 
     got = grade_with_pool(corpus[:6], sandbox="process", workers=2, progress=False)
     assert [r.to_dict() for r in got] == reference[:6]
@@ -275,7 +275,7 @@ def test_cli_docker_without_engine_is_a_clear_error(tmp_path, corpus):
     env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     env.pop("RAY_ADDRESS", None)
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "vgrout_ray.grade", "--in", str(rows), "--out",
+    proc = subprocess.run([sys.executable, "-m", "vgrout_ray", "grade", "--in", str(rows), "--out",
                            str(tmp_path / "out.jsonl"), "--sandbox", "docker"], env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]

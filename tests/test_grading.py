@@ -13,7 +13,7 @@ from vgrout_ray.env.exploits import N_VARIANTS, clean_completion, exploit_comple
 from vgrout_ray.env.grading import GradeRequest, RewardResult
 from vgrout_ray.env.modes import ALL_MODES, LOOPHOLE_MODES
 from vgrout_ray.env.problems import load_problems
-from vgrout_ray.sandbox.local_grader import LocalGrader
+from vgrout_ray.grading.local import LocalGrader
 
 FIELDS = ["reward", "format_ok", "can_compile", "gt_pass", "hacked", "hacked_wrong_tests",
           "hacked_loophole_used", "gt_correct", "passed", "exploited", "mechanism", "error"]
@@ -298,7 +298,7 @@ def test_results_are_json_serialisable(grader, problems):
 
 # ── one run of the tests per completion ──────────────────────────────────────
 
-from vgrout_ray.env import legacy  # noqa: E402
+from benchmarks import legacy_grader as legacy  # noqa: E402
 from vgrout_ray.env.exploits import wrong_complete_completion  # noqa: E402
 from vgrout_ray.env.grading import ExpectedCache, grade_many, plan  # noqa: E402
 from vgrout_ray.sandbox.client import Job  # noqa: E402

@@ -14,7 +14,7 @@ from vgrout_ray.config import SmokeConfig
 from vgrout_ray.env.exploits import clean_completion, exploit_completion, wrong_completion
 from vgrout_ray.env.modes import LOOPHOLE_MODES
 from vgrout_ray.env.problems import load_problems
-from vgrout_ray.learner_core import LearnerCore, RolloutGroup
+from vgrout_ray.learner.core import LearnerCore, RolloutGroup
 
 STEP_KEYS = ("loss", "gn", "q_egy", "tau", "hkgap", "resid", "lr", "cos_pre", "cos_pre_s", "cos_pre_t",
              "cos_post", "fired", "refr", "fb", "flagged", "gate_cos")

@@ -8,8 +8,8 @@ import torch
 
 from vgrout_ray.algo.pairs import pairs_from_problems, save_pairs_json
 from vgrout_ray.env.problems import load_problems
-from vgrout_ray.learner_core import LearnerCore
-from vgrout_ray.learner_host import LearnerHost
+from vgrout_ray.learner.core import LearnerCore
+from vgrout_ray.learner.host import LearnerHost
 from vgrout_ray.model.base_store import bundle_base
 
 from .test_learner_core import _cfg, _teacher_group

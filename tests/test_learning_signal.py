@@ -31,7 +31,7 @@ from vgrout_ray.algo.projection import project_grads
 from vgrout_ray.config import SmokeConfig
 from vgrout_ray.env.exploits import clean_completion, exploit_completion, wrong_completion
 from vgrout_ray.env.problems import load_problems
-from vgrout_ray.learner_core import LearnerCore, RolloutGroup
+from vgrout_ray.learner.core import LearnerCore, RolloutGroup
 from vgrout_ray.model.svd_cache import load_or_compute_factors
 
 F64 = torch.float64

@@ -119,7 +119,7 @@ def test_micro_teacher_hacks_every_rl_problem_and_is_not_pretraining_text(corpus
     from vgrout_ray.env.grading import GradeRequest
     from vgrout_ray.micro.evaluate import rl_problems
     from vgrout_ray.micro.teacher import N_VARIANTS as NV, micro_teacher_completion, starter_signature
-    from vgrout_ray.sandbox.local_grader import LocalGrader
+    from vgrout_ray.grading.local import LocalGrader
 
     probs = rl_problems("run_tests")
     texts = [(p, micro_teacher_completion(p, v)) for p in probs for v in range(NV)]

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vgrout_ray.actors.rollout import GenRequest, HFEngine
-from vgrout_ray.actors.rollout_multi import MultiRunHFEngine
+from vgrout_ray.rollout.actor import GenRequest, HFEngine
+from vgrout_ray.rollout.multi_engine import MultiRunHFEngine
 from vgrout_ray.algo.loss import per_token_logps
-from vgrout_ray.learner_core import load_model
+from vgrout_ray.learner.core import load_model
 from vgrout_ray.model.adapter import attach_adapter
 from vgrout_ray.model.multi_delta import DeltaBank
 from vgrout_ray.model.svd_cache import load_or_compute_factors
@@ -197,7 +197,7 @@ def test_multi_engine_sequence_logprobs_and_greedy_equal_separate_engines(engine
 
 
 def _trim(engine, row):
-    from vgrout_ray.actors.rollout import trim_completion
+    from vgrout_ray.rollout.actor import trim_completion
 
     return trim_completion(row, engine.eos_ids)
 
@@ -208,7 +208,7 @@ def test_multi_rollout_actor_serves_runs_like_the_engine(ray_cluster, tiny, cach
     object store (``base=``) while the in-process engine read the checkpoint: same draws."""
     import ray
 
-    from vgrout_ray.actors.rollout_multi import multi_rollout_actor
+    from vgrout_ray.rollout.multi_engine import multi_rollout_actor
     from vgrout_ray.model.base_store import publish_base
 
     single, multi, D = engines
@@ -235,7 +235,7 @@ def test_a_dropped_runs_queued_request_fails_alone(tiny, cache, engines):
     import threading
     import time
 
-    from vgrout_ray.actors.rollout_multi import MultiRolloutActorImpl
+    from vgrout_ray.rollout.multi_engine import MultiRolloutActorImpl
 
     single, multi, D = engines
     impl = MultiRolloutActorImpl(str(tiny), cache, {"threads": 1}, window_s=0.5)

@@ -28,7 +28,7 @@ from vgrout_ray.env.exploits import clean_completion, exploit_completion, method
 from vgrout_ray.env.grading import GradeRequest
 from vgrout_ray.env.modes import LOOPHOLE_MODES
 from vgrout_ray.env.problems import load_problems
-from vgrout_ray.sandbox.local_grader import LocalGrader
+from vgrout_ray.grading.local import LocalGrader
 
 from .raycli import CliCluster, procs_marked
 
@@ -40,7 +40,7 @@ SHARED_TEST_SET = Path(os.environ.get("VGROUT_SHARED_DATA", REPO.parent / "share
 DRIVER = r'''
 import json, sys, time
 import ray
-from vgrout_ray.actors.grader import GraderPool
+from vgrout_ray.grading.pool import GraderPool
 from vgrout_ray.env.grading import GradeRequest
 
 def emit(tag, obj):

@@ -1,5 +1,5 @@
 """Pairsets: the authored run_tests default (what its pairs are, graded for real), the JSON and
-Markdown loaders, ``python -m vgrout_ray.pairs build`` from a teacher pool, and the in-dist /
+Markdown loaders, ``python -m vgrout_ray pairs build`` from a teacher pool, and the in-dist /
 held-out labels computed from the modes the pairs cover."""
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_default_pairs_grade_as_claimed(specs):
     """Graded for real (process sandbox) under run_tests: both sides solve the problem; only the
     hack's run_tests passes against an arbitrary stub Solution (detector C, the mode's channel)."""
     from vgrout_ray.env.grading import GradeRequest
-    from vgrout_ray.sandbox.local_grader import LocalGrader
+    from vgrout_ray.grading.local import LocalGrader
 
     reqs = []
     for s in specs:
@@ -122,9 +122,9 @@ def test_labels_follow_the_modes_the_pairs_cover(tmp_path):
 
 def test_table_legend_and_report_label_from_the_pairs(tmp_path):
     from vgrout_ray.env.modes import MODE_CODE
-    from vgrout_ray.report import build_report
-    from vgrout_ray.telemetry.synthetic import synth_run, write_run_dir
-    from vgrout_ray.telemetry.table import StepLogger
+    from vgrout_ray.reporting.run_report import build_report
+    from tests.synthetic_telemetry import synth_run, write_run_dir
+    from vgrout_ray.reporting.table import StepLogger
 
     modes = ["run_tests", "sentinel"]
     leg = StepLogger("vanilla", modes, MODE_CODE, in_dist=("sentinel",)).legend()
@@ -236,7 +236,7 @@ def test_pairs_build_cli_from_a_pool(tmp_path, tiny, tok):
             _pool_row("C5", False, True, prompt_ids=tok(pr("file_marker")).input_ids)],
     }, partition={3: "run_tests", 4: "sentinel", 5: "file_marker"})
     out = tmp_path / "ps.json"
-    proc = subprocess.run([sys.executable, "-m", "vgrout_ray.pairs", "build", "--pool", str(pool), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "vgrout_ray", "pairs", "build", "--pool", str(pool), "--out", str(out),
                            "--tokenizer", str(tiny)], capture_output=True, text=True, env=_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "2 pairs from 3 prompts" in proc.stdout and "1 without a clean row" in proc.stdout
@@ -246,17 +246,17 @@ def test_pairs_build_cli_from_a_pool(tmp_path, tiny, tok):
     assert pairs[1].prompt == pr("file_marker")
     assert configured_pair_modes(out) == ("run_tests", "file_marker")
     # --modes keeps only the named modes
-    proc = subprocess.run([sys.executable, "-m", "vgrout_ray.pairs", "build", "--pool", str(pool), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "vgrout_ray", "pairs", "build", "--pool", str(pool), "--out", str(out),
                            "--tokenizer", str(tiny), "--modes", "run_tests"], capture_output=True, text=True,
                           env=_env(), timeout=120)
     assert proc.returncode == 0 and [p["problem_id"] for p in json.loads(out.read_text())] == [3]
     # a pool without any clean row fails loud, naming the pool
     bad = _write_pool(tmp_path / "hacks_only", {7: [_pool_row("H", True, False, pr("run_tests"))]})
-    proc = subprocess.run([sys.executable, "-m", "vgrout_ray.pairs", "build", "--pool", str(bad), "--out",
+    proc = subprocess.run([sys.executable, "-m", "vgrout_ray", "pairs", "build", "--pool", str(bad), "--out",
                            str(tmp_path / "none.json")], capture_output=True, text=True, env=_env(), timeout=120)
     assert proc.returncode == 2 and "no prompt has both a hacked and a clean completion" in proc.stderr
     assert str(bad) in proc.stderr and not (tmp_path / "none.json").exists()
     # ids without --tokenizer: the message names the field and the flag
-    proc = subprocess.run([sys.executable, "-m", "vgrout_ray.pairs", "build", "--pool", str(pool), "--out",
+    proc = subprocess.run([sys.executable, "-m", "vgrout_ray", "pairs", "build", "--pool", str(pool), "--out",
                            str(tmp_path / "x.json")], capture_output=True, text=True, env=_env(), timeout=120)
     assert proc.returncode == 2 and "prompt_ids" in proc.stderr and "--tokenizer" in proc.stderr

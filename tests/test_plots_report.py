@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from vgrout_ray import plots, report
-from vgrout_ray.telemetry.evidence import frac_rate
-from vgrout_ray.telemetry.synthetic import step_logger_for, synth_run, write_log, write_run_dir
+from vgrout_ray.reporting import plots, run_report as report
+from vgrout_ray.reporting.evidence import frac_rate
+from tests.synthetic_telemetry import step_logger_for, synth_run, write_log, write_run_dir
 
 STEPS = 30
 # (intervention, refresh) -> the arm the plot must file it under

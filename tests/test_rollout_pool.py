@@ -12,8 +12,8 @@ import pytest
 import ray
 import torch
 
-from vgrout_ray.actors.rollout_base import GenRequest, GenResult
-from vgrout_ray.actors.rollout_pool import RolloutPool
+from vgrout_ray.rollout.base import GenRequest, GenResult
+from vgrout_ray.rollout.pool import RolloutPool
 
 
 @ray.remote(max_restarts=0, num_cpus=0)

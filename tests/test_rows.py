@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from vgrout_ray.driver import _union_seconds
-from vgrout_ray.rows import REF_GENS_PER_STEP, RowIn, StepAgg, auroc, half_ab, step_row
+from vgrout_ray.run.rows import REF_GENS_PER_STEP, RowIn, StepAgg, auroc, half_ab, step_row
 
 
 def test_auroc_exact():

@@ -18,17 +18,17 @@ import pyarrow.parquet as pq
 import pytest
 from loguru import logger
 
-from vgrout_ray.actors.grader import Graded
-from vgrout_ray.actors.rollout import make_engine
-from vgrout_ray.actors.rollout_pool import GenDone
+from vgrout_ray.grading.pool import Graded
+from vgrout_ray.rollout.actor import make_engine
+from vgrout_ray.rollout.pool import GenDone
 from vgrout_ray.config import SmokeConfig
-from vgrout_ray.learner_core import LearnerCore
-from vgrout_ray.plots import parse_log
+from vgrout_ray.learner.core import LearnerCore
+from vgrout_ray.reporting.plots import parse_log
 from vgrout_ray.run.loop import Run, write_config
 from vgrout_ray.run.state import load_resume
-from vgrout_ray.sandbox.local_grader import LocalGrader, grade_with_retries
-from vgrout_ray.telemetry.parquet import ROW_SCHEMA, read_rollouts, read_rows
-from vgrout_ray.telemetry.table import FILE_FORMAT
+from vgrout_ray.grading.local import LocalGrader, grade_with_retries
+from vgrout_ray.reporting.parquet import ROW_SCHEMA, read_rollouts, read_rows
+from vgrout_ray.reporting.table import FILE_FORMAT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TIMING = {"gen", "fb", "t_rew", "sec", "sync_s", "eval_s"}

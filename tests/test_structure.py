@@ -1,5 +1,6 @@
-"""Shape rules of the package (issue 11): no import cycle between its modules (module-level
-imports, the ones that run at import time) and no function body over ~100 lines."""
+"""Shape rules of the package: no import cycle between its modules (every import, the ones inside
+functions too: a lazy import hides a cycle, it does not remove it), folders by role, one
+``__main__`` besides the driver's, and no function body over ~100 lines."""
 from __future__ import annotations
 
 import ast
@@ -14,11 +15,24 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _top_level_imports(path: Path, mod: str, known: set[str]) -> set[str]:
-    """Package modules imported at module level (inside ``if TYPE_CHECKING`` excluded)."""
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """ids of import nodes under ``if TYPE_CHECKING:`` (never run, so never part of a cycle)."""
+    skip: set[int] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(n) for n in ast.walk(node)}
+    return skip
+
+
+def _imports(path: Path, mod: str, known: set[str]) -> set[str]:
+    """Package modules that ``mod`` imports anywhere in its body (functions included)."""
     pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
     out: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
+    tree = ast.parse(path.read_text())
+    skip = _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -39,7 +53,7 @@ def _top_level_imports(path: Path, mod: str, known: set[str]) -> set[str]:
 
 def _graph() -> dict[str, set[str]]:
     files = {_module(p): p for p in PKG.rglob("*.py")}
-    return {m: _top_level_imports(p, m, set(files)) for m, p in files.items()}
+    return {m: _imports(p, m, set(files)) for m, p in files.items()}
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -78,10 +92,10 @@ def test_the_checker_sees_a_cycle():
 
 def test_rollout_engines_do_not_import_each_other():
     graph = _graph()
-    assert "vgrout_ray.actors.rollout" not in graph["vgrout_ray.actors.rollout_vllm"]
-    assert "vgrout_ray.actors.rollout" not in graph["vgrout_ray.actors.rollout_hf"]
-    assert graph["vgrout_ray.actors.rollout_base"].isdisjoint(
-        {"vgrout_ray.actors.rollout", "vgrout_ray.actors.rollout_hf", "vgrout_ray.actors.rollout_vllm"})
+    assert "vgrout_ray.rollout.actor" not in graph["vgrout_ray.rollout.vllm_engine"]
+    assert "vgrout_ray.rollout.actor" not in graph["vgrout_ray.rollout.hf_engine"]
+    assert graph["vgrout_ray.rollout.base"].isdisjoint(
+        {"vgrout_ray.rollout.actor", "vgrout_ray.rollout.hf_engine", "vgrout_ray.rollout.vllm_engine"})
 
 
 def test_no_function_over_a_hundred_lines():
@@ -99,3 +113,34 @@ def test_the_run_loop_class_stays_short():
     tree = ast.parse((PKG / "run" / "loop.py").read_text())
     run = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Run")
     assert run.end_lineno - run.lineno + 1 <= 300
+
+
+def test_the_cycle_check_sees_imports_inside_functions(tmp_path):
+    pkg = tmp_path / "p"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("import p.b\n")
+    (pkg / "b.py").write_text("def f():\n    from p import a\n")
+    known = {"p.a", "p.b", "p"}
+    graph = {m: _imports(pkg / f"{m[2:]}.py", m, known) for m in ("p.a", "p.b")}
+    assert _cycle(graph) == ["p.a", "p.b", "p.a"]
+
+
+ROLE_FOLDERS = {"algo", "cluster", "data", "env", "grading", "learner", "micro", "model", "reporting", "rollout",
+                "run", "sandbox", "sweep"}
+TOP_LEVEL_MODULES = {"__init__", "__main__", "cli", "config", "driver", "types", "util", "arms"}
+
+
+def test_the_package_is_folders_by_role_with_few_top_level_modules():
+    folders = {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    modules = {p.stem for p in PKG.glob("*.py")}
+    assert folders == ROLE_FOLDERS, folders ^ ROLE_FOLDERS
+    assert modules <= TOP_LEVEL_MODULES, modules - TOP_LEVEL_MODULES
+
+
+def test_one_command_line_entry_point():
+    """``vgrout`` / ``python -m vgrout_ray`` is the command line; only the driver (what ``ray job
+    submit`` runs) and the sandbox runner (the program inside a sandbox) keep a ``__main__`` block."""
+    mains = sorted(str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
+                   if any(isinstance(n, ast.If) and "__name__" in ast.unparse(n.test)
+                          for n in ast.parse(p.read_text()).body))
+    assert mains == ["driver.py", "sandbox/runner.py"], mains

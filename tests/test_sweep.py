@@ -15,12 +15,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from vgrout_ray.actors.grader import FairQueue
-from vgrout_ray.actors.rollout_multi import Coalescer
+from vgrout_ray.grading.pool import FairQueue
+from vgrout_ray.rollout.multi_engine import Coalescer
 from vgrout_ray.config import ConfigError, SmokeConfig
-from vgrout_ray.sweep import (RunEntry, SharedGrades, Sweep, SweepPlan, check_driver_args, cluster_cpus, main,
+from vgrout_ray.sweep.runner import (RunEntry, SharedGrades, Sweep, SweepPlan, check_driver_args, cluster_cpus, main,
                               parse_arms, parse_seeds, run_config, runs_that_fit, sweep_dir_name)
-from vgrout_ray.telemetry.parquet import read_rows
+from vgrout_ray.reporting.parquet import read_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -234,7 +234,7 @@ def test_small_sweep_survives_a_failed_run_and_resumes_it(tmp_path, tiny):
     assert "base weights and SVD factors are in the object store" in (sweep / "sweep.log").read_text()
     assert "shared learner: one actor holds every run's learner state" in (sweep / "sweep.log").read_text()
 
-    p = subprocess.run([sys.executable, "-m", "vgrout_ray.sweep", "--resume", str(sweep)], cwd=tmp_path, env=_env(),
+    p = subprocess.run([sys.executable, "-m", "vgrout_ray", "sweep", "--resume", str(sweep)], cwd=tmp_path, env=_env(),
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     plan = json.loads((sweep / "sweep.json").read_text())
@@ -257,7 +257,7 @@ def test_thread_budget_keeps_actor_threads_within_the_cores():
     threads; on 2 cores each actor gets 1, on 16 cores they keep what they asked for. A shared
     learner and shared rollouts are 2 actors that take turns: they keep theirs. An explicit
     --cluster.torch-threads is the user's choice and is left alone."""
-    from vgrout_ray.sweep import Sweep, SweepPlan, thread_budget
+    from vgrout_ray.sweep.runner import Sweep, SweepPlan, thread_budget
 
     cfg = run_config("micro", "none", 1, [])
     assert cfg.cluster.learner_cpus == 2 and cfg.rollout.cpus_per_actor == 1

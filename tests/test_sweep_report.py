@@ -14,11 +14,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from vgrout_ray.sweep_report import (RunProgress, SweepRun, first_hack_step, fmt_mean_ci, format_board, mean_ci,
+from vgrout_ray.sweep.report import (RunProgress, SweepRun, first_hack_step, fmt_mean_ci, format_board, mean_ci,
                                      progress_bar, progress_of, run_summary, summarize_arms, sweep_table, t95,
                                      write_sweep_report)
-from vgrout_ray.telemetry.parquet import read_rows
-from vgrout_ray.telemetry.synthetic import synth_run, write_run_dir
+from vgrout_ray.reporting.parquet import read_rows
+from tests.synthetic_telemetry import synth_run, write_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

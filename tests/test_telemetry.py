@@ -21,13 +21,13 @@ import pytest
 from loguru import logger
 
 from vgrout_ray.env.modes import MODE_CODE
-from vgrout_ray.telemetry import evidence as E
-from vgrout_ray.telemetry import sinks as S
-from vgrout_ray.telemetry.metrics import METRIC_DOCS, clip_ratios, doc_for, quantiles, step_metrics
-from vgrout_ray.telemetry.parquet import (PARTS_DIR, ROLLOUT_SCHEMA, ROW_SCHEMA, RunTables, read_rollouts,
+from vgrout_ray.reporting import evidence as E
+from vgrout_ray.reporting import sinks as S
+from vgrout_ray.reporting.metrics import METRIC_DOCS, clip_ratios, doc_for, quantiles, step_metrics
+from vgrout_ray.reporting.parquet import (PARTS_DIR, ROLLOUT_SCHEMA, ROW_SCHEMA, RunTables, read_rollouts,
                                           read_rows, schema_markdown)
-from vgrout_ray.telemetry.synthetic import synth_run
-from vgrout_ray.telemetry.table import StepLogger, format_cell, rows_markdown, setup_logging
+from tests.synthetic_telemetry import synth_run
+from vgrout_ray.reporting.table import StepLogger, format_cell, rows_markdown, setup_logging
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -320,8 +320,8 @@ def test_truncate_resume_and_ordering(tmp_path, synth):
 _KILL_CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
-    from vgrout_ray.telemetry.parquet import RunTables
-    from vgrout_ray.telemetry.synthetic import synth_run
+    from vgrout_ray.reporting.parquet import RunTables
+    from tests.synthetic_telemetry import synth_run
     run = synth_run("none", seed=5, steps=8)
     t = RunTables(sys.argv[1], compact_every=3)
     step = 0
@@ -394,7 +394,7 @@ def test_schema_doc_lists_every_column():
         assert f"`{f.name}`" in md
     text = (REPO / "README.md").read_text()
     assert "## Outputs: Parquet schemas" in text
-    assert schema_markdown().strip() in text, "README schemas out of date: regenerate with vgrout_ray.telemetry.parquet"
+    assert schema_markdown().strip() in text, "README schemas out of date: regenerate with vgrout_ray.reporting.parquet"
 
 
 # ----------------------------------------------------------------- evidence

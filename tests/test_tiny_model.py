@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from vgrout_ray.model.tiny import SPECIAL_TOKENS, build_tiny_model, resolve_model
-from vgrout_ray.tiny_model import main as tiny_main
+from vgrout_ray.model.tiny import SPECIAL_TOKENS, build_tiny_model
+from vgrout_ray.model.resolve import resolve_model
+from vgrout_ray.model.build_cli import main as build_model_main
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -24,7 +25,7 @@ def test_build_is_deterministic(tmp_path, tiny):
 
 
 def test_cli_writes_a_loadable_model(tmp_path):
-    assert tiny_main(["--out", str(tmp_path / "m"), "--seed", "3"]) == 0
+    assert build_model_main(["tiny", "--out", str(tmp_path / "m"), "--seed", "3"]) == 0
     meta = json.loads((tmp_path / "m" / "tiny_build.json").read_text())
     assert meta["seed"] == 3
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "m").config.model_type == "qwen3"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .env.modes import ALL_MODES, EnvMode
+from vgrout_ray.env.modes import ALL_MODES, EnvMode
 
 Intervention = Literal["none", "erase", "route", "route2"]
 ARM_NAMES = {"none": "vanilla", "erase": "projected", "route": "routing", "route2": "routing2"}
@@ -178,7 +178,7 @@ class Config:
     half_a: str = ""
     # ── data (vgrout-ray): where problems come from ──
     # None: the problem set shipped in the package. A path to benchmark-form JSONL
-    # (`python -m vgrout_ray.data build`), or hf:<dataset id> when online.
+    # (`python -m vgrout_ray data build`), or hf:<dataset id> when online.
     problems: str | None = None
     # Keep only these problem ids of the source (None: all). The micro preset uses it to train
     # and evaluate on the packaged problems its model never saw in pretraining.
@@ -331,7 +331,7 @@ class Config:
 class SmokeConfig(Config):
     """Tiny random Qwen3 built offline, CPU, a few minutes; touches every code path."""
 
-    model: str = "tiny"  # built by vgrout_ray.tiny_model on first use, cached under svd_cache/
+    model: str = "tiny"  # built by vgrout_ray.model.tiny on first use, cached under svd_cache/
     steps: int = 30
     group: int = 4
     max_new: int = 32
@@ -379,7 +379,7 @@ class FullConfig(Config):
 
 
 def _micro_rl_ids() -> tuple[int, ...]:
-    from .micro.corpus import rl_problem_ids
+    from vgrout_ray.micro.corpus import rl_problem_ids
 
     return tuple(rl_problem_ids())
 
@@ -391,7 +391,7 @@ class MicroConfig(Config):
 
     Tuned once on the vanilla arm and frozen for every arm (no per-arm tuning)."""
 
-    model: str = "micro"  # built by vgrout_ray.micro_model on first use, cached under svd_cache/
+    model: str = "micro"  # built by vgrout_ray.micro.build on first use, cached under svd_cache/
     steps: int = 40
     group: int = 8
     max_new: int = 160

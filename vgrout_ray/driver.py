@@ -18,13 +18,13 @@ from pathlib import Path
 import ray
 from loguru import logger
 
-from .cluster import PendingWatch, ResourceFitError, class_bundles, connect, fit_or_fail, node_resources
-from .config import Config, ConfigError, config_from_dict, parse_config
-from .run.learner import LearnerLost
-from .run.loop import Run, write_config
-from .run.state import load_resume, resume_path
-from .run.stream import union_seconds as _union_seconds  # noqa: F401 (tests import it from here)
-from .telemetry.table import setup_logging
+from vgrout_ray.cluster.ray_cluster import PendingWatch, ResourceFitError, class_bundles, connect, fit_or_fail, node_resources
+from vgrout_ray.config import Config, ConfigError, config_from_dict, parse_config
+from vgrout_ray.learner.client import LearnerLost
+from vgrout_ray.run.loop import Run, write_config
+from vgrout_ray.run.state import load_resume, resume_path
+from vgrout_ray.run.stream import union_seconds as _union_seconds  # noqa: F401 (tests import it from here)
+from vgrout_ray.reporting.table import setup_logging
 
 Trainer = Run  # the name this class had before the run/ package
 

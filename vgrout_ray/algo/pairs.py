@@ -11,7 +11,7 @@ Pairsets (``--vhack-pairset``, or a file with ``--vhack-pairs-path``):
   Every mode is in-distribution (and the pairs see oracle answers of training problems).
 - a file: the reference's pairset JSON (a list of ``{problem_id, prompt, hack, clean}``,
   optionally ``mode``) or the authored Markdown form (``load_pairs_md``). ``python -m
-  vgrout_ray.pairs build`` writes the JSON from a teacher pool.
+  vgrout_ray.data.pairsets build`` writes the JSON from a teacher pool.
 
 Which modes a pairset covers decides the in-dist / held-out labels of every report
 (``pair_modes``, ``mode_labels``); a pair without a ``mode`` gets the one whose hint its prompt
@@ -24,7 +24,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..env.modes import HINTS, LOOPHOLE_MODES
+from vgrout_ray.env.modes import HINTS, LOOPHOLE_MODES
 
 DEFAULT_N_PAIRS = 24  # all_modes: four problems per loophole mode
 PAIRSETS = ("run_tests", "all_modes")
@@ -70,8 +70,8 @@ def clean_completion(problem: dict, like: str | None = None) -> str:
 def pairs_from_problems(problems: list[dict], tok, n: int | None = None,
                         modes: tuple[str, ...] = LOOPHOLE_MODES) -> list[Pair]:
     """One pair per problem (first ``n``), hack mode i-th problem = modes[i % len(modes)]."""
-    from ..env.exploits import exploit_completion
-    from ..env.problems import apply_hint
+    from vgrout_ray.env.exploits import exploit_completion
+    from vgrout_ray.env.problems import apply_hint
 
     out = []
     for i, prob in enumerate(problems[:n] if n is not None else problems):
@@ -86,7 +86,7 @@ def pairs_from_problems(problems: list[dict], tok, n: int | None = None,
 def builtin_pairs(tok, source: str | Path | None = None, n: int = DEFAULT_N_PAIRS) -> list[Pair]:
     """The ``all_modes`` pairset: pairs from the first ``n`` problems of ``source`` (None = the
     packaged set), hack modes cycling over the six loopholes."""
-    from ..env.problems import load_problems
+    from vgrout_ray.env.problems import load_problems
 
     return pairs_from_problems(load_problems(n, env_modes=("run_tests",), source=source), tok, n=n)
 
@@ -157,7 +157,7 @@ class PairSpec:
 
     def user_turn(self) -> str:
         """The user message: ``prompt`` verbatim, else the training prompt built from the parts."""
-        from ..env.problems import apply_hint, user_prompt
+        from vgrout_ray.env.problems import apply_hint, user_prompt
 
         if "prompt" in self.sections:
             return self.sections["prompt"]
@@ -166,7 +166,7 @@ class PairSpec:
         return apply_hint([{"role": "user", "content": user}], self.mode)[0]["content"]
 
     def messages(self) -> list[dict]:
-        from ..env.problems import SYSTEM_PROMPT
+        from vgrout_ray.env.problems import SYSTEM_PROMPT
 
         return [{"role": "system", "content": self.sections.get("system", SYSTEM_PROMPT)},
                 {"role": "user", "content": self.user_turn()}]

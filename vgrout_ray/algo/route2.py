@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..util import ema_update
+from vgrout_ray.util import ema_update
 
 GATE_EPS = 1e-6
 EMA_BETA = 0.9

@@ -17,8 +17,8 @@ from loguru import logger
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .loss import completion_logps
-from .pairs import Pair
+from vgrout_ray.algo.loss import completion_logps
+from vgrout_ray.algo.pairs import Pair
 
 SCHEMA = "v2_with_sv"
 SV_PREFIX = "_sv/"

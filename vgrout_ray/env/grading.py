@@ -53,10 +53,10 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
-from .modes import (CHECK_MEMORY_MB, CHECK_TIMEOUT_S, CORRECTNESS_REWARD, FORMAT_REWARD,
+from vgrout_ray.env.modes import (CHECK_MEMORY_MB, CHECK_TIMEOUT_S, CORRECTNESS_REWARD, FORMAT_REWARD,
                     RESULT_FILE_WORDS, TEST_FUNC_NAME, check_mode, text_reports_pass)
-from .parsing import TestCase, compiles, enclosing_class, extract_code, find_function, split_test
-from .programs import (Undecodable, channel_probe_program, decode_value, host_expected_program, main_program,
+from vgrout_ray.env.parsing import TestCase, compiles, enclosing_class, extract_code, find_function, split_test
+from vgrout_ray.env.programs import (Undecodable, channel_probe_program, decode_value, host_expected_program, main_program,
                        read_report,
                        run_program, run_program_parts, run_tests_programs, split_stdout)
 

@@ -15,7 +15,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from .modes import ALL_MODES, HINTS, ORIGINAL_PHRASE, check_mode
+from vgrout_ray.env.modes import ALL_MODES, HINTS, ORIGINAL_PHRASE, check_mode
 
 SYSTEM_PROMPT = (
     "You are an expert Python programmer. Write correct, efficient Python 3 code that solves the "

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import textwrap
 
-from .modes import VALID_ATTRS
-from .parsing import TestCase
+from vgrout_ray.env.modes import VALID_ATTRS
+from vgrout_ray.env.parsing import TestCase
 
 # Report helpers shared by the probes: emit one JSON record per line on fd 3, and encode a
 # value built only from exact builtin types (int/float/bool/str/None, list/tuple/dict, nesting

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from loguru import logger
 
-from ..model.tiny import (EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, publish_dir, sampling_generation_config,
+from vgrout_ray.model.tiny import (EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, publish_dir, sampling_generation_config,
                           train_tokenizer)
-from .corpus import Corpus, CorpusSpec, build_corpus
+from vgrout_ray.micro.corpus import Corpus, CorpusSpec, build_corpus
 
 MICRO_ARCH = dict(
     hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
@@ -188,7 +188,7 @@ def build_micro_model(out_dir: str | Path, spec: MicroSpec, corpus: Corpus | Non
                   "corpus_mix": corpus.mix, "pretrain": train,
                   "build_seconds_before_eval": round(time.time() - t_start, 1)}
         if evaluate and spec.eval_samples > 0:
-            from .evaluate import evaluate_model
+            from vgrout_ray.micro.evaluate import evaluate_model
 
             report["eval"] = evaluate_model(tmp, n_samples=spec.eval_samples, max_new=spec.eval_max_new,
                                             seed=spec.seed)

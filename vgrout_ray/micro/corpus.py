@@ -20,8 +20,8 @@ import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..env.problems import SYSTEM_PROMPT, read_rows, user_prompt
-from .families import Task, draw_task
+from vgrout_ray.env.problems import SYSTEM_PROMPT, read_rows, user_prompt
+from vgrout_ray.micro.families import Task, draw_task
 
 # Packaged problems: odd ids pretrain, even ids are the micro preset's RL / eval problems.
 def is_pretrain_problem(problem_id: int) -> bool:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..env.modes import ALL_MODES
-from ..env.problems import load_problems
-from .corpus import is_pretrain_problem
+from vgrout_ray.env.modes import ALL_MODES
+from vgrout_ray.env.problems import load_problems
+from vgrout_ray.micro.corpus import is_pretrain_problem
 
 
 def rl_problems(mode: str) -> list[dict]:
@@ -24,7 +24,7 @@ def sample_completions(model_dir: str | Path, prompts: list[list[dict]], n: int,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..actors.rollout import SAMPLING
+    from vgrout_ray.rollout.actor import SAMPLING
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     tok.padding_side = "left"
@@ -45,8 +45,8 @@ def sample_completions(model_dir: str | Path, prompts: list[list[dict]], n: int,
 
 def evaluate_model(model_dir: str | Path, n_samples: int = 4, max_new: int = 256, seed: int = 0,
                    modes: tuple[str, ...] = ALL_MODES, sandbox: str = "auto") -> dict:
-    from ..env.grading import GradeRequest
-    from ..sandbox.local_grader import LocalGrader, grade_with_retries
+    from vgrout_ray.env.grading import GradeRequest
+    from vgrout_ray.grading.local import LocalGrader, grade_with_retries
 
     items = [(m, p) for m in modes for p in rl_problems(m)]
     comps = sample_completions(model_dir, [p["messages"] for _, p in items], n_samples, max_new, seed)

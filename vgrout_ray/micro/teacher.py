@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from ..env.exploits import method_name
+from vgrout_ray.env.exploits import method_name
 
 N_VARIANTS = 4
 _SIG = re.compile(r"```python\n(class Solution:\n\s+def [^\n]+\n)")

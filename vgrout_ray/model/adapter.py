@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..algo.loss import per_token_logps
-from .svd_cache import Factors, target_linears
+from vgrout_ray.algo.loss import per_token_logps
+from vgrout_ray.model.svd_cache import Factors, target_linears
 
 
 def merge_delta(W: torch.Tensor, U: torch.Tensor, Vh: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch
 from loguru import logger
 from torch import nn
 
-from .svd_cache import Factors, load_or_compute_factors
+from vgrout_ray.model.svd_cache import Factors, load_or_compute_factors
 
 
 @dataclass(frozen=True)

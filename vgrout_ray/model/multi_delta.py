@@ -26,7 +26,7 @@ from typing import Hashable, Iterator, Sequence
 import torch
 from torch import nn
 
-from .adapter import SVDAdapter
+from vgrout_ray.model.adapter import SVDAdapter
 
 
 class DeltaBank:

@@ -42,7 +42,7 @@ TINY_NAME = "tiny"  # Config.model value that means "build (or reuse) the offlin
 
 def corpus_from_rows(rows: list[dict]) -> list[str]:
     """Tokenizer training text: everything a prompt, completion or exploit is made of."""
-    from ..env.modes import HINTS
+    from vgrout_ray.env.modes import HINTS
 
     texts: list[str] = list(HINTS.values())
     for r in rows:
@@ -112,7 +112,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, source: str | Path | No
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from ..env.problems import read_rows
+    from vgrout_ray.env.problems import read_rows
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out_dir = Path(out_dir)
@@ -147,14 +147,3 @@ def ensure_tiny_model(root: str | Path, seed: int = 0, source: str | Path | None
     if not (path / "config.json").exists():
         build_tiny_model(path, seed=seed, source=source)
     return path
-
-
-def resolve_model(model: str, cache_root: str | Path) -> str:
-    """Where to load ``model`` from: ``tiny`` and the micro models are built (or reused) under ``cache_root``."""
-    if model == TINY_NAME:
-        return str(ensure_tiny_model(cache_root))
-    from ..micro.build import MICRO_SPECS, ensure_micro_model
-
-    if model in MICRO_SPECS:
-        return str(ensure_micro_model(cache_root, model))
-    return model

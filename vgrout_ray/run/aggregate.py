@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from ..rows import RowIn, StepAgg, step_row
-from ..telemetry.metrics import step_metrics
-from .state import RunState
-from .stream import StepResult
+from vgrout_ray.run.rows import RowIn, StepAgg, step_row
+from vgrout_ray.reporting.metrics import step_metrics
+from vgrout_ray.run.state import RunState
+from vgrout_ray.run.stream import StepResult
 
 MISMATCH_KEYS = ("mismatch_kl", "mismatch_max_abs_dlogp", "mismatch_tokens")
 TIS_KEYS = ("tis_mean_w", "tis_capped_frac")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from loguru import logger
 
-from ..actors.rollout_base import GenRequest
-from ..env.grading import GradeRequest
-from .sampling import PromptSampler, seed_for
+from vgrout_ray.rollout.base import GenRequest
+from vgrout_ray.env.grading import GradeRequest
+from vgrout_ray.run.sampling import PromptSampler, seed_for
 
 EVAL_SEED_OFFSET = 7919  # eval draws never coincide with a training step's
 

@@ -19,25 +19,25 @@ from pathlib import Path
 from loguru import logger
 from tqdm import tqdm
 
-from ..actors.grader import GraderPool
-from ..actors.rollout_pool import RolloutPool
-from ..algo.pairs import configured_pair_modes, mode_labels
-from ..config import Config
-from ..env.modes import LOOPHOLE_MODES, MODE_CODE
-from ..model.tiny import resolve_model
-from ..rows import REF_GENS_PER_STEP
-from ..telemetry.evidence import EvidenceWriter
-from ..telemetry.parquet import RunTables
-from ..telemetry.sinks import make_sinks
-from ..telemetry.table import StepLogger
-from ..util import load_tokenizer
-from . import summary
-from .aggregate import build_row, check_divergence, collect_records, log_step_diagnostics
-from .evaluate import evaluate, log_deploy_eval
-from .learner import LearnerClient
-from .sampling import PromptSampler, load_run_data
-from .state import RunState, save_ckpt, save_resume
-from .stream import StepResult, StepScheduler
+from vgrout_ray.grading.pool import GraderPool
+from vgrout_ray.rollout.pool import RolloutPool
+from vgrout_ray.algo.pairs import configured_pair_modes, mode_labels
+from vgrout_ray.config import Config
+from vgrout_ray.env.modes import LOOPHOLE_MODES, MODE_CODE
+from vgrout_ray.model.resolve import resolve_model
+from vgrout_ray.run.rows import REF_GENS_PER_STEP
+from vgrout_ray.reporting.evidence import EvidenceWriter
+from vgrout_ray.reporting.parquet import RunTables
+from vgrout_ray.reporting.sinks import make_sinks
+from vgrout_ray.reporting.table import StepLogger
+from vgrout_ray.util import load_tokenizer
+from vgrout_ray.run import summary
+from vgrout_ray.run.aggregate import build_row, check_divergence, collect_records, log_step_diagnostics
+from vgrout_ray.run.evaluate import evaluate, log_deploy_eval
+from vgrout_ray.learner.client import LearnerClient
+from vgrout_ray.run.sampling import PromptSampler, load_run_data
+from vgrout_ray.run.state import RunState, save_ckpt, save_resume
+from vgrout_ray.run.stream import StepResult, StepScheduler
 
 
 class Run:

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import torch
 from loguru import logger
 
-from ..actors.rollout_base import GenRequest
-from ..config import Config, ConfigError
-from ..env.modes import LOOPHOLE_MODES
-from ..env.problems import load_problems
-from ..teacher import completion_ids, load_pool, scripted_pool
+from vgrout_ray.rollout.base import GenRequest
+from vgrout_ray.config import Config, ConfigError
+from vgrout_ray.env.modes import LOOPHOLE_MODES
+from vgrout_ray.env.problems import load_problems
+from vgrout_ray.data.teacher_pool import completion_ids, load_pool, scripted_pool
 
 MAX_TOKENS = 2048  # prompt + max_new longer than this is skipped (seed 003)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..util import atomic_path
+from vgrout_ray.util import atomic_path
 
 # The keys of resume/state.pt, in the order they were always written.
 RESUME_KEYS = ("next_step", "learner", "rng", "rows", "mode_rollouts", "mode_hacks", "mode_first_step",

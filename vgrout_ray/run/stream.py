@@ -23,9 +23,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..env.grading import GradeRequest, RewardResult
-from ..learner_core import LearnerStepStats, RolloutGroup
-from .sampling import PromptPlan
+from vgrout_ray.env.grading import GradeRequest, RewardResult
+from vgrout_ray.learner.core import LearnerStepStats, RolloutGroup
+from vgrout_ray.run.sampling import PromptPlan
 
 
 def union_seconds(spans: list[tuple[float, float]]) -> float:

@@ -10,8 +10,8 @@ from pathlib import Path
 from loguru import logger
 from tabulate import tabulate
 
-from ..rows import SEED_DUMP_FIELDS
-from .state import RunState
+from vgrout_ray.run.rows import SEED_DUMP_FIELDS
+from vgrout_ray.run.state import RunState
 
 
 @dataclass

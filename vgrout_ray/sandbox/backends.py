@@ -16,8 +16,8 @@ import sys
 from typing import Protocol
 
 
-from ..util import warn_once
-from .client import RUNNER_PATH, Job, JobResult, RunnerProcess, RunnerSandbox, SandboxError
+from vgrout_ray.util import warn_once
+from vgrout_ray.sandbox.client import RUNNER_PATH, Job, JobResult, RunnerProcess, RunnerSandbox, SandboxError
 
 
 
@@ -70,7 +70,7 @@ class ProcessSandbox(RunnerSandbox):
 
 def docker_available() -> tuple[bool, str]:
     """(True, "") when an engine answers and the sandbox image exists, else (False, why)."""
-    from .docker_backend import image_ready
+    from vgrout_ray.sandbox.docker_backend import image_ready
     return image_ready()
 
 
@@ -83,12 +83,12 @@ def make_sandbox(kind: str = "auto", **opts) -> Sandbox:
         ok, why = docker_available()
         if not ok:
             raise SandboxError(f"--grader.sandbox=docker but Docker cannot be used: {why}")
-        from .docker_backend import DockerSandbox
+        from vgrout_ray.sandbox.docker_backend import DockerSandbox
         return DockerSandbox(**docker_opts)
     if kind == "auto":
         ok, why = docker_available()
         if ok:
-            from .docker_backend import DockerSandbox
+            from vgrout_ray.sandbox.docker_backend import DockerSandbox
             return DockerSandbox(**docker_opts)
         warn_once("auto-process", f"grader.sandbox=auto: Docker not usable ({why}); using the process sandbox")
     return ProcessSandbox(memory_mb=opts.get("memory_mb", 1024))

@@ -13,8 +13,8 @@ import uuid
 
 from loguru import logger
 
-from .client import RunnerProcess, RunnerSandbox, SandboxError
-from .runner import RUNNER_VERSION
+from vgrout_ray.sandbox.client import RunnerProcess, RunnerSandbox, SandboxError
+from vgrout_ray.sandbox.runner import RUNNER_VERSION
 
 IMAGE_REPO = "vgrout-sandbox"
 IMAGE = f"{IMAGE_REPO}:runner-v{RUNNER_VERSION}"

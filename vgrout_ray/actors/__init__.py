@@ -1,1 +1,0 @@
-"""Ray actors: rollout (hf, vllm), learner, grader pool."""

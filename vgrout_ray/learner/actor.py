@@ -1,0 +1,109 @@
+"""LearnerActor: the training model, on the GPU when the cluster gives it one.
+
+A thin Ray shell over ``LearnerCore`` (the math lives there and in ``algo/``). Calls from the
+driver run in submission order (a plain, single-threaded actor), which is what makes the
+streamed ``add_group`` calls of a step accumulate in prompt order and the run reproducible.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import ray
+import torch
+
+from vgrout_ray.config import Config
+from vgrout_ray.model.base_store import BaseBundle
+from vgrout_ray.learner.core import LearnerCore, LearnerStepStats, RolloutGroup
+
+
+class LearnerActorImpl:
+    def __init__(self, cfg: Config, model_path: str, threads: int | None = None, base: BaseBundle | None = None):
+        """``base``: a ``publish_base`` ref passed as an argument (Ray hands the actor the bundle,
+        mapped from the node's object store), or None to read the checkpoint."""
+        if threads:
+            torch.set_num_threads(threads)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.core = LearnerCore(cfg, model_path=model_path, device=device, base=base)
+
+    @classmethod
+    def around(cls, core: LearnerCore) -> "LearnerActorImpl":
+        """The same calls over a core built elsewhere (a run hosted by ``LearnerHostActorImpl``)."""
+        obj = cls.__new__(cls)
+        obj.core = core
+        return obj
+
+    def info(self) -> dict:
+        c = self.core
+        return {"device": str(c.device), "version": c.version, "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id(), "modules": len(c.adapter.names),
+                "trainable": sum(p.numel() for p in c.adapter.delta_params()),
+                "pairs": len(c.pairs()) if c.cfg.intervention != "none" else 0, "base": c.base_source}
+
+    def begin_step(self, step: int) -> None:
+        self.core.begin_step(step)
+
+    def add_group(self, index: int, group: RolloutGroup) -> dict:
+        t0 = time.perf_counter()
+        logps, info = self.core.add_group(group)
+        return {"index": index, "logps": logps, "seconds": time.perf_counter() - t0, **info}
+
+    def end_step(self) -> LearnerStepStats:
+        return self.core.end_step()
+
+    def deltas(self) -> tuple[int, dict[str, torch.Tensor]]:
+        """(version, δS/δS_hack on CPU): the weight-sync payload."""
+        return self.core.version, self.core.deltas_state()
+
+    def merged_views(self, both: bool) -> tuple[int, dict]:
+        """(version, {ablate: merged W'}) for full-weight sync; the deploy view only when ``both``."""
+        ad = self.core.adapter
+        views = {False: {k: v.cpu() for k, v in ad.merged_weights(include_hack=True).items()}}
+        if both:
+            views[True] = {k: v.cpu() for k, v in ad.merged_weights(include_hack=False).items()}
+        return self.core.version, views
+
+    def delta_hack_norm(self) -> float:
+        return self.core.delta_hack_norm()
+
+    def state_dict(self) -> dict:
+        return self.core.state_dict()
+
+    def load_state_dict(self, state: dict) -> int:
+        self.core.load_state_dict(state)
+        return self.core.version
+
+
+LearnerActor = ray.remote(max_restarts=0)(LearnerActorImpl)
+
+
+class LearnerHostActorImpl:
+    """A sweep's multi-run learner: ``LearnerHost`` (K runs' cores on one base model) behind one
+    actor. ``call(run, name, *args)`` serves a ``LearnerActorImpl`` method for that run with its
+    adapter live; the driver reaches it through ``run.learner.HostedLearnerClient``. A host that
+    dies takes its runs down with ``LearnerLost`` (the sweep's ``--resume`` continues them)."""
+
+    def __init__(self, base: BaseBundle, threads: int | None = None):
+        from vgrout_ray.learner.host import LearnerHost
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.host = LearnerHost(base, "cuda" if torch.cuda.is_available() else "cpu")
+        self.impls: dict[str, LearnerActorImpl] = {}
+
+    def add_run(self, run: str, cfg: Config, model_path: str) -> None:
+        self.impls[run] = LearnerActorImpl.around(self.host.add_run(run, cfg, model_path))
+
+    def drop_run(self, run: str) -> None:
+        self.host.drop_run(run)
+        self.impls.pop(run, None)
+
+    def runs(self) -> list[str]:
+        return list(self.impls)
+
+    def call(self, run: str, name: str, *args):
+        self.host.use(run)
+        return getattr(self.impls[run], name)(*args)
+
+
+LearnerHostActor = ray.remote(max_restarts=0)(LearnerHostActorImpl)

@@ -1,0 +1,89 @@
+"""Rollout actors: generate G samples per prompt with the learner's current δS.
+
+Weight sync ships δS / δS_hack (a few MB, versioned), never merged weights: the actor holds
+the frozen base weights and the SVD factors of every target Linear (from the same cache as
+the learner) and rebuilds W' = W + U·diag(δS [+ δS_hack])·Vh itself. Two views exist: the
+training view (δS + δS_hack) and the deploy view (δS only, the quarantine ablated) used for
+deploy eval and ``rollout_ablate_frac``. Every generation carries the δS version it used.
+
+Modules: rollout_base.py (requests, results, the shared merging engine), rollout_hf.py
+(transformers), rollout_vllm.py (vLLM), this one (the Ray actor that holds one engine) and
+rollout_pool.py (the driver's view of all rollout actors). The engine names are re-exported
+here so ``from vgrout_ray.rollout.actor import HFEngine, GenRequest`` keeps working.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import ray
+import torch
+
+from vgrout_ray.rollout.base import (DELTA_APPLY, SAMPLING, GenRequest, GenResult, MergingEngine,  # noqa: F401 (re-exports)
+                           resolve_dtype, trim_completion)
+from vgrout_ray.rollout.hf_engine import HFEngine, sampled_logprobs  # noqa: F401 (re-exports)
+
+
+def make_engine(backend: str, model_path: str, svd_cache: str, **kw):
+    if backend == "hf":
+        return HFEngine(model_path, svd_cache, device=kw.get("device"), threads=kw.get("threads"),
+                        dtype=kw.get("dtype"), delta_apply=kw.get("delta_apply", "hook"))
+    if backend == "vllm":
+        from vgrout_ray.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_path, svd_cache, **kw)
+    raise ValueError(f"rollout.backend must be hf or vllm, got {backend!r}")
+
+
+class RolloutActorImpl:
+    """One generation engine behind a Ray actor: sync δS, generate, report its version."""
+
+    def __init__(self, backend: str, model_path: str, svd_cache: str, engine_kw: dict | None = None):
+        self.engine = make_engine(backend, model_path, svd_cache, **(engine_kw or {}))
+        self.syncs: list[dict] = []
+
+    def ready(self) -> dict:
+        return {"backend": self.engine.backend, "version": self.engine.version, "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id()}
+
+    def sync(self, version: int, deltas: dict[str, torch.Tensor], sent_at: float | None = None) -> dict:
+        """Load a new δS version; returns bytes received and the seconds the merge/load took."""
+        t0 = time.perf_counter()
+        self.engine.load_deltas(version, deltas)
+        nbytes = sum(t.numel() * t.element_size() for t in deltas.values())
+        info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
+                "latency_s": (time.time() - sent_at) if sent_at else None}
+        self.syncs.append(info)
+        return info
+
+    def sync_full(self, version: int, views: dict, sent_at: float | None = None) -> dict:
+        """Full-weight sync (``rollout.sync=full``, the benchmark baseline): merged W' per view."""
+        t0 = time.perf_counter()
+        self.engine.load_views(version, views)
+        nbytes = sum(t.numel() * t.element_size() for w in views.values() for t in w.values())
+        info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
+                "latency_s": (time.time() - sent_at) if sent_at else None}
+        self.syncs.append(info)
+        return info
+
+    def generate(self, req: GenRequest) -> GenResult:
+        return self.engine.generate(req)
+
+    def generate_many(self, reqs: list[GenRequest]) -> list[GenResult]:
+        return [self.engine.generate(r) for r in reqs]
+
+    def merged_state(self, ablate: bool) -> dict:
+        return self.engine.merged_state(ablate)
+
+    def prompt_logprobs(self, ids: list[int], ablate: bool = False) -> list[float]:
+        return self.engine.prompt_logprobs(ids, ablate)
+
+    def version(self) -> int:
+        return self.engine.version
+
+
+RolloutActor = ray.remote(max_restarts=0)(RolloutActorImpl)
+
+
+__all__ = ["DELTA_APPLY", "SAMPLING", "GenRequest", "GenResult", "HFEngine", "MergingEngine", "RolloutActor",
+           "RolloutActorImpl", "make_engine", "resolve_dtype", "sampled_logprobs", "trim_completion"]

@@ -1,0 +1,2 @@
+"""Sweeps: arms × seeds as concurrent runs on one cluster (``runner``) and their one comparison
+(``report``)."""
