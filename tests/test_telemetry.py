@@ -32,7 +32,7 @@ from vgrout_ray.reporting.table import StepLogger, format_cell, rows_markdown, s
 REPO = Path(__file__).resolve().parents[1]
 
 # Seed 000's column spec, written out independently of the implementation:
-# (row key, width, header, format). cos_pre_s / cos_pre_t are the two columns DESIGN.md adds.
+# (row key, width, header, format). cos_pre_s / cos_pre_t are the two columns docs/design.md#per-step-table adds.
 SEED_HEAD = [("step", 4, "step", "d"), ("ref_eq", 6, "ref_eq", ".2f"), ("rew", 6, "rew", "+.2f"),
              ("rew_s", 6, "rew_s↑", "+.2f"), ("gt_s", 6, "gt_s↑", "frac"), ("gt_t", 6, "gt_t", "frac"),
              ("hack_s", 7, "hack_s?", "frac"), ("hack_t", 7, "hack_t", "frac"),
@@ -392,9 +392,8 @@ def test_schema_doc_lists_every_column():
         assert name in md, name
     for f in ROLLOUT_SCHEMA:
         assert f"`{f.name}`" in md
-    text = (REPO / "README.md").read_text()
-    assert "## Outputs: Parquet schemas" in text
-    assert schema_markdown().strip() in text, "README schemas out of date: regenerate with vgrout_ray.reporting.parquet"
+    text = (REPO / "docs" / "outputs.md").read_text()
+    assert schema_markdown().strip() in text, "docs/outputs.md schemas out of date: run python tools/gen_docs.py"
 
 
 # ----------------------------------------------------------------- evidence

@@ -48,7 +48,7 @@ class RolloutConfig:
     sync: Literal["delta", "full"] = "delta"
     vllm_gpu_memory_utilization: float = 0.5
     vllm_max_model_len: int = 4096
-    # How rollout engines apply δS (see actors/rollout.py and rollout_vllm.py): hook = the learner's
+    # How rollout engines apply δS (see rollout/actor.py and rollout_vllm.py): hook = the learner's
     # adapter on the base weights (exact); merge = W' merged into engine-dtype weights (bf16 loses
     # small updates to rounding; the measured baseline).
     delta_apply: Literal["hook", "merge"] = "hook"

@@ -54,12 +54,12 @@ _SEED_ROW: list[tuple[str, str]] = [
     ("hack_abl", "frac"), ("solve_abl", "frac"),
     ("gen", "float"), ("fb", "float"), ("t_rew", "float"), ("sec", "float"),
 ]
-# route2 gate diagnostics the table reads (DESIGN.md "The per-step table").
+# route2 gate diagnostics the table reads (docs/design.md#per-step-table).
 _GATE_ROW: list[tuple[str, str]] = [
     ("auroc", "float"), ("cos", "float"), ("qmass", "float"), ("keep", "float"), ("rout", "float"),
     ("thi", "float"), ("tlo", "float"), ("stale", "float"),
 ]
-# Sampler-vs-learner drift (DESIGN.md: sampling log-probs are returned and their mismatch with
+# Sampler-vs-learner drift (docs/design.md#sampler-mismatch: sampling log-probs are returned and their mismatch with
 # the learner's is recorded every step) and the optional TIS correction.
 _SAMPLER_ROW: list[tuple[str, str]] = [
     ("mismatch_kl", "float"), ("mismatch_max_abs_dlogp", "float"), ("mismatch_tokens", "int"),

@@ -222,7 +222,7 @@ class StepLogger:
                 "end-of-run dump, not here):\n" + body)
 
 
-# Row fields left out of the end-of-run markdown dump: none by default (DESIGN.md: the dump
+# Row fields left out of the end-of-run markdown dump: none by default (docs/design.md#full-row-dump: the dump
 # carries every row field of seed 003).
 def rows_markdown(rows: list[Mapping[str, Any]], drop: Iterable[str] = (), floatfmt: str = "+.3f") -> str:
     """Per-step rows as a pipe markdown table, fractions rendered ``n/d`` (journal-pasteable)."""
