@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.time()
                 rc = subprocess.run(cmd, cwd=REPO).returncode
                 print(f"[micro_arms] {arm} seed {seed}: exit {rc} in {time.time() - t:.0f} s", flush=True)
-    from vgrout_ray.config import ARM_NAMES
+    from vgrout_ray.arms import ARM_NAMES
 
     by_arm: dict[str, list[dict]] = {}
     dirs = []

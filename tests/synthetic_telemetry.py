@@ -20,7 +20,8 @@ from typing import Sequence
 
 from loguru import logger
 
-from vgrout_ray.config import ARM_NAMES, PRESETS
+from vgrout_ray.arms import ARM_NAMES
+from vgrout_ray.config import PRESETS
 from vgrout_ray.env.modes import CORRECTNESS_REWARD, FORMAT_REWARD, HINTS, MODE_CODE, ORIGINAL_PHRASE
 from vgrout_ray.reporting.metrics import step_metrics
 from vgrout_ray.reporting.table import StepLogger, setup_logging

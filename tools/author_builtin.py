@@ -7,7 +7,7 @@ worked examples and some tests) must match what the canonical returns, or genera
 
 Regenerate (byte-identical output):
 
-    python -m tools.author_builtin
+    python tools/author_builtin.py
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vgrout_ray.env.problems import ORIGINAL_PHRASE, SETUP_CODE, make_row
 
-OUT_PATH = Path(__file__).with_name("problems.jsonl")
+OUT_PATH = Path(__file__).resolve().parents[1] / "vgrout_ray" / "env" / "builtin" / "problems.jsonl"
 MIN_TESTS, MAX_TESTS = 8, 14
 
 

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from vgrout_ray.arms import ARM_NAMES, Intervention
 from vgrout_ray.env.modes import ALL_MODES, EnvMode
 
-Intervention = Literal["none", "erase", "route", "route2"]
-ARM_NAMES = {"none": "vanilla", "erase": "projected", "route": "routing", "route2": "routing2"}
 
 
 DETECTORS = ("E", "C", "D")  # the per-rollout hack detectors (see the README's glossary)

@@ -34,16 +34,17 @@ from loguru import logger  # noqa: E402
 from matplotlib import transforms  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from vgrout_ray.arms import ARM_NAMES, PLOT_FACETS, QUARANTINE_ARMS, display_name, plot_facet  # noqa: E402
 from vgrout_ray.util import ema as _ema  # noqa: E402
 
 RATE_COLS = {"hack_s": "hack", "gt_s": "solve"}
 COS_COLS = {"cos_pre_t": "teacher", "cos_pre_s": "student"}
 RATE_COLORS = {"hack_s": "#c1432b", "gt_s": "#2f7d4f"}
 COS_COLORS = {"cos_pre_t": "#33508c", "cos_pre_s": "#c98a2b"}
-ARM_ORDER = ["vanilla", "static erasure", "online erasure", "routing", "routing2"]
+ARM_ORDER = list(PLOT_FACETS)
 ARM_COLORS = {"vanilla": "#7a7a7a", "static erasure": "#c98a2b", "online erasure": "#33508c",
               "routing": "#2f7d4f", "routing2": "#7b3294"}
-ROUTING_ARMS = ("routing", "routing2")
+ROUTING_ARMS = QUARANTINE_ARMS
 # Header spellings of older tables -> the row-dict names used here.
 HEADER_ALIASES = {"hk_abl": "hack_abl", "slv_abl": "solve_abl", "hk_dep": "hack_deploy",
                   "slv_dep": "solve_deploy", "hack_deployed": "hack_deploy", "solve_deployed": "solve_deploy"}
@@ -134,7 +135,7 @@ def parse_log(path: str | Path) -> dict | None:
     arm = grab(r"\barm=(\w+)", preset_line)
     if arm is None:
         iv = grab(r"--intervention[= ](\w+)", argv)
-        arm = {"none": "vanilla", "erase": "projected", "route": "routing", "route2": "routing2"}.get(iv, "vanilla")
+        arm = display_name(iv)
     seed = grab(r"\bseed=(\d+)", preset_line) or grab(r"--seed[= ](\d+)", argv) or grab(r"_seed(\d+)", path.name, "?")
     refr = _arm_refresh(argv, "\n".join(lines[:200]), preset)
     names: list[str] | None = None
@@ -165,7 +166,6 @@ def parse_log(path: str | Path) -> dict | None:
 
 def parse_run(run_dir: str | Path) -> dict | None:
     """A run directory (rows.parquet + config.json / per_mode_deploy.json) -> same dict as parse_log."""
-    from vgrout_ray.config import ARM_NAMES
     from vgrout_ray.reporting.evidence import frac_rate, num
     from vgrout_ray.reporting.parquet import read_rows
 
@@ -198,10 +198,7 @@ def parse_run(run_dir: str | Path) -> dict | None:
 
 
 def classify(run: dict) -> str:
-    arm = run["arm"]
-    if arm == "projected":
-        return "online erasure" if run["refr"] > 0 else "static erasure"
-    return arm if arm in ARM_ORDER else "vanilla"
+    return plot_facet(run["arm"], run["refr"])
 
 
 # ---------------------------------------------------------------- plotting

@@ -19,11 +19,12 @@ from typing import Any, Mapping, Sequence
 from loguru import logger
 from tabulate import tabulate
 
+from vgrout_ray.arms import ARM_NAMES, QUARANTINE_ARMS
+
 from vgrout_ray.config import DETECTORS, detector_codes
 from vgrout_ray.reporting.evidence import frac_rate, num
 from vgrout_ray.reporting.parquet import _GATE_ROW, _SEED_ROW, read_rollouts_table, read_rows
 
-QUARANTINE_ARMS = ("routing", "routing2")
 EVIDENCE_PNGS = [("training_curve.png", "Training curve"), ("reward_components.png", "Reward components"),
                  ("checkpoint_progression.png", "Deploy-eval progression"),
                  ("before_after_summary.png", "Before vs after"), ("reward_distribution.png", "Reward distribution")]
@@ -176,7 +177,6 @@ def build_report(run_dir: str | Path, plots: bool = True) -> str:
     rows = sorted(read_rows(run_dir), key=lambda r: r["step"])
     cfg = _load_json(run_dir / "config.json") or {}
     dep = _load_json(run_dir / "per_mode_deploy.json")
-    from vgrout_ray.config import ARM_NAMES
 
     arm = cfg.get("arm") or (dep or {}).get("arm") or ARM_NAMES.get(cfg.get("intervention", ""), "?")
     preset = cfg.get("preset", "?")

@@ -54,7 +54,8 @@ from pathlib import Path
 
 from loguru import logger
 
-from vgrout_ray.config import ARM_NAMES, Config, ConfigError, config_from_dict, parse_config
+from vgrout_ray.arms import ARM_NAMES
+from vgrout_ray.config import Config, ConfigError, config_from_dict, parse_config
 from vgrout_ray.sweep.report import RunProgress, SweepRun, format_board, progress_of, write_sweep_report
 from vgrout_ray.util import atomic_write
 
