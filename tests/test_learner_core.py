@@ -76,7 +76,7 @@ def test_zero_variance_group_is_skipped(tiny, tok, problems, workdir, tmp_path):
     assert st["n_zerovar"] == 1 and st["n_groups"] == 0 and st["gn"] == 0.0 and st["loss"] == 0.0
     assert all(torch.equal(v, torch.zeros_like(v)) for v in core.deltas_state().values())
     assert st["version"] == core.version == 1
-    assert core.v_hack is None and core.v_grad is None and math.isnan(st["cos_pre"])
+    assert core.direction.v_hack is None and core.direction.v_grad is None and math.isnan(st["cos_pre"])
     with pytest.raises(RuntimeError, match="begin_step"):
         core.end_step()
 
@@ -157,30 +157,30 @@ def test_v_hack_cache_resolution(tiny, workdir, tmp_path):
     cfg = _cfg(workdir, tmp_path, "erase")
     core = LearnerCore(cfg, model_path=tiny, device="cpu")
     path = tmp_path / "out" / "vhack" / "v_hack_pairset_pairs6.safetensors"
-    assert core.v_hack_cache_path() == path and path.exists()
+    assert core.direction.cache_path() == path and path.exists()
     stamp = path.stat().st_mtime_ns
     core2 = LearnerCore(cfg, model_path=tiny, device="cpu")  # cache hit: no re-extraction
     assert path.stat().st_mtime_ns == stamp
-    assert all(torch.equal(core.v_hack[n], core2.v_hack[n]) for n in core.v_hack)
-    assert all(v.shape[0] <= cfg.v_hack_k for v in core.v_hack.values())
+    assert all(torch.equal(core.direction.v_hack[n], core2.direction.v_hack[n]) for n in core.direction.v_hack)
+    assert all(v.shape[0] <= cfg.v_hack_k for v in core.direction.v_hack.values())
     explicit = _cfg(workdir, tmp_path, "route", v_hack_path=path, vhack_pairs_path=None)
     core3 = LearnerCore(explicit, model_path=tiny, device="cpu")
-    assert all(torch.equal(core.v_hack[n], core3.v_hack[n]) for n in core.v_hack)
+    assert all(torch.equal(core.direction.v_hack[n], core3.direction.v_hack[n]) for n in core.direction.v_hack)
     with pytest.raises(FileNotFoundError, match="v_hack_path"):
         LearnerCore(_cfg(workdir, tmp_path, "erase", v_hack_path=tmp_path / "nope.safetensors"),
                     model_path=tiny, device="cpu")
-    assert LearnerCore(_cfg(workdir, tmp_path, "none", v_hack_path=path), model_path=tiny, device="cpu").v_hack is None
+    assert LearnerCore(_cfg(workdir, tmp_path, "none", v_hack_path=path), model_path=tiny, device="cpu").direction.v_hack is None
 
 
 def test_route2_haar_control_is_fixed(tiny, tok, problems, workdir, tmp_path):
     core = LearnerCore(_cfg(workdir, tmp_path, "route2", route2_random_v_seed=3, vhack_refresh_every=1),
                        model_path=tiny, device="cpu")
-    want = haar_unit_dirs(core.v_grad, 3)
-    assert all(torch.equal(core.v_grad[n], want[n]) for n in want)
+    want = haar_unit_dirs(core.direction.v_grad, 3)
+    assert all(torch.equal(core.direction.v_grad[n], want[n]) for n in want)
     core.begin_step(0)
     core.add_group(_teacher_group(tok, problems[0], 0))
     st = core.end_step()
-    assert st["refr"] == "-" and all(torch.equal(core.v_grad[n], want[n]) for n in want)
+    assert st["refr"] == "-" and all(torch.equal(core.direction.v_grad[n], want[n]) for n in want)
 
 
 def test_state_dict_resume_is_exact(tiny, tok, problems, workdir, tmp_path):
@@ -208,29 +208,29 @@ def test_state_dict_resume_is_exact(tiny, tok, problems, workdir, tmp_path):
     sa, sb = a.deltas_state(), b.deltas_state()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a.version == b.version == 4 and a.gate.state_dict() == b.gate.state_dict()
-    assert all(torch.equal(a.v_grad[n], b.v_grad[n]) for n in a.v_grad)
+    assert all(torch.equal(a.direction.v_grad[n], b.direction.v_grad[n]) for n in a.direction.v_grad)
 
 
 def _check_last_refresh_used_ablation(core, cfg, trained_quarantine: bool) -> None:
     """The step-29 refresh ran against the final model with δS_hack ablated: redo it both ways."""
     def extract():
-        return extract_v_hack(core.model, core.adapter, core.tok, core.pairs(), top_k=cfg.v_hack_extract_top_k,
+        return extract_v_hack(core.model, core.adapter, core.tok, core.direction.pairs(), top_k=cfg.v_hack_extract_top_k,
                               tau_axis=cfg.v_hack_tau_axis, n_heldout=cfg.vhack_n_heldout)
 
     with core.adapter.ablate_quarantine():
         V_abl, S_abl, raw_abl, _ = extract()
     V_live, _, raw_live, _ = extract()
     assert any(not torch.equal(raw_abl[k], raw_live[k]) for k in raw_abl) is trained_quarantine
-    n_train = len(core.pairs()) - cfg.vhack_n_heldout
+    n_train = len(core.direction.pairs()) - cfg.vhack_n_heldout
     close = (lambda a, b: set(a) == set(b) and all(torch.allclose(a[n], b[n], rtol=1e-5, atol=1e-7) for n in a))
     if core.is_route2:
-        assert close(core.v_grad, v_grad_from_raw(raw_abl, core.adapter.names, n_use=n_train))
+        assert close(core.direction.v_grad, v_grad_from_raw(raw_abl, core.adapter.names, n_use=n_train))
         live = v_grad_from_raw(raw_live, core.adapter.names, n_use=n_train)
-        current = core.v_grad
+        current = core.direction.v_grad
     else:
         post = (lambda V: postprocess_v_hack(V, S_abl, k_use=cfg.v_hack_k, drop_bottom_frac=cfg.v_hack_drop_bottom_frac))
-        assert close(core.v_hack, post(V_abl))
-        live, current = post(V_live), core.v_hack
+        assert close(core.direction.v_hack, post(V_abl))
+        live, current = post(V_live), core.direction.v_hack
     assert close(current, live) is not trained_quarantine  # without the ablation the direction would differ
 
 
@@ -294,7 +294,7 @@ def test_thirty_steps_per_arm(arm, tiny, tok, problems, workdir, tmp_path):
         assert all(math.isfinite(r["cos_pre_s"]) for r in rows)
         assert all(math.isfinite(r["overlap"]) for r in rows if r["refr"] != "-")
     if arm == "route":
-        assert core.route_span_checked
+        assert core.direction.span_checked
     if arm != "none":
         _check_last_refresh_used_ablation(core, cfg, trained_quarantine=arm in ("route", "route2"))
     if arm == "route2":

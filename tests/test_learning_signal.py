@@ -245,13 +245,13 @@ def test_injected_grad_matches_float64_oracle(case, tiny, tok, problems, workdir
     full = {n: sum(rows[n].sum(0) for _, rows in row_grads) for n in policy.names}
     want_d, want_h = full, {}
     if arm in ("erase", "route"):
-        V = {n: v.to(F64) for n, v in core.v_hack.items()}
+        V = {n: v.to(F64) for n, v in core.direction.v_hack.items()}
         want_d, want_h, diag = project_grads(full, V, preserve_magnitude=cfg.preserve_magnitude,
                                              route=arm == "route", gate_mode=cfg.gate_mode,
                                              overshoot=cfg.project_overshoot)
         assert diag["frac_fired"] > 0
     elif arm == "route2":
-        want_d, want_h, flagged = oracle_route2(gate, groups, row_grads, delta, core.v_grad)
+        want_d, want_h, flagged = oracle_route2(gate, groups, row_grads, delta, core.direction.v_grad)
     c = clip_coef(want_d, want_h, max_norm=cfg.grad_clip)
     want_d = {n: g * c for n, g in want_d.items()}
     want_h = {n: g * c for n, g in want_h.items()}

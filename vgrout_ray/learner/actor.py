@@ -38,7 +38,7 @@ class LearnerActorImpl:
         return {"device": str(c.device), "version": c.version, "pid": os.getpid(),
                 "node_id": ray.get_runtime_context().get_node_id(), "modules": len(c.adapter.names),
                 "trainable": sum(p.numel() for p in c.adapter.delta_params()),
-                "pairs": len(c.pairs()) if c.cfg.intervention != "none" else 0, "base": c.base_source}
+                "pairs": len(c.direction.pairs()) if c.cfg.intervention != "none" else 0, "base": c.base_source}
 
     def begin_step(self, step: int) -> None:
         self.core.begin_step(step)

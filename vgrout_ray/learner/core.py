@@ -9,7 +9,6 @@ group is forwarded and backpropagated as soon as it arrives (gradients accumulat
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 from collections.abc import Mapping
@@ -20,11 +19,9 @@ import torch
 from loguru import logger
 
 from vgrout_ray.algo import loss as L
-from vgrout_ray.algo.pairs import Pair, pair_modes, resolve_pairs
-from vgrout_ray.algo.projection import cos_pre_from_grads, project_grads, span_residual
-from vgrout_ray.algo.route2 import Route2Gate, build_route2_anchors, haar_unit_dirs
-from vgrout_ray.algo.vhack import (basis_overlap, extract_v_hack, load_v_hack, postprocess_v_hack, save_v_hack,
-                         v_grad_from_raw)
+from vgrout_ray.algo.projection import cos_pre_from_grads, project_grads
+from vgrout_ray.algo.route2 import Route2Gate, build_route2_anchors
+from vgrout_ray.learner.hack_direction import HackDirection
 from vgrout_ray.config import Config
 from vgrout_ray.model.adapter import SVDAdapter, attach_adapter
 from vgrout_ray.model.base_store import BaseBundle, build_model, local_model_dir
@@ -32,7 +29,6 @@ from vgrout_ray.model.svd_cache import load_or_compute_factors
 from vgrout_ray.model.resolve import resolve_model
 from vgrout_ray.util import load_tokenizer
 
-R3_MAX_RATIO = 1e-4
 ZERO_VAR_EPS = 1e-4
 _flash_warned = False
 
@@ -230,82 +226,13 @@ class LearnerCore:
         ], milestones=[warmup])
 
         self.gate = Route2Gate()
-        self.v_hack: dict[str, torch.Tensor] | None = None
-        self.v_grad: dict[str, torch.Tensor] | None = None
-        self._pairs_cache: list[Pair] | None = None
+        self.direction = HackDirection(cfg, self.model, self.adapter, self.tok, self.device)
         self.version = 0
         self.step = -1
-        self.route_span_checked = False
-        self.steps_since_refresh = 0
         self.split = False
         self._in_step = False
-        self._init_direction()
+        self.direction.init()
         self._reset_step_state()
-
-    # ── hack direction ──
-    def pairs(self) -> list[Pair]:
-        """The contrastive pairs (the pairs file if configured, else the named pairset)."""
-        if self._pairs_cache is None:
-            cfg = self.cfg
-            self._pairs_cache, what = resolve_pairs(self.tok, pairs_path=cfg.vhack_pairs_path,
-                                                    pairset=cfg.vhack_pairset, problems=cfg.problems)
-            logger.info(f"pairs: {what} -> {len(self._pairs_cache)} pairs covering modes "
-                        f"{','.join(pair_modes(self._pairs_cache)) or '?'}")
-        return self._pairs_cache
-
-    def _extract(self, top_k: int, tau_axis: float):
-        return extract_v_hack(self.model, self.adapter, self.tok, self.pairs(), top_k=top_k, tau_axis=tau_axis,
-                              n_heldout=self.cfg.vhack_n_heldout, device=self.device)
-
-    def _compute_v_grad(self) -> dict[str, torch.Tensor]:
-        _, _, raw, _ = self._extract(top_k=1, tau_axis=0.0)
-        n_train = len(self.pairs()) - self.cfg.vhack_n_heldout
-        return {n: v.to(self.device) for n, v in v_grad_from_raw(raw, self.adapter.names, n_use=n_train).items()}
-
-    def v_hack_cache_path(self) -> Path:
-        """Where erase/route read (or write) v_hack: explicit path, else keyed by pairset or model+knobs."""
-        cfg = self.cfg
-        if cfg.v_hack_path is not None:
-            return Path(cfg.v_hack_path)
-        vdir = Path(cfg.out_dir) / "vhack"
-        if cfg.vhack_pairs_path is not None:
-            return vdir / f"v_hack_pairset_{Path(cfg.vhack_pairs_path).stem}.safetensors"
-        slug = str(cfg.model).rstrip("/").split("/")[-1]
-        tau_tag = f"_tau{cfg.v_hack_tau_axis:g}" if cfg.v_hack_tau_axis > 0 else ""
-        # all_modes pairs depend on the problem set: key a non-default one into the name
-        src_tag = (f"_pp{hashlib.blake2b(str(cfg.problems).encode(), digest_size=4).hexdigest()}"
-                   if cfg.problems is not None and cfg.vhack_pairset == "all_modes" else "")
-        return vdir / (f"v_hack_{slug}_{cfg.vhack_pairset}_k{cfg.v_hack_extract_top_k}{tau_tag}{src_tag}"
-                       ".safetensors")
-
-    def _init_direction(self) -> None:
-        cfg = self.cfg
-        if cfg.intervention == "none":
-            if cfg.v_hack_path is not None:
-                logger.info(f"vanilla arm: ignoring v_hack_path={cfg.v_hack_path} (no projection)")
-            return
-        if self.is_route2:
-            self.v_grad = self._compute_v_grad()
-            logger.info(f"route2: v_grad (gradient mean-diff) for {len(self.v_grad)} modules")
-            if cfg.route2_random_v_seed is not None:
-                self.v_grad = haar_unit_dirs(self.v_grad, cfg.route2_random_v_seed, self.device)
-                logger.info(f"route2: v_grad replaced by Haar-random directions (seed {cfg.route2_random_v_seed})")
-            return
-        path = self.v_hack_cache_path()
-        if not path.exists():
-            if cfg.v_hack_path is not None:
-                raise FileNotFoundError(f"v_hack_path: {path} does not exist")
-            logger.info(f"v_hack cache miss at {path}; extracting")
-            V, S, _, diag = self._extract(top_k=cfg.v_hack_extract_top_k, tau_axis=cfg.v_hack_tau_axis)
-            logger.info(f"v_hack extracted: held-out span cos {diag['heldout']['span_cos']:.3f} "
-                        f"(train {diag['train']['span_cos']:.3f})")
-            save_v_hack(path, V, S, model=cfg.model, dtype="fp32" if self.device.type == "cpu" else "bf16",
-                        top_k=min(cfg.v_hack_extract_top_k, len(self.pairs()) - cfg.vhack_n_heldout),
-                        tau_axis=cfg.v_hack_tau_axis)
-        ranks = {n: self.adapter.delta[n].shape[0] for n in self.adapter.names}
-        V = load_v_hack(path, ranks, k_use=cfg.v_hack_k, drop_bottom_frac=cfg.v_hack_drop_bottom_frac,
-                        model=cfg.model)
-        self.v_hack = {n: v.to(self.device) for n, v in V.items()}
 
     # ── streaming step API ──
     def _reset_step_state(self) -> None:
@@ -478,7 +405,7 @@ class LearnerCore:
             g = self.adapter.delta[name].grad
             if g is None:
                 continue
-            r = self.gate.filter(name, g, cgs[name], self.adapter.delta[name], self.v_grad[name], ha, ca)
+            r = self.gate.filter(name, g, cgs[name], self.adapter.delta[name], self.direction.v_grad[name], ha, ca)
             self._accumulate(self._g_s, name, r.g_keep)
             self._accumulate(self._g_hack, name, r.g_route)
             self._tau.append(r.tau)
@@ -506,21 +433,22 @@ class LearnerCore:
             ad.hack[name].grad = g
         nan = math.nan
         diag = {"mean_cos_pre": nan, "mean_cos_post": nan, "frac_fired": nan, "cos_pre_s": nan, "cos_pre_t": nan}
-        if self.v_hack is not None:
+        v_hack = self.direction.v_hack
+        if v_hack is not None:
             if self.split:
-                diag["cos_pre_s"] = cos_pre_from_grads(self._g_s, self.v_hack)
-                diag["cos_pre_t"] = cos_pre_from_grads(self._g_t, self.v_hack)
+                diag["cos_pre_s"] = cos_pre_from_grads(self._g_s, v_hack)
+                diag["cos_pre_t"] = cos_pre_from_grads(self._g_t, v_hack)
             grads = {n: ad.delta[n].grad for n in ad.names if ad.delta[n].grad is not None}
             route = cfg.intervention == "route"
-            new, hack, d = project_grads(grads, self.v_hack, preserve_magnitude=cfg.preserve_magnitude, route=route,
+            new, hack, d = project_grads(grads, v_hack, preserve_magnitude=cfg.preserve_magnitude, route=route,
                                          gate_mode=cfg.gate_mode, overshoot=cfg.project_overshoot)
             diag.update(d)
             for n, g in new.items():
                 ad.delta[n].grad = g
             for n, g in hack.items():
                 ad.hack[n].grad = g
-            if route and not self.route_span_checked and d["frac_fired"] > 0:
-                self._r3_span_check()
+            if route and not self.direction.span_checked and d["frac_fired"] > 0:
+                self.direction.check_routed_span()
         gn_keep = _grad_l2(ad.delta_params())
         gn_quar = _grad_l2(ad.hack_params())
         q_egy = gn_quar / (gn_keep + gn_quar) if (gn_keep + gn_quar) > 0 else 0.0
@@ -529,10 +457,8 @@ class LearnerCore:
         self.sched.step()
         self.version += 1
         t_r = time.perf_counter()
-        refr, overlap = self._maybe_refresh()
+        refr, overlap = self.direction.maybe_refresh(self.step, self.opt)
         t_refresh = time.perf_counter() - t_r
-        self.steps_since_refresh = 0 if refr != "-" else self.steps_since_refresh + 1
-        has_dir = self.v_hack is not None or self.v_grad is not None
         return LearnerStepStats(
             loss=self._loss, gn=gn, q_egy=q_egy,
             tau=_mean(self._tau), hkgap=_mean(self._hkgap), resid=_mean(self._resid),
@@ -541,7 +467,7 @@ class LearnerCore:
             cos_post=diag["mean_cos_post"], fired=diag["frac_fired"], refr=refr,
             fb=self._t_fb, t_refresh=t_refresh,
             flagged=_mean(self._flagged), gate_cos=list(self._gate_cos),
-            overlap=overlap, stale=self.steps_since_refresh if has_dir else nan,
+            overlap=overlap, stale=self.direction.steps_since_refresh if self.direction.present else nan,
             n_groups=self._n_groups, n_zerovar=self._n_zerovar,
             kl=(self._kl_sum / self._tok) if (cfg.beta > 0 and self._tok) else nan,
             clip_low=self._clip_low / self._tok if self._tok else nan,
@@ -554,48 +480,6 @@ class LearnerCore:
             tis_mean_w=self._tis_sum / self._tis_n if self._tis_n else nan,
             tis_capped_frac=self._tis_capped / self._tis_n if self._tis_n else nan,
         )
-
-    def _r3_span_check(self) -> None:
-        """Once: every parked δS_hack grad must lie in span V (routing math guard, fails loud)."""
-        worst, where = 0.0, ""
-        for name, V in self.v_hack.items():
-            gh = self.adapter.hack[name].grad
-            if gh is None or gh.norm() < 1e-12:
-                continue
-            ratio = span_residual(gh, V)
-            if ratio > worst:
-                worst, where = ratio, name
-        logger.info(f"R3 span check: max ||resid||/||gh|| = {worst:.2e} ({where or 'no routed module'}; want <{R3_MAX_RATIO:g})")
-        if worst >= R3_MAX_RATIO:
-            raise AssertionError(f"delta_S_hack.grad escaped span(V) in {where}: {worst:.2e}")
-        self.route_span_checked = True
-
-    def _maybe_refresh(self) -> tuple[str, float]:
-        """Re-extract the hack direction against the current model, quarantine ablated."""
-        cfg = self.cfg
-        every = cfg.vhack_refresh_every
-        if every <= 0 or (self.step + 1) % every != 0:
-            return "-", math.nan
-        if self.is_route2 and cfg.route2_random_v_seed is not None:
-            return "-", math.nan  # the fixed Haar draw is the control; never replace it
-        if not self.is_route2 and self.v_hack is None:
-            return "-", math.nan
-        self.opt.zero_grad(set_to_none=True)
-        try:
-            with self.adapter.ablate_quarantine():
-                if self.is_route2:
-                    self.v_grad = self._compute_v_grad()
-                    return "rfr", math.nan
-                V, S, _, _ = self._extract(top_k=cfg.v_hack_extract_top_k, tau_axis=cfg.v_hack_tau_axis)
-        finally:
-            self.opt.zero_grad(set_to_none=True)
-        post = postprocess_v_hack(V, S, k_use=cfg.v_hack_k, drop_bottom_frac=cfg.v_hack_drop_bottom_frac,
-                                  source=f"refresh@step{self.step}")
-        overlap = basis_overlap(post, self.v_hack)
-        n_ax = sum(v.shape[0] for v in post.values())
-        logger.info(f"refresh@step{self.step}: {len(post)}mod/{n_ax}ax basis_overlap_with_prev={overlap:.3f}")
-        self.v_hack = {n: v.to(self.device) for n, v in post.items()}
-        return f"{len(self.v_hack)}/{n_ax}", overlap
 
     # ── state ──
     def deltas_state(self) -> dict[str, torch.Tensor]:
@@ -612,9 +496,7 @@ class LearnerCore:
             "opt": _cpu_copy(self.opt.state_dict()), "sched": copy.deepcopy(self.sched.state_dict()),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "v_hack": _cpu_copy(self.v_hack), "v_grad": _cpu_copy(self.v_grad),
-            "route2": self.gate.state_dict(), "route_span_checked": self.route_span_checked,
-            "steps_since_refresh": self.steps_since_refresh,
+            "route2": self.gate.state_dict(), **self.direction.state_dict(_cpu_copy),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -624,11 +506,7 @@ class LearnerCore:
         torch.set_rng_state(state["rng_cpu"])
         if state.get("rng_cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
-        to_dev = (lambda d: None if d is None else {n: v.to(self.device) for n, v in d.items()})
-        self.v_hack = to_dev(state["v_hack"])
-        self.v_grad = to_dev(state["v_grad"])
+        self.direction.load_state_dict(state)
         self.gate.load_state_dict(state["route2"])
-        self.route_span_checked = bool(state["route_span_checked"])
-        self.steps_since_refresh = int(state["steps_since_refresh"])
         self.version = int(state["version"])
         self.step = int(state["step"])
