@@ -140,7 +140,7 @@ def test_split_and_combined_backward_agree(tiny, tok, problems, workdir, tmp_pat
         core.begin_step(step)
         assert core.split is (every == 1)
         _, info = core.add_group(_teacher_group(tok, problems[0], 0))
-        grads[every] = ({n: g.clone() for n, g in core._g_s.items()}, {n: g.clone() for n, g in core._g_t.items()})
+        grads[every] = ({n: g.clone() for n, g in core.acc.g_s.items()}, {n: g.clone() for n, g in core.acc.g_t.items()})
         st = core.end_step()
         if every == 1:
             assert 0 <= st["cos_pre_s"] <= 1 and 0 <= st["cos_pre_t"] <= 1

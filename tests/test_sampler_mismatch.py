@@ -175,7 +175,7 @@ def test_tis_cap_scales_the_learner_loss_and_grads_exactly(model_dir, setups, tm
         lp = [(_learner_logps(core, ids + c)[-len(c):] - shift).tolist() for c in comps]
         core.begin_step(0)
         _, info = core.add_group(RolloutGroup(ids, comps, [0.0, 3.5, 0.5], [True] * 3, sampler_logps=lp))
-        grads = {n: core._g_s[n].clone() for n in core.adapter.names if n in core._g_s}
+        grads = {n: core.acc.g_s[n].clone() for n in core.adapter.names if n in core.acc.g_s}
         st = core.end_step()
         out[name] = (info["loss"], grads, st)
     (l0, g0, s0), (l1, g1, s1) = out["plain"], out["tis"]

@@ -21,6 +21,7 @@ from loguru import logger
 from vgrout_ray.algo import loss as L
 from vgrout_ray.algo.projection import cos_pre_from_grads, project_grads
 from vgrout_ray.algo.route2 import Route2Gate, build_route2_anchors
+from vgrout_ray.learner.accumulators import StepAccumulators, accumulate
 from vgrout_ray.learner.hack_direction import HackDirection
 from vgrout_ray.config import Config
 from vgrout_ray.model.adapter import SVDAdapter, attach_adapter
@@ -175,10 +176,6 @@ def _cpu_copy(obj):
     return copy.deepcopy(obj)
 
 
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else math.nan
-
-
 class LearnerCore:
     """Model + adapter + optimizer + intervention state; one instance per training run."""
 
@@ -236,22 +233,7 @@ class LearnerCore:
 
     # ── streaming step API ──
     def _reset_step_state(self) -> None:
-        self._g_s: dict[str, torch.Tensor] = {}
-        self._g_t: dict[str, torch.Tensor] = {}
-        self._g_hack: dict[str, torch.Tensor] = {}
-        self._loss = 0.0
-        self._t_fb = 0.0
-        self._n_groups = self._n_zerovar = 0
-        self._tau: list[float] = []
-        self._hkgap: list[float] = []
-        self._resid: list[float] = []
-        self._flagged: list[float] = []
-        self._gate_cos: list[float] = []
-        self._tok = self._clip_low = self._clip_high = self._kl_sum = 0.0
-        self._mm_kl = self._mm_max = 0.0
-        self._mm_n = 0
-        self._tis_sum = 0.0
-        self._tis_capped = self._tis_n = 0
+        self.acc = StepAccumulators()
 
     def begin_step(self, step: int) -> None:
         """Start optimizer step ``step``: clear grads and accumulators, pick split vs combined backward."""
@@ -277,9 +259,6 @@ class LearnerCore:
         mask = (in_len & (comp != self.pad_id)).float()
         return merged, L_c, mask
 
-    def _accumulate(self, store: dict[str, torch.Tensor], name: str, g: torch.Tensor) -> None:
-        store[name] = store[name] + g.detach() if name in store else g.detach().clone()
-
     def add_group(self, group: RolloutGroup) -> tuple[list[float], dict]:
         """Forward + backward one prompt's group; grads accumulate until ``end_step``.
 
@@ -292,8 +271,8 @@ class LearnerCore:
         nan = [math.nan] * n
         rewards = torch.tensor(group.rewards, dtype=torch.float32, device=self.device)
         if (rewards.max() - rewards.min()).item() < ZERO_VAR_EPS:
-            self._n_zerovar += 1
-            self._gate_cos.extend(nan)
+            self.acc.n_zerovar += 1
+            self.acc.gate_cos.extend(nan)
             if any(lp is not None for lp in group.sampler_logps):
                 # no loss, but the mismatch is still measured on every sampled row
                 t0 = time.perf_counter()
@@ -301,9 +280,9 @@ class LearnerCore:
                 with torch.no_grad():
                     logp_old = L.completion_logps(self.model, merged, L_c).detach()
                 self._sampler_terms(group, logp_old, mask)
-                self._t_fb += time.perf_counter() - t0
+                self.acc.fb_seconds += time.perf_counter() - t0
             return nan, {"zerovar": True, "loss": 0.0, "adv": [0.0] * n, "gate_cos": nan, "flagged": nan}
-        self._n_groups += 1
+        self.acc.n_groups += 1
         t0 = time.perf_counter()
         A = L.group_advantages(rewards, cfg.unbiased)
         merged, L_c, mask = self._tensors(group)
@@ -324,12 +303,12 @@ class LearnerCore:
         if self.split:
             is_s = torch.tensor(group.is_student, dtype=torch.bool, device=self.device)
             loss_s, loss_t = L.split_losses(Lp, mask, is_s, **norm)
-            for loss, store, retain in ((loss_s, self._g_s, True), (loss_t, self._g_t, False)):
+            for loss, store, retain in ((loss_s, self.acc.g_s, True), (loss_t, self.acc.g_t, False)):
                 loss.backward(retain_graph=retain)
                 for name in self.adapter.names:
                     gr = self.adapter.delta[name].grad
                     if gr is not None:
-                        self._accumulate(store, name, gr)
+                        accumulate(store, name, gr)
                 self.adapter.zero_grad()
             info["loss"] = float((loss_s + loss_t).item())
         else:
@@ -341,13 +320,13 @@ class LearnerCore:
                 for name in self.adapter.names:
                     gr = self.adapter.delta[name].grad
                     if gr is not None:
-                        self._accumulate(self._g_s, name, gr)
+                        accumulate(self.acc.g_s, name, gr)
             self.adapter.zero_grad()
             self.adapter.clear_gates()
             info["loss"] = float(loss.item())
-        self._gate_cos.extend(info["gate_cos"])
-        self._loss += info["loss"]
-        self._t_fb += time.perf_counter() - t0
+        self.acc.gate_cos.extend(info["gate_cos"])
+        self.acc.loss += info["loss"]
+        self.acc.fb_seconds += time.perf_counter() - t0
         return mean_logp, info
 
     @torch.no_grad()
@@ -367,16 +346,16 @@ class LearnerCore:
             has[i] = True
         m = mask * has.unsqueeze(1).float()
         mm = L.sampler_mismatch(logp_old.float(), lp_s, m)
-        self._mm_kl += mm["kl_sum"]
-        self._mm_max = max(self._mm_max, mm["max_abs"])
-        self._mm_n += mm["n"]
+        self.acc.mismatch_kl_sum += mm["kl_sum"]
+        self.acc.mismatch_max = max(self.acc.mismatch_max, mm["max_abs"])
+        self.acc.mismatch_n += mm["n"]
         if self.cfg.tis_cap is None:
             return None
         w = L.tis_weights(logp_old.float(), lp_s, has, self.cfg.tis_cap)
         mb = m.bool()
-        self._tis_sum += float(w[mb].sum())
-        self._tis_capped += int((w[mb] >= self.cfg.tis_cap).sum())
-        self._tis_n += int(mb.sum())
+        self.acc.tis_sum += float(w[mb].sum())
+        self.acc.tis_capped += int((w[mb] >= self.cfg.tis_cap).sum())
+        self.acc.tis_n += int(mb.sum())
         return w.to(logp_old.dtype)
 
     @torch.no_grad()
@@ -387,12 +366,12 @@ class LearnerCore:
         low = (ratio < 1 - self.cfg.clip) & (a < 0)
         high = (ratio > 1 + self.cfg.clip) & (a > 0)
         m = mask.bool()
-        self._tok += float(m.sum())
-        self._clip_low += float((low & m).sum())
-        self._clip_high += float((high & m).sum())
+        self.acc.tokens += float(m.sum())
+        self.acc.clip_low += float((low & m).sum())
+        self.acc.clip_high += float((high & m).sum())
         if logp_ref is not None:
             d = logp_ref - logp
-            self._kl_sum += float(((torch.exp(d) - d - 1.0) * mask).sum())
+            self.acc.kl_sum += float(((torch.exp(d) - d - 1.0) * mask).sum())
 
     def _route2_group(self, group: RolloutGroup) -> dict:
         """Split this group's δS grad per module into kept and routed (quarantine) parts."""
@@ -406,12 +385,12 @@ class LearnerCore:
             if g is None:
                 continue
             r = self.gate.filter(name, g, cgs[name], self.adapter.delta[name], self.direction.v_grad[name], ha, ca)
-            self._accumulate(self._g_s, name, r.g_keep)
-            self._accumulate(self._g_hack, name, r.g_route)
-            self._tau.append(r.tau)
-            self._hkgap.append(r.hkgap)
-            self._resid.append(r.resid)
-            self._flagged.append(float(r.flagged.mean()))
+            accumulate(self.acc.g_s, name, r.g_keep)
+            accumulate(self.acc.g_hack, name, r.g_route)
+            self.acc.tau.append(r.tau)
+            self.acc.hkgap.append(r.hkgap)
+            self.acc.resid.append(r.resid)
+            self.acc.flagged.append(float(r.flagged.mean()))
             cos_sum += r.cos_b.float()
             flag_sum += r.flagged.float()
             n_mod += 1
@@ -425,19 +404,19 @@ class LearnerCore:
         cfg = self.cfg
         ad = self.adapter
         for name in ad.names:
-            gs, gt = self._g_s.get(name), self._g_t.get(name)
+            gs, gt = self.acc.g_s.get(name), self.acc.g_t.get(name)
             if gs is None and gt is None:
                 continue
             ad.delta[name].grad = gt if gs is None else (gs if gt is None else gs + gt)
-        for name, g in self._g_hack.items():
+        for name, g in self.acc.g_hack.items():
             ad.hack[name].grad = g
         nan = math.nan
         diag = {"mean_cos_pre": nan, "mean_cos_post": nan, "frac_fired": nan, "cos_pre_s": nan, "cos_pre_t": nan}
         v_hack = self.direction.v_hack
         if v_hack is not None:
             if self.split:
-                diag["cos_pre_s"] = cos_pre_from_grads(self._g_s, v_hack)
-                diag["cos_pre_t"] = cos_pre_from_grads(self._g_t, v_hack)
+                diag["cos_pre_s"] = cos_pre_from_grads(self.acc.g_s, v_hack)
+                diag["cos_pre_t"] = cos_pre_from_grads(self.acc.g_t, v_hack)
             grads = {n: ad.delta[n].grad for n in ad.names if ad.delta[n].grad is not None}
             route = cfg.intervention == "route"
             new, hack, d = project_grads(grads, v_hack, preserve_magnitude=cfg.preserve_magnitude, route=route,
@@ -460,25 +439,11 @@ class LearnerCore:
         refr, overlap = self.direction.maybe_refresh(self.step, self.opt)
         t_refresh = time.perf_counter() - t_r
         return LearnerStepStats(
-            loss=self._loss, gn=gn, q_egy=q_egy,
-            tau=_mean(self._tau), hkgap=_mean(self._hkgap), resid=_mean(self._resid),
-            lr=self.sched.get_last_lr()[0],
+            gn=gn, q_egy=q_egy, lr=self.sched.get_last_lr()[0],
             cos_pre=diag["mean_cos_pre"], cos_pre_s=diag["cos_pre_s"], cos_pre_t=diag["cos_pre_t"],
-            cos_post=diag["mean_cos_post"], fired=diag["frac_fired"], refr=refr,
-            fb=self._t_fb, t_refresh=t_refresh,
-            flagged=_mean(self._flagged), gate_cos=list(self._gate_cos),
+            cos_post=diag["mean_cos_post"], fired=diag["frac_fired"], refr=refr, t_refresh=t_refresh,
             overlap=overlap, stale=self.direction.steps_since_refresh if self.direction.present else nan,
-            n_groups=self._n_groups, n_zerovar=self._n_zerovar,
-            kl=(self._kl_sum / self._tok) if (cfg.beta > 0 and self._tok) else nan,
-            clip_low=self._clip_low / self._tok if self._tok else nan,
-            clip_high=self._clip_high / self._tok if self._tok else nan,
-            clip_region=(self._clip_low + self._clip_high) / self._tok if self._tok else nan,
-            dsh_norm=self.delta_hack_norm(), version=self.version,
-            mismatch_kl=self._mm_kl / self._mm_n if self._mm_n else nan,
-            mismatch_max_abs_dlogp=self._mm_max if self._mm_n else nan,
-            mismatch_tokens=self._mm_n,
-            tis_mean_w=self._tis_sum / self._tis_n if self._tis_n else nan,
-            tis_capped_frac=self._tis_capped / self._tis_n if self._tis_n else nan,
+            dsh_norm=self.delta_hack_norm(), version=self.version, **self.acc.stats_fields(cfg.beta),
         )
 
     # ── state ──
