@@ -14,7 +14,7 @@ from vgrout_ray.config import SmokeConfig
 from vgrout_ray.env.exploits import clean_completion, exploit_completion, wrong_completion
 from vgrout_ray.env.modes import LOOPHOLE_MODES
 from vgrout_ray.env.problems import load_problems
-from vgrout_ray.learner.core import LearnerCore, RolloutGroup
+from vgrout_ray.learner.core import GroupResult, LearnerCore, RolloutGroup
 
 STEP_KEYS = ("loss", "gn", "q_egy", "tau", "hkgap", "resid", "lr", "cos_pre", "cos_pre_s", "cos_pre_t",
              "cos_post", "fired", "refr", "fb", "flagged", "gate_cos")
@@ -70,8 +70,8 @@ def test_zero_variance_group_is_skipped(tiny, tok, problems, workdir, tmp_path):
     with pytest.raises(RuntimeError, match="begin_step"):
         core.add_group(g)
     core.begin_step(0)
-    lp, info = core.add_group(g)
-    assert info["zerovar"] and all(math.isnan(x) for x in lp)
+    info = core.add_group(g)
+    assert info.zerovar and all(math.isnan(x) for x in info.logps)
     st = core.end_step()
     assert st["n_zerovar"] == 1 and st["n_groups"] == 0 and st["gn"] == 0.0 and st["loss"] == 0.0
     assert all(torch.equal(v, torch.zeros_like(v)) for v in core.deltas_state().values())
@@ -89,14 +89,14 @@ def test_first_step_loss_matches_seed_formula(tiny, tok, problems, workdir, tmp_
     total = 0.0
     for i in range(2):
         g = _teacher_group(tok, problems[i], i)
-        lp, info = core.add_group(g)
+        info = core.add_group(g)
         r = torch.tensor(g.rewards)
         A = r - r.mean()
         lens = torch.tensor([len(c) for c in g.completion_ids], dtype=torch.float32)
         want = float((-A * lens).sum() / (cfg.group * cfg.max_new * cfg.prompts_per_step))
-        assert info["loss"] == pytest.approx(want, rel=1e-5, abs=1e-7)
-        assert info["adv"] == pytest.approx(A.tolist())
-        assert all(x < 0 for x in lp)
+        assert info.loss == pytest.approx(want, rel=1e-5, abs=1e-7)
+        assert info.adv == pytest.approx(A.tolist())
+        assert all(x < 0 for x in info.logps)
         total += want
     st = core.end_step()
     assert st["loss"] == pytest.approx(total, rel=1e-5)
@@ -113,7 +113,7 @@ def test_kl_term_zero_at_start_then_positive(tiny, tok, problems, workdir, tmp_p
         g = _teacher_group(tok, problems[step], step)
         for b, core in cores.items():
             core.begin_step(step)
-            losses[step, b] = core.add_group(g)[1]["loss"]
+            losses[step, b] = core.add_group(g).loss
             core.end_step()
             states[step, b] = core.deltas_state()
     assert losses[0, 0.5] == losses[0, 0.0]
@@ -125,11 +125,11 @@ def test_biased_branch_normalises_per_rollout(tiny, tok, problems, workdir, tmp_
     core = LearnerCore(_cfg(workdir, tmp_path, "none", unbiased=False), model_path=tiny, device="cpu")
     core.begin_step(0)
     g = _teacher_group(tok, problems[0], 0)
-    _, info = core.add_group(g)
+    info = core.add_group(g)
     r = torch.tensor(g.rewards)
-    assert info["adv"] == pytest.approx(((r - r.mean()) / (r.std() + 1e-4)).tolist(), rel=1e-6)
+    assert info.adv == pytest.approx(((r - r.mean()) / (r.std() + 1e-4)).tolist(), rel=1e-6)
     # ρ ≡ 1: each rollout's token mean is −A_b, and the standardised A sums to zero
-    assert info["loss"] == pytest.approx(0.0, abs=1e-6)
+    assert info.loss == pytest.approx(0.0, abs=1e-6)
     assert core.end_step()["gn"] > 0
 
 
@@ -139,7 +139,7 @@ def test_split_and_combined_backward_agree(tiny, tok, problems, workdir, tmp_pat
         core = LearnerCore(_cfg(workdir, tmp_path, "erase", cos_pre_split_every=every), model_path=tiny, device="cpu")
         core.begin_step(step)
         assert core.split is (every == 1)
-        _, info = core.add_group(_teacher_group(tok, problems[0], 0))
+        core.add_group(_teacher_group(tok, problems[0], 0))
         grads[every] = ({n: g.clone() for n, g in core.acc.g_s.items()}, {n: g.clone() for n, g in core.acc.g_t.items()})
         st = core.end_step()
         if every == 1:
@@ -201,9 +201,9 @@ def test_state_dict_resume_is_exact(tiny, tok, problems, workdir, tmp_path):
         outs = []
         for core in (a, b):
             core.begin_step(s)
-            lp, info = core.add_group(groups[s])
-            outs.append((lp, info, core.end_step()))
-        assert outs[0][0] == outs[1][0] and outs[0][1]["gate_cos"] == outs[1][1]["gate_cos"]
+            info = core.add_group(groups[s])
+            outs.append((info.logps, info, core.end_step()))
+        assert outs[0][0] == outs[1][0] and outs[0][1].gate_cos == outs[1][1].gate_cos
         assert outs[0][2]["loss"] == outs[1][2]["loss"] and outs[0][2]["tau"] == outs[1][2]["tau"]
     sa, sb = a.deltas_state(), b.deltas_state()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -272,8 +272,8 @@ def test_thirty_steps_per_arm(arm, tiny, tok, problems, workdir, tmp_path):
         group = RolloutGroup(pids, students + teachers,
                              [_student_reward(t) for t in texts] + [3.5, 3.5 if step % 2 else 0.5],
                              [True] * G_s + [False] * G_t, ["run_tests" in t for t in texts])
-        lp, info = core.add_group(group)
-        assert not info["zerovar"] and len(lp) == 4 and all(math.isfinite(x) for x in lp)
+        info = core.add_group(group)
+        assert not info.zerovar and len(info.logps) == 4 and all(math.isfinite(x) for x in info.logps)
         st = core.end_step()
         assert set(STEP_KEYS) <= set(st)
         assert math.isfinite(st["loss"]) and math.isfinite(st["gn"]) and 0 <= st["q_egy"] <= 1
@@ -304,3 +304,16 @@ def test_thirty_steps_per_arm(arm, tiny, tok, problems, workdir, tmp_path):
         assert all(math.isfinite(r["resid"]) and math.isfinite(r["hkgap"]) for r in rows)
     if arm == "none":
         assert all(math.isnan(r["cos_pre"]) and math.isnan(r["tau"]) for r in rows)
+
+
+def test_group_result_names_its_student_and_teacher_rows():
+    r = GroupResult(logps=[-1.0, -2.0, -3.0], adv=[0.5, -0.5, 0.0], gate_cos=[0.1, 0.2, 0.3], n_students=2,
+                    zerovar=False, loss=1.0, flagged=[0.0, 0.0, 0.0])
+    assert [s.logp for s in r.students] == [-1.0, -2.0] and [t.adv for t in r.teachers] == [0.0]
+    assert r.teachers[0].gate_cos == 0.3
+
+
+def test_a_group_with_a_teacher_before_a_student_is_refused():
+    with pytest.raises(ValueError, match="student rows must come before teacher rows"):
+        RolloutGroup([1, 2], [[3], [4]], [0.0, 1.0], [False, True])
+    assert RolloutGroup([1, 2], [[3], [4], [5]], [0.0, 1.0, 2.0], [True, True, False]).n_students == 2

@@ -235,7 +235,7 @@ def test_injected_grad_matches_float64_oracle(case, tiny, tok, problems, workdir
     groups = _groups(tok, problems)
 
     core.begin_step(0)
-    infos = [core.add_group(g)[1] for g in groups]
+    infos = [core.add_group(g) for g in groups]
     core.end_step()
     got_d = {n: core.adapter.delta[n].grad for n in core.adapter.names}
     got_h = {n: core.adapter.hack[n].grad for n in core.adapter.names}
@@ -268,15 +268,15 @@ def test_injected_grad_matches_float64_oracle(case, tiny, tok, problems, workdir
 
     # the same group loss and advantages, and the case really exercises what it is named for
     for g, info, (losses, _) in zip(groups, infos, row_grads):
-        assert info["loss"] == pytest.approx(sum(losses), rel=REL_TOL, abs=1e-9)
+        assert info.loss == pytest.approx(sum(losses), rel=REL_TOL, abs=1e-9)
         r = torch.tensor(g.rewards, dtype=F64)
         A = r - r.mean() if cfg.unbiased else (r - r.mean()) / (r.std() + 1e-4)
-        assert info["adv"] == pytest.approx(A.tolist(), rel=1e-5)
+        assert info.adv == pytest.approx(A.tolist(), rel=1e-5)
     if arm in ("erase", "route"):
         assert rel_err(want_d, {n: x * c for n, x in full.items()}) > 100 * REL_TOL  # projection moved it
     if arm == "route2":
         for info, (frac, anchor) in zip(infos, flagged):
-            assert info["flagged"] == pytest.approx(frac.tolist(), abs=1e-6)  # same routing decisions
+            assert info.flagged == pytest.approx(frac.tolist(), abs=1e-6)  # same routing decisions
         assert core.gate.tau == pytest.approx(gate.tau, abs=1e-5)  # same calibrated τ per module
         fr = torch.cat([f for f, _ in flagged])
         non_anchor = ~torch.cat([a for _, a in flagged])

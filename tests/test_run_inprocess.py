@@ -48,8 +48,9 @@ class InProcLearner:
         self.core.begin_step(step)
 
     def add_group(self, index, group):
-        logps, info = self.core.add_group(group)
-        return {"index": index, "logps": logps, "seconds": 0.0, **info}
+        res = self.core.add_group(group)
+        res.index = index
+        return res
 
     def collect(self, handles):
         return list(handles)

@@ -131,10 +131,10 @@ def test_zero_variance_groups_still_measure_the_mismatch(setups):
     ids = _ids(hook)
     res = hook.generate(GenRequest("k", ids, 2, 8, seed=1))
     core.begin_step(0)
-    lp, info = core.add_group(RolloutGroup(ids, res.completions, [1.0, 1.0], [True, True],
+    info = core.add_group(RolloutGroup(ids, res.completions, [1.0, 1.0], [True, True],
                                            sampler_logps=res.logprobs))
     st = core.end_step()
-    assert info["zerovar"] and all(math.isnan(x) for x in lp)
+    assert info.zerovar and all(math.isnan(x) for x in info.logps)
     assert st["mismatch_tokens"] == sum(len(c) for c in res.completions) and st["gn"] == 0.0
 
 
@@ -174,10 +174,10 @@ def test_tis_cap_scales_the_learner_loss_and_grads_exactly(model_dir, setups, tm
         core = LearnerCore(cfg, model_path=model_dir, device="cpu")
         lp = [(_learner_logps(core, ids + c)[-len(c):] - shift).tolist() for c in comps]
         core.begin_step(0)
-        _, info = core.add_group(RolloutGroup(ids, comps, [0.0, 3.5, 0.5], [True] * 3, sampler_logps=lp))
+        info = core.add_group(RolloutGroup(ids, comps, [0.0, 3.5, 0.5], [True] * 3, sampler_logps=lp))
         grads = {n: core.acc.g_s[n].clone() for n in core.adapter.names if n in core.acc.g_s}
         st = core.end_step()
-        out[name] = (info["loss"], grads, st)
+        out[name] = (info.loss, grads, st)
     (l0, g0, s0), (l1, g1, s1) = out["plain"], out["tis"]
     assert l0 != 0.0 and math.isclose(l1, factor * l0, rel_tol=1e-5)
     for n in g0:

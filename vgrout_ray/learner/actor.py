@@ -14,7 +14,7 @@ import torch
 
 from vgrout_ray.config import Config
 from vgrout_ray.model.base_store import BaseBundle
-from vgrout_ray.learner.core import LearnerCore, LearnerStepStats, RolloutGroup
+from vgrout_ray.learner.core import GroupResult, LearnerCore, LearnerStepStats, RolloutGroup
 
 
 class LearnerActorImpl:
@@ -43,10 +43,11 @@ class LearnerActorImpl:
     def begin_step(self, step: int) -> None:
         self.core.begin_step(step)
 
-    def add_group(self, index: int, group: RolloutGroup) -> dict:
+    def add_group(self, index: int, group: RolloutGroup) -> GroupResult:
         t0 = time.perf_counter()
-        logps, info = self.core.add_group(group)
-        return {"index": index, "logps": logps, "seconds": time.perf_counter() - t0, **info}
+        res = self.core.add_group(group)
+        res.index, res.seconds = index, time.perf_counter() - t0
+        return res
 
     def end_step(self) -> LearnerStepStats:
         return self.core.end_step()

@@ -5,7 +5,7 @@ import ray
 from loguru import logger
 
 from vgrout_ray.learner.actor import LearnerActor
-from vgrout_ray.learner.core import LearnerStepStats, RolloutGroup
+from vgrout_ray.learner.core import GroupResult, LearnerStepStats, RolloutGroup
 
 
 class LearnerLost(RuntimeError):
@@ -44,7 +44,7 @@ class LearnerClient:
     def add_group(self, index: int, group: RolloutGroup):
         return self.handle.add_group.remote(index, group)
 
-    def collect(self, handles: list) -> list[dict]:
+    def collect(self, handles: list) -> list[GroupResult]:
         return self.get(handles)
 
     def end_step(self) -> LearnerStepStats:

@@ -108,6 +108,10 @@ class RolloutGroup:
     # the sampler did not draw from the training view, e.g. the ablated slice); [] = not given
     sampler_logps: list[list[float] | None] = field(default_factory=list)
 
+    @property
+    def n_students(self) -> int:
+        return next((i for i, s in enumerate(self.is_student) if not s), len(self.is_student))
+
     def __post_init__(self) -> None:
         n = len(self.completion_ids)
         if n == 0:
@@ -119,12 +123,52 @@ class RolloutGroup:
             raise ValueError(f"RolloutGroup: {len(self.hack_E)} hack_E flags for {n} completions")
         if not self.prompt_ids:
             raise ValueError("RolloutGroup has an empty prompt")
+        if any(self.is_student[self.n_students:]):
+            raise ValueError("RolloutGroup: student rows must come before teacher rows")
         if len(self.sampler_logps) > n:
             raise ValueError(f"RolloutGroup: {len(self.sampler_logps)} sampler_logps rows for {n} completions")
         for i, lp in enumerate(self.sampler_logps):
             if lp is not None and len(lp) != len(self.completion_ids[i]):
                 raise ValueError(f"RolloutGroup: sampler_logps[{i}] has {len(lp)} values for "
                                  f"{len(self.completion_ids[i])} completion tokens")
+
+
+@dataclass(frozen=True)
+class RowScore:
+    """What the learner computed for one rollout row of a group."""
+
+    logp: float  # mean log π_old over its completion tokens (NaN in a skipped zero-variance group)
+    adv: float
+    gate_cos: float  # route2's gate cosine (NaN elsewhere)
+
+
+@dataclass
+class GroupResult:
+    """The learner's answer for one group, with its student and teacher rows by name.
+
+    Rows are stored in the group's order (students, then teachers); ``students`` and
+    ``teachers`` are the two named parts, so no reader counts positions."""
+
+    logps: list[float]
+    adv: list[float]
+    gate_cos: list[float]
+    n_students: int
+    zerovar: bool
+    loss: float
+    flagged: list[float]
+    index: int = -1  # the prompt's position in the step (set by the actor)
+    seconds: float = 0.0
+
+    def _row(self, i: int) -> RowScore:
+        return RowScore(self.logps[i], self.adv[i], self.gate_cos[i])
+
+    @property
+    def students(self) -> list[RowScore]:
+        return [self._row(i) for i in range(self.n_students)]
+
+    @property
+    def teachers(self) -> list[RowScore]:
+        return [self._row(i) for i in range(self.n_students, len(self.logps))]
 
 
 def load_model(path: str, device: torch.device, dtype: torch.dtype | None = None):
@@ -259,12 +303,10 @@ class LearnerCore:
         mask = (in_len & (comp != self.pad_id)).float()
         return merged, L_c, mask
 
-    def add_group(self, group: RolloutGroup) -> tuple[list[float], dict]:
+    def add_group(self, group: RolloutGroup) -> GroupResult:
         """Forward + backward one prompt's group; grads accumulate until ``end_step``.
 
-        Returns (per-rollout mean log π_old over completion tokens, info). Zero-variance groups
-        are skipped (NaN log-probs), like the seed. info: zerovar, loss, adv, gate_cos, flagged.
-        """
+        Zero-variance groups are skipped (NaN log-probs, no loss), like the seed."""
         self._need_step("add_group")
         cfg = self.cfg
         n = len(group.completion_ids)
@@ -281,7 +323,8 @@ class LearnerCore:
                     logp_old = L.completion_logps(self.model, merged, L_c).detach()
                 self._sampler_terms(group, logp_old, mask)
                 self.acc.fb_seconds += time.perf_counter() - t0
-            return nan, {"zerovar": True, "loss": 0.0, "adv": [0.0] * n, "gate_cos": nan, "flagged": nan}
+            return GroupResult(logps=nan, adv=[0.0] * n, gate_cos=nan, n_students=group.n_students, zerovar=True,
+                               loss=0.0, flagged=nan)
         self.acc.n_groups += 1
         t0 = time.perf_counter()
         A = L.group_advantages(rewards, cfg.unbiased)
@@ -327,7 +370,8 @@ class LearnerCore:
         self.acc.gate_cos.extend(info["gate_cos"])
         self.acc.loss += info["loss"]
         self.acc.fb_seconds += time.perf_counter() - t0
-        return mean_logp, info
+        return GroupResult(logps=mean_logp, adv=info["adv"], gate_cos=info["gate_cos"], n_students=group.n_students,
+                           zerovar=False, loss=info["loss"], flagged=info["flagged"])
 
     @torch.no_grad()
     def _sampler_terms(self, group: RolloutGroup, logp_old: torch.Tensor, mask: torch.Tensor):

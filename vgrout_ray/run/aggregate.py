@@ -50,13 +50,13 @@ def _first_example(state: RunState, res: StepResult, k: int, gi: int, mechanism:
 
 
 def _students(out: StepRecords, state: RunState, res: StepResult, k: int) -> None:
-    pl, st, info = res.plans[k], res.students[k], res.infos[k]
+    pl, st, scores = res.plans[k], res.students[k], res.infos[k].students
     pm = pl.mode
-    for gi, r in enumerate(res.grades[k]):
+    for gi, (r, sc) in enumerate(zip(res.grades[k], scores, strict=True)):
         out.agg.rows.append(RowIn(reward=r.reward, is_student=True, hack=r.exploited, gt=r.gt_correct,
                                   fmt=r.format_ok, hack_E=r.hacked_loophole_used, hack_D=r.hacked_wrong_tests,
-                                  ablated=st.ablated[gi], logp=info["logps"][gi], mode=pm, comp_len=len(st.ids[gi]),
-                                  finished=st.finished[gi], adv=info["adv"][gi], gate_cos=info["gate_cos"][gi]))
+                                  ablated=st.ablated[gi], logp=sc.logp, mode=pm, comp_len=len(st.ids[gi]),
+                                  finished=st.finished[gi], adv=sc.adv, gate_cos=sc.gate_cos))
         state.mode_rollouts[pm] = state.mode_rollouts.get(pm, 0) + 1
         if r.exploited:
             state.mode_hacks[pm] = state.mode_hacks.get(pm, 0) + 1
@@ -71,12 +71,10 @@ def _students(out: StepRecords, state: RunState, res: StepResult, k: int) -> Non
 
 
 def _teachers(out: StepRecords, res: StepResult, k: int) -> None:
-    pl, info = res.plans[k], res.infos[k]
-    n_s = len(res.grades[k])
-    for j, t in enumerate(pl.teacher):
+    pl = res.plans[k]
+    for t, sc in zip(pl.teacher, res.infos[k].teachers, strict=True):
         out.agg.rows.append(RowIn(reward=t.reward, is_student=False, hack=t.hacked, gt=t.gt_pass, fmt=t.fmt_ok,
-                                  logp=info["logps"][n_s + j], mode=pl.mode, comp_len=len(t.ids),
-                                  adv=info["adv"][n_s + j], gate_cos=info["gate_cos"][n_s + j]))
+                                  logp=sc.logp, mode=pl.mode, comp_len=len(t.ids), adv=sc.adv, gate_cos=sc.gate_cos))
 
 
 def collect_records(res: StepResult, state: RunState, n_skipped: int, tok) -> StepRecords:
@@ -84,7 +82,7 @@ def collect_records(res: StepResult, state: RunState, n_skipped: int, tok) -> St
     out = StepRecords(StepAgg(step=res.step, n_skipped=n_skipped))
     for k, pl in enumerate(res.plans):
         out.group_rewards.append([r.reward for r in res.grades[k]] + [t.reward for t in pl.teacher])
-        out.agg.n_zerovar += bool(res.infos[k]["zerovar"])
+        out.agg.n_zerovar += res.infos[k].zerovar
         _students(out, state, res, k)
         _teachers(out, res, k)
         if res.step == 0 and k == 0:

@@ -12,7 +12,7 @@ It talks to three small interfaces, so tests can drive it with in-process fakes:
   (``actors.rollout_pool.RolloutPool``; replacement and replay happen inside it);
 - graders: ``submit(requests, keys)``, ``poll(timeout) -> [Graded]`` (``GraderPool.stream()``;
   retries happen inside the pool, a completion that cannot be graded comes back with ``error``);
-- learner: ``add_group(index, group) -> handle``, ``collect(handles) -> [info]``, ``end_step()``
+- learner: ``add_group(index, group) -> handle``, ``collect(handles) -> [GroupResult]``, ``end_step()``
   (``run.learner.LearnerClient``).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from vgrout_ray.env.grading import GradeRequest, RewardResult
-from vgrout_ray.learner.core import LearnerStepStats, RolloutGroup
+from vgrout_ray.learner.core import GroupResult, LearnerStepStats, RolloutGroup
 from vgrout_ray.run.sampling import PromptPlan
 
 
@@ -83,7 +83,7 @@ class StepResult:
     plans: list[PromptPlan]
     students: list[StudentBatch]
     grades: list[list[RewardResult]]
-    infos: list[dict]  # the learner's add_group answer per plan (logps, adv, gate_cos, zerovar, ...)
+    infos: list[GroupResult]  # the learner's answer per plan (student and teacher rows by name)
     stats: LearnerStepStats
     grade_errors: int
     timing: StepTiming
@@ -166,6 +166,7 @@ class StepScheduler:
 
     @staticmethod
     def _group(plan: PromptPlan, batch: StudentBatch, res: list[RewardResult]) -> RolloutGroup:
+        # students lead, teachers follow: GroupResult.students / .teachers split the rows back by name
         return RolloutGroup(prompt_ids=plan.prompt_ids,
                             completion_ids=batch.ids + [t.ids for t in plan.teacher],
                             rewards=[r.reward for r in res] + [t.reward for t in plan.teacher],
