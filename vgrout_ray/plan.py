@@ -47,6 +47,7 @@ class Group:
     mounts: dict[str, str] = field(default_factory=dict)  # mount path → kind (pvc, nfs, emptyDir, …)
     env: dict[str, str] = field(default_factory=dict)
     head: bool = False
+    min: int = -1  # nodes up before the autoscaler adds any (-1: max)
 
     def holds(self, bundle: dict[str, float]) -> bool:
         return all(self.resources.get(k, 0.0) + 1e-6 >= v for k, v in bundle.items())
@@ -140,7 +141,9 @@ def _kuberay(doc: dict, path: Path) -> Manifest:
         gw = f"{where}.workerGroupSpecs[{i}]"
         reps = int(w.get("replicas", 0) or 0)
         n = int(w.get("maxReplicas", reps)) if auto else reps
-        groups.append(_pod_group(w.get("groupName") or f"group{i}", w, n, False, gw))
+        grp = _pod_group(w.get("groupName") or f"group{i}", w, n, False, gw)
+        grp.min = int(w.get("minReplicas", reps)) if auto else reps
+        groups.append(grp)
     auth = ((cspec.get("authOptions") or {}).get("mode") == "token")
     return Manifest(path, str(kind), str(entry or ""), groups, auto, auth, notes)
 
@@ -158,7 +161,8 @@ def _launcher(doc: dict, path: Path) -> Manifest:
         itype = (t.get("node_config") or {}).get("InstanceType", "")
         gib = mp.gpu_gib_for(itype) if res.get("GPU") and itype else None
         n = 1 if name == head else int(t.get("max_workers", 0))
-        groups.append(Group(name, n, res, gib, dict(head_mounts if name == head else worker_mounts), {}, name == head))
+        groups.append(Group(name, n, res, gib, dict(head_mounts if name == head else worker_mounts), {}, name == head,
+                            1 if name == head else int(t.get("min_workers", 0))))
     start = " ".join(str(c) for c in (doc.get("head_start_ray_commands") or []))
     auth = "RAY_AUTH_MODE=token" in start
     cap = int(doc.get("max_workers", 10 ** 6))
@@ -224,7 +228,7 @@ def driver_argv(entrypoint: str, where: str) -> list[str]:
 
 # config path field → (flag, which role reads or writes it, persistent: must outlive the job)
 PATH_FIELDS = {
-    "out_dir": ("--out-dir", "driver", True),
+    "out_dir": ("--out-dir", "driver+learner", True),  # the learner writes the v_hack cache under it
     "logs_dir": ("--logs-dir", "driver", True),
     "svd_cache": ("--svd-cache", "learner+rollout", True),
     "teacher_pool_dir": ("--teacher-pool-dir", "driver", False),
@@ -283,13 +287,14 @@ def check_paths(cfg, man: Manifest) -> list[str]:
     return problems
 
 
-def check_resources(cfg, man: Manifest):
-    """The driver's fit check on the groups at their maximum size (one node dict per node)."""
+def check_resources(cfg, man: Manifest, at_min: bool = False):
+    """The driver's fit check on the groups at their maximum (or minimum) size (one node dict per node)."""
     from .cluster import check_fit
 
-    nodes = [dict(g.resources) for g in man.groups for _ in range(g.max)]
-    where = f"{man.path.name} at its {'autoscaling maximum' if man.autoscales else 'fixed size'}"
-    return check_fit(cfg, nodes, where, local=False)
+    n_of = (lambda g: g.max if g.min < 0 else g.min) if at_min else (lambda g: g.max)
+    nodes = [dict(g.resources) for g in man.groups for _ in range(n_of(g))]
+    size = "minimum" if at_min else ("autoscaling maximum" if man.autoscales else "fixed size")
+    return check_fit(cfg, nodes, f"{man.path.name} at its {size}", local=False)
 
 
 def gpu_memory_by_role(cfg, man: Manifest, override_gib: float | None) -> dict[str, float | None]:
@@ -346,6 +351,10 @@ def plan(man: Manifest, model_config: str | None = None, gpu_gib: float | None =
     lines.append(("resources: " + fc.message) if fc.ok else "resources: DO NOT FIT")
     if not fc.ok:
         bad.append("resources: " + fc.message)
+    elif man.autoscales and not cfg.cluster.autoscales and not check_resources(cfg, man, at_min=True).ok:
+        bad.append("resources: the run fits only once the autoscaler adds nodes, but the driver would exit 2 on "
+                   "the nodes up at start; add --cluster.autoscales to the entrypoint (and a --cluster.pending-fail-s "
+                   "that covers node start-up)")
     lines.append("memory:")
     try:
         shape = mp.model_shape(cfg.model, model_config)
@@ -395,3 +404,29 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def driver_memory_check(cfg, nodes_info: list[dict]) -> list[str]:
+    """The memory plan on a live cluster: GPU memory from the nodes' ``accelerator_type:*``
+    resources (the smallest GPU type present). Returns lines to log; raises ConfigError when an
+    actor does not fit, naming what would."""
+    from .config import ConfigError
+
+    if not (cfg.cluster.learner_gpus > 0 or cfg.rollout.gpus_per_actor > 0):
+        return []
+    kinds = {k.split(":", 1)[1] for n in nodes_info if n.get("Alive", True)
+             for k in (n.get("Resources") or {}) if k.startswith("accelerator_type:")}
+    gib = [g for g in (mp.gpu_gib_for(k) for k in kinds) if g]
+    try:
+        shape = mp.model_shape(cfg.model)
+    except mp.ShapeError as e:
+        return [f"memory plan: skipped ({e})"]
+    if not gib:
+        return [f"memory plan: skipped (the cluster reports no known GPU type: {sorted(kinds) or 'none'})"]
+    per = min(gib) * mp.GiB
+    plan_ = mp.memory_plan(cfg, shape, {"learner": per, "rollout": per})
+    lines = [f"memory plan ({shape.name} on {min(gib):g} GiB GPUs): " + m.line() for m in plan_]
+    bad = [m for m in plan_ if m.fits is False]
+    if bad:
+        raise ConfigError("memory: " + "; ".join(f"{m.line()}" for m in bad))
+    return lines
