@@ -255,9 +255,14 @@ def role_groups(cfg, man: Manifest) -> dict[str, list[Group]]:
     from .cluster import run_demands
 
     g_res = any(g.resources.get("grader", 0) > 0 for g in man.groups)
+    demands = run_demands(cfg, g_res)
+    # a custom resource one role asks for (learner, grader, ...) reserves its group for that role
+    pinned = {d.role: {k for k, _ in d.bundle if k not in ("CPU", "GPU")} for d in demands}
     out = {"driver": [g for g in man.groups if g.head]}
-    for d in run_demands(cfg, g_res):
-        out[d.role] = [g for g in man.groups if g.max > 0 and g.holds(d.resources)]
+    for d in demands:
+        others = set().union(*(v for r, v in pinned.items() if r != d.role)) - pinned[d.role]
+        out[d.role] = [g for g in man.groups if g.max > 0 and g.holds(d.resources)
+                       and not any(g.resources.get(k) for k in others)]
     return out
 
 
