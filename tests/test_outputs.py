@@ -57,40 +57,66 @@ def test_closing_lines_name_every_output(tmp_path):
     assert f"SVD cache:   {tmp_path / 's'}" in text and f"v_hack:      {tmp_path / 'o' / 'vhack'}" in text
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_ray_job_submit_with_default_paths_keeps_outputs_out_of_rays_copy(tmp_path):
-    """A real `ray job submit --working-dir .` of a smoke run with the default (relative) paths on a
-    2-CPU head: the run cannot fit (exit 2, fast), but its log and run dir already exist, and they
-    must be under VGROUT_HOME, not in Ray's per-job working dir copy; the last lines say where."""
+@pytest.fixture(scope="module")
+def head2():
+    """A real 2-CPU `ray start` head with the jobs API; yields (cluster, its temp root)."""
     from .raycli import CliCluster
 
     root = tempfile.mkdtemp(prefix="vg23o", dir="/tmp")
-    home = tmp_path / "home"
     c = CliCluster(temp_dir=f"{root}/ray")
     try:
         c.start_head(num_cpus=2, dashboard=True)
-        t0 = time.monotonic()
-        p = subprocess.run(["ray", "job", "submit", "--address", c.dashboard_url, "--working-dir", ".",
-                            "--runtime-env-json", json.dumps({"env_vars": {"VGROUT_HOME": str(home)}}), "--",
-                            "python", "-m", "vgrout_ray.driver", "smoke", "--steps", "2"],
-                           cwd=REPO, capture_output=True, text=True, timeout=300,
-                           env=c.client_env(PYTHONUNBUFFERED="1"))
-        out = p.stdout + p.stderr
-        assert p.returncode != 0 and "cannot hold this run's actors" in out, out[-3000:]
-        assert "OUTPUT PATHS" in out and f"VGROUT_HOME={home}" in out, out[-3000:]
-        logs = list((home / "logs").glob("*.log"))
-        runs = list((home / "out" / "runs").iterdir())
-        assert len(logs) == 1 and len(runs) == 1, out[-3000:]
-        assert (runs[0] / "config.json").is_file()
-        assert json.loads((runs[0] / "config.json").read_text())["out_dir"] == str(home / "out")
-        tail = out[out.rindex("outputs of this run:"):]
-        assert f"run dir:     {runs[0]}" in tail and f"log:         {logs[0]}" in tail
-        copies = [d for d in Path(root).rglob("working_dir_files") if d.is_dir()]
-        assert copies, "Ray's per-job working dir copy not found under the head's temp dir"
-        for d in copies:
-            assert not list(d.glob("*/out")) and not list(d.glob("*/logs")), list(d.iterdir())
-        print(f"ray job submit ended (exit 2 as expected) in {time.monotonic() - t0:.1f} s; outputs in {home}")
+        yield c, root
     finally:
         c.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _submit(c, home: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    t0 = time.monotonic()
+    p = subprocess.run(["ray", "job", "submit", "--address", c.dashboard_url, "--working-dir", ".",
+                        "--runtime-env-json", json.dumps({"env_vars": {"VGROUT_HOME": str(home)}}), "--",
+                        "python", "-m", "vgrout_ray.driver", "smoke", *args],
+                       cwd=REPO, capture_output=True, text=True, timeout=300, env=c.client_env(PYTHONUNBUFFERED="1"))
+    return p, time.monotonic() - t0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_job_submit_with_default_paths_keeps_outputs_out_of_rays_copy(head2, tmp_path):
+    """A real `ray job submit --working-dir .` of a smoke run with the default (relative) paths on a
+    2-CPU head: the run cannot fit (exit 2, fast), but its log and run dir already exist, and they
+    must be under VGROUT_HOME, not in Ray's per-job working dir copy; the last lines say where."""
+    c, root = head2
+    home = tmp_path / "home"
+    p, took = _submit(c, home, "--steps", "2")
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "cannot hold this run's actors" in out, out[-3000:]
+    assert "OUTPUT PATHS" in out and f"VGROUT_HOME={home}" in out, out[-3000:]
+    logs = list((home / "logs").glob("*.log"))
+    runs = list((home / "out" / "runs").iterdir())
+    assert len(logs) == 1 and len(runs) == 1, out[-3000:]
+    assert json.loads((runs[0] / "config.json").read_text())["out_dir"] == str(home / "out")
+    tail = out[out.rindex("outputs of this run:"):]
+    assert f"run dir:     {runs[0]}" in tail and f"log:         {logs[0]}" in tail
+    copies = [d for d in Path(root).rglob("working_dir_files") if d.is_dir()]
+    assert copies, "Ray's per-job working dir copy not found under the head's temp dir"
+    for d in copies:
+        assert not list(d.glob("*/out")) and not list(d.glob("*/logs")), list(d.iterdir())
+    print(f"ray job submit ended (exit 2 as expected) in {took:.1f} s; outputs in {home}")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_on_an_autoscaling_cluster_the_run_waits_with_the_pending_report(head2, tmp_path):
+    """--cluster.autoscales: the same run that exits 2 above starts, and its actor that finds no room
+    waits for new nodes, reported with its resources; no node comes here, so it gives up (exit 4)."""
+    c, _ = head2
+    p, took = _submit(c, tmp_path / "home", "--steps", "2", "--cluster.autoscales",
+                      "--cluster.pending-warn-s", "3", "--cluster.pending-fail-s", "8")
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out[-3000:]
+    assert "cluster.autoscales: the nodes up now cannot hold the run; starting anyway" in out, out[-3000:]
+    assert "has waited" in out and "for resources {CPU: 1" in out, out[-3000:]
+    assert "giving up" in out and "outputs of this run:" in out, out[-3000:]
+    print(f"autoscaling run waited and gave up after {took:.1f} s")
