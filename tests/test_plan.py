@@ -205,3 +205,20 @@ def test_driver_memory_check_uses_the_clusters_gpu_type():
 def test_known_shape_matches_the_published_size():
     assert 4.0e9 < mp.KNOWN_SHAPES["Qwen/Qwen3-4B"].params < 4.05e9
     assert 8.1e9 < mp.KNOWN_SHAPES["Qwen/Qwen3-8B"].params < 8.3e9
+
+
+def test_launcher_yaml_without_the_shared_mount_or_token_fails(tmp_path, capsys):
+    text = (REPO / "deploy" / "cluster.yaml").read_text()
+    doc = yaml.safe_load(text)
+    entry = next(l for l in text.splitlines() if l.startswith("# vgrout-entrypoint:"))
+    doc["setup_commands"] = [c for c in doc["setup_commands"] if "mount" not in c]
+    doc["head_start_ray_commands"] = [c.replace("export RAY_AUTH_MODE=token; ", "")
+                                      for c in doc["head_start_ray_commands"]]
+    p = tmp_path / "c.yaml"
+    p.write_text(entry + "\n" + yaml.safe_dump(doc))
+    rc = main([str(p)])
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    assert "--out-dir /mnt/vgrout/out: group head (driver) mounts no volume there" in out
+    assert "--svd-cache /mnt/vgrout/svd_cache: group rollout_gpu (rollout)" in out
+    assert "auth: the cluster does not use token auth" in out

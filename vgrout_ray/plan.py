@@ -153,8 +153,10 @@ def _launcher(doc: dict, path: Path) -> Manifest:
     head = doc.get("head_node_type")
     if head not in types:
         raise ManifestError(f"{path}: head_node_type {head!r} is not in available_node_types")
-    head_mounts = _launcher_mounts(doc.get("head_setup_commands") or doc.get("setup_commands") or [])
-    worker_mounts = _launcher_mounts(doc.get("worker_setup_commands") or doc.get("setup_commands") or [])
+    # setup_commands run on every node, then head_setup_commands / worker_setup_commands on their kind
+    common = list(doc.get("setup_commands") or [])
+    head_mounts = _launcher_mounts(common + list(doc.get("head_setup_commands") or []))
+    worker_mounts = _launcher_mounts(common + list(doc.get("worker_setup_commands") or []))
     groups = []
     for name, t in types.items():
         res = {k: float(v) for k, v in (t.get("resources") or {}).items() if v}
