@@ -189,7 +189,8 @@ def rollout_memory(cfg, shape: ModelShape, gpu_bytes: float | None) -> ActorMemo
     """One rollout actor on its share of a GPU (``rollout.gpus_per_actor``)."""
     r = cfg.rollout
     share = None if gpu_bytes is None else gpu_bytes * min(1.0, r.gpus_per_actor)
-    weights, factors = 2 * shape.params, 2 * shape.factor_elems
+    wb = 4 if r.dtype == "fp32" else 2  # engine dtype: bf16 on GPU unless --rollout.dtype fp32
+    weights, factors = wb * shape.params, wb * shape.factor_elems
     seq = longest_sequence(cfg)
     if r.backend == "vllm":
         if r.vllm_max_model_len < seq:

@@ -355,7 +355,7 @@ def plan(man: Manifest, model_config: str | None = None, gpu_gib: float | None =
                               else f"{len(path_problems)} problem(s)"))
     bad.extend(f"paths: {p}" for p in path_problems)
     fc = check_resources(cfg, man)
-    lines.append(("resources: " + fc.message) if fc.ok else "resources: DO NOT FIT")
+    lines.append(fc.message if fc.ok else "resources: DO NOT FIT")
     if not fc.ok:
         bad.append("resources: " + fc.message)
     elif man.autoscales and not cfg.cluster.autoscales and not check_resources(cfg, man, at_min=True).ok:
