@@ -47,6 +47,22 @@ def test_the_working_dir_copy_alone_is_enough_and_home_is_the_default():
         persistent_root({"VGROUT_HOME": "rel/dir"})
 
 
+def test_a_sweeps_runs_resolve_the_same_way(tmp_path, monkeypatch):
+    from vgrout_ray.sweep import run_config
+
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    monkeypatch.setenv("VGROUT_HOME", str(tmp_path))
+    cfg = run_config("smoke", "none", 1, ["--svd-cache", "/abs/svd"])
+    assert cfg.out_dir == tmp_path / "out" and cfg.logs_dir == tmp_path / "logs"
+    assert cfg.svd_cache == Path("/abs/svd")
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    monkeypatch.chdir(tmp_path)
+    assert run_config("smoke", "none", 1, []).out_dir == tmp_path / "out"  # a local run: the cwd, as before
+    (tmp_path / "x").mkdir()
+    monkeypatch.chdir(tmp_path / "x")
+    assert run_config("smoke", "none", 1, []).out_dir == tmp_path / "x" / "out"
+
+
 def test_closing_lines_name_every_output(tmp_path):
     cfg = parse_config(["smoke", "--out-dir", str(tmp_path / "o"), "--svd-cache", str(tmp_path / "s")])
     run = tmp_path / "o" / "runs" / "r1"

@@ -60,7 +60,8 @@ def resolve_outputs(cfg, environ: Mapping[str, str] | None = None, cwd: str | Pa
         moved.append(f"{OUTPUT_FIELDS[name]} {getattr(cfg, name)} -> {new}")
         setattr(cfg, name, new)
     src = f"{HOME_VAR}={root}" if env.get(HOME_VAR, "").strip() else f"~/vgrout ({HOME_VAR} is not set)"
-    return [f"OUTPUT PATHS: {why}, which Ray deletes with the job; relative output paths would be lost there. "
+    return [f"OUTPUT PATHS: {why}; relative output paths would land in the job's working dir, which does not "
+            "outlive the job (Ray's per-job copy, or the pod's own filesystem). "
             f"Resolved against {src} instead: " + "; ".join(moved) + ". Pass absolute --out-dir/--logs-dir/"
             f"--svd-cache on a volume every node mounts (or set {HOME_VAR} to one) to choose."]
 
