@@ -54,6 +54,7 @@ def test_every_deploy_manifest_passes(path, capsys):
     print(out)
     assert rc == 0, out
     assert "PLAN OK" in out and "learner (GPU)" in out and "rollout (GPU)" in out and "it fits" in out
+    assert "HF_HOME is not set" not in out
 
 
 def test_deploy_has_both_kinds_of_manifest():
@@ -141,6 +142,10 @@ def test_docker_on_tcp_and_no_token_auth_fail(tmp_path, capsys):
     del doc["spec"]["rayClusterSpec"]["authOptions"]
     rc, out = _plan(tmp_path, doc, capsys)
     assert rc == 1 and "security: group grader-cpu reaches Docker at tcp://localhost:2375" in out
+    dind = _group(doc, "grader-cpu")["template"]["spec"]["containers"][1]
+    dind["args"] = ["--host=tcp://0.0.0.0:2375"]
+    rc, out = _plan(tmp_path, doc, capsys)
+    assert "group grader-cpu, container dind: dockerd listens on TCP without TLS" in out
     assert "auth: the cluster does not use token auth" in out
 
 
@@ -212,7 +217,7 @@ def test_launcher_yaml_without_the_shared_mount_or_token_fails(tmp_path, capsys)
     doc = yaml.safe_load(text)
     entry = next(l for l in text.splitlines() if l.startswith("# vgrout-entrypoint:"))
     doc["setup_commands"] = [c for c in doc["setup_commands"] if "mount" not in c]
-    doc["head_start_ray_commands"] = [c.replace("export RAY_AUTH_MODE=token; ", "")
+    doc["head_start_ray_commands"] = [c.replace("RAY_AUTH_MODE=token ", "")
                                       for c in doc["head_start_ray_commands"]]
     p = tmp_path / "c.yaml"
     p.write_text(entry + "\n" + yaml.safe_dump(doc))

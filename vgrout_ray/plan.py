@@ -48,6 +48,7 @@ class Group:
     env: dict[str, str] = field(default_factory=dict)
     head: bool = False
     min: int = -1  # nodes up before the autoscaler adds any (-1: max)
+    tcp_docker: list[str] = field(default_factory=list)  # containers whose dockerd listens on TCP without TLS
 
     def holds(self, bundle: dict[str, float]) -> bool:
         return all(self.resources.get(k, 0.0) + 1e-6 >= v for k, v in bundle.items())
@@ -116,7 +117,12 @@ def _pod_group(name: str, spec: dict, max_n: int, head: bool, where: str) -> Gro
     gpu_kind = sel.get("nvidia.com/gpu.product") or sel.get("cloud.google.com/gke-accelerator")
     acc = [k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:")]
     gib = mp.gpu_gib_for(gpu_kind or (acc[0] if acc else "")) if (gpu_kind or acc) else None
-    return Group(name, max_n, res, gib, mounts, env, head)
+    tcp = []
+    for c in containers:
+        args = " ".join(str(a) for a in [*(c.get("command") or []), *(c.get("args") or [])])
+        if re.search(r"(--host[= ]|-H[= ]?)tcp://", args) and "--tlsverify" not in args:
+            tcp.append(str(c.get("name", "?")))
+    return Group(name, max_n, res, gib, mounts, env, head, tcp_docker=tcp)
 
 
 def _kuberay(doc: dict, path: Path) -> Manifest:
@@ -145,6 +151,14 @@ def _kuberay(doc: dict, path: Path) -> Manifest:
         grp.min = int(w.get("minReplicas", reps)) if auto else reps
         groups.append(grp)
     auth = ((cspec.get("authOptions") or {}).get("mode") == "token")
+    import yaml
+
+    try:
+        job_env = (yaml.safe_load(spec.get("runtimeEnvYAML") or "") or {}).get("env_vars") or {}
+    except yaml.YAMLError as e:
+        raise ManifestError(f"{path}: spec.runtimeEnvYAML is not YAML ({e})") from None
+    for g in groups:  # the job's env_vars reach every process of the job
+        g.env = {**{k: str(v) for k, v in job_env.items()}, **g.env}
     return Manifest(path, str(kind), str(entry or ""), groups, auto, auth, notes)
 
 
@@ -167,6 +181,10 @@ def _launcher(doc: dict, path: Path) -> Manifest:
                             1 if name == head else int(t.get("min_workers", 0))))
     start = " ".join(str(c) for c in (doc.get("head_start_ray_commands") or []))
     auth = "RAY_AUTH_MODE=token" in start
+    for g in groups:  # variables exported where `ray start` runs reach every worker process of the node
+        cmds = doc.get("head_start_ray_commands" if g.head else "worker_start_ray_commands") or []
+        for m in re.finditer(r"\bexport\s+([^;&|]+)", " ; ".join(map(str, cmds))):
+            g.env.update(kv.split("=", 1) for kv in m.group(1).split() if "=" in kv)
     cap = int(doc.get("max_workers", 10 ** 6))
     notes = []
     if sum(g.max for g in groups if not g.head) > cap:
@@ -346,10 +364,17 @@ def plan(man: Manifest, model_config: str | None = None, gpu_gib: float | None =
         bad.append("auth: the cluster does not use token auth (KubeRay: rayClusterSpec.authOptions.mode: token; "
                    "launcher: RAY_AUTH_MODE=token on every `ray start`)")
     for env_g in man.groups:
+        for cname in env_g.tcp_docker:
+            bad.append(f"security: group {env_g.name}, container {cname}: dockerd listens on TCP without TLS; "
+                       "use --host=unix:///var/run/dind/docker.sock on a pod-local emptyDir")
         dh = env_g.env.get("DOCKER_HOST", "")
         if dh.startswith("tcp://"):
             bad.append(f"security: group {env_g.name} reaches Docker at {dh} (a daemon on TCP without TLS); use "
                        "unix:///var/run/dind/docker.sock on a pod-local emptyDir")
+    hf = {g.env.get("HF_HOME") for g in role_groups(cfg, man).get("learner", []) + role_groups(cfg, man).get("rollout", [])}
+    if "/" in cfg.model and not Path(cfg.model).is_absolute() and None in hf:
+        lines.append(f"  note: HF_HOME is not set where the model loads: every node downloads {cfg.model} into its own "
+                     "~/.cache (set HF_HOME on the shared volume to keep one copy)")
     path_problems = check_paths(cfg, man)
     lines.append("paths: " + ("every path absolute and on a persistent volume where it is used" if not path_problems
                               else f"{len(path_problems)} problem(s)"))
