@@ -27,6 +27,7 @@ COMMANDS: dict[str, Command] = {
     "report": Command("vgrout_ray.reporting.run_report:main", "one markdown page for a run directory"),
     "plots": Command("vgrout_ray.reporting.plots:main", "training-dynamics figures across arms and seeds"),
     "schema": Command("vgrout_ray.reporting.parquet:main", "print the rows/rollouts Parquet schemas"),
+    "plan": Command("vgrout_ray.cluster.plan:main", "check a deploy manifest's run (paths, fit, GPU memory) before starting it"),
     "head": Command("vgrout_ray.cluster.ray_cluster:head_main", "start a Ray head for job submission on this machine"),
 }
 

@@ -110,6 +110,10 @@ class ClusterConfig:
     # torch threads per learner and per rollout actor; 0 = as many as the actor's CPUs. A sweep
     # on a local cluster sets it when its actors' threads would outnumber the machine's cores.
     torch_threads: int = 0
+    # The cluster adds nodes on demand (KubeRay enableInTreeAutoscaling, the cluster launcher): a
+    # run that does not fit the nodes up now starts anyway and its actors wait for the new nodes,
+    # reported by the pending watch (set pending_fail_s to cover node start-up), instead of exit 2.
+    autoscales: bool = False
 
     def threads_for(self, cpus: float) -> int:
         """Torch threads of an actor that holds ``cpus`` CPUs."""

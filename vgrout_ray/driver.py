@@ -18,9 +18,11 @@ from pathlib import Path
 import ray
 from loguru import logger
 
-from vgrout_ray.cluster.ray_cluster import PendingWatch, ResourceFitError, class_bundles, connect, fit_or_fail, node_resources
+from vgrout_ray.cluster.ray_cluster.ray_cluster.ray_cluster.ray_cluster import (PendingWatch, ResourceFitError, check_fit, class_bundles, connect, fit_or_fail,
+                                           node_resources)
 from vgrout_ray.config import Config, ConfigError, config_from_dict, parse_config
 from vgrout_ray.learner.client import LearnerLost
+from vgrout_ray.run.outputs import resolve_outputs, where_everything_is
 from vgrout_ray.run.loop import Run, write_config
 from vgrout_ray.run.state import load_resume, resume_path
 from vgrout_ray.run.stream import union_seconds as _union_seconds  # noqa: F401 (tests import it from here)
@@ -52,7 +54,22 @@ def fit_to_cluster(cfg: Config, choice) -> Config:
         where, local = "the local cluster this run started", True
     else:
         where, local = f"the cluster at {choice.address} (from {choice.source})", False
+    if cfg.cluster.autoscales and not local:
+        fc = check_fit(cfg, node_resources(ray.nodes()), where, local)
+        if not fc.ok:
+            logger.warning("cluster.autoscales: the nodes up now cannot hold the run; starting anyway, its actors "
+                           f"wait for the autoscaler's nodes (reported while they wait).\n{fc.message}")
+            return cfg
     return fit_or_fail(cfg, node_resources(ray.nodes()), where, local)
+
+
+def check_gpu_memory(cfg: Config) -> None:
+    """The plan's memory check on the GPUs the cluster reports (Ray's accelerator_type); raises
+    ConfigError naming the flag that would fit. Skipped when no GPU actor or GPU type is known."""
+    from vgrout_ray.cluster.ray_cluster.ray_cluster.plan import driver_memory_check
+
+    for line in driver_memory_check(cfg, ray.nodes()):
+        logger.info(line)
 
 
 def _resume_config(cli: Config) -> tuple[Config, dict]:
@@ -106,12 +123,16 @@ def _learner_lost(e: LearnerLost, cfg: Config, run_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     cli = parse_config(argv)
+    moved = resolve_outputs(cli)
     cli.absolutize()
     cfg, resume_state, run_dir, log_path = _prepare(cli)
+    for m in moved:
+        logger.warning(m)
     _log_start(cfg, run_dir, log_path)
     run = watch = choice = None
     try:
         choice = connect_ray(cfg)
+        check_gpu_memory(cfg)
         fitted = fit_to_cluster(cfg, choice)
         if fitted.grader.num_actors != cfg.grader.num_actors and resume_state is None:
             write_config(run_dir, fitted)
@@ -138,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             run.close()
         if choice is not None and choice.local:
             ray.shutdown()
+        for line in where_everything_is(cfg, run_dir, log_path):
+            logger.info(line)
 
 
 if __name__ == "__main__":

@@ -114,8 +114,17 @@ def run_config(preset: str, arm: str, seed: int, driver_args: list[str]) -> Conf
         cfg = parse_config([preset, *driver_args, "--intervention", arm, "--seed", str(seed)])
     except SystemExit as e:  # tyro exits naming the bad field; keep the sweep's exit code
         raise ConfigError(f"driver flags {driver_args} for {preset}: rejected (see above)") from e
+    from vgrout_ray.run.outputs import resolve_outputs
+
+    for msg in resolve_outputs(cfg):  # under a Ray job: relative outputs go to VGROUT_HOME, said once
+        if msg not in _WARNED:
+            _WARNED.add(msg)
+            logger.warning(msg)
     cfg.absolutize()
     return cfg
+
+
+_WARNED: set[str] = set()
 
 
 @dataclass
