@@ -18,7 +18,7 @@ from pathlib import Path
 import ray
 from loguru import logger
 
-from vgrout_ray.cluster.ray_cluster.ray_cluster.ray_cluster.ray_cluster import (PendingWatch, ResourceFitError, check_fit, class_bundles, connect, fit_or_fail,
+from vgrout_ray.cluster.ray_cluster import (PendingWatch, ResourceFitError, check_fit, class_bundles, connect, fit_or_fail,
                                            node_resources)
 from vgrout_ray.config import Config, ConfigError, config_from_dict, parse_config
 from vgrout_ray.learner.client import LearnerLost
@@ -66,7 +66,7 @@ def fit_to_cluster(cfg: Config, choice) -> Config:
 def check_gpu_memory(cfg: Config) -> None:
     """The plan's memory check on the GPUs the cluster reports (Ray's accelerator_type); raises
     ConfigError naming the flag that would fit. Skipped when no GPU actor or GPU type is known."""
-    from vgrout_ray.cluster.ray_cluster.ray_cluster.plan import driver_memory_check
+    from vgrout_ray.cluster.plan import driver_memory_check
 
     for line in driver_memory_check(cfg, ray.nodes()):
         logger.info(line)

@@ -432,3 +432,29 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(res.lines) + "\n", flush=True)
         rc = max(rc, 0 if res.ok else 1)
     return rc
+
+
+def driver_memory_check(cfg, nodes_info: list[dict]) -> list[str]:
+    """The memory plan on a live cluster: GPU memory from the nodes' ``accelerator_type:*``
+    resources (the smallest GPU type present). Returns lines to log; raises ConfigError when an
+    actor does not fit, naming what would."""
+    from vgrout_ray.config import ConfigError
+
+    if not (cfg.cluster.learner_gpus > 0 or cfg.rollout.gpus_per_actor > 0):
+        return []
+    kinds = {k.split(":", 1)[1] for n in nodes_info if n.get("Alive", True)
+             for k in (n.get("Resources") or {}) if k.startswith("accelerator_type:")}
+    gib = [g for g in (mp.gpu_gib_for(k) for k in kinds) if g]
+    try:
+        shape = mp.model_shape(cfg.model)
+    except mp.ShapeError as e:
+        return [f"memory plan: skipped ({e})"]
+    if not gib:
+        return [f"memory plan: skipped (the cluster reports no known GPU type: {sorted(kinds) or 'none'})"]
+    per = min(gib) * mp.GiB
+    plan_ = mp.memory_plan(cfg, shape, {"learner": per, "rollout": per})
+    lines = [f"memory plan ({shape.name} on {min(gib):g} GiB GPUs): " + m.line() for m in plan_]
+    bad = [m for m in plan_ if m.fits is False]
+    if bad:
+        raise ConfigError("memory: " + "; ".join(f"{m.line()}" for m in bad))
+    return lines
