@@ -144,3 +144,11 @@ def test_one_command_line_entry_point():
                    if any(isinstance(n, ast.If) and "__name__" in ast.unparse(n.test)
                           for n in ast.parse(p.read_text()).body))
     assert mains == ["driver.py", "sandbox/runner.py"], mains
+
+
+def test_actor_resources_are_written_in_one_place():
+    """Only cluster/placement.py says how many GPUs an actor takes; the actors' .options, the fit
+    check, the plan and the sweep all ask it."""
+    offenders = [str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
+                 if p.name != "placement.py" and "num_gpus=" in p.read_text()]
+    assert not offenders, offenders

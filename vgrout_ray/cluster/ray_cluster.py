@@ -16,6 +16,8 @@ from typing import Mapping
 
 from loguru import logger
 
+from vgrout_ray.cluster.placement import ROLES, actor_options, as_bundle
+
 
 @dataclass(frozen=True)
 class ClusterChoice:
@@ -127,20 +129,13 @@ def _bundle(**res: float) -> tuple[tuple[str, float], ...]:
 
 
 def run_demands(cfg, grader_resource: bool) -> list[Demand]:
-    """What the run's actors ask Ray for, from the config alone (mirrors the actors' ``.options``).
+    """What the run's actors ask Ray for: ``placement.actor_options`` per role, times its count.
 
     ``grader_resource``: whether grader actors also take one ``grader`` (the pool does so when the
     cluster offers that resource)."""
-    c, r, g = cfg.cluster, cfg.rollout, cfg.grader
-    learner = {"CPU": c.learner_cpus, "GPU": c.learner_gpus}
-    if c.learner_resource:
-        learner[c.learner_resource] = 1
-    rollout = {"CPU": r.cpus_per_actor, "GPU": r.gpus_per_actor}
-    if c.rollout_resource:
-        rollout[c.rollout_resource] = 1
-    grader = {"CPU": 1, "grader": 1 if grader_resource else 0}
-    return [Demand("learner", 1, _bundle(**learner)), Demand("rollout", r.num_actors, _bundle(**rollout)),
-            Demand("grader", g.num_actors, _bundle(**grader))]
+    counts = {"learner": 1, "rollout": cfg.rollout.num_actors, "grader": cfg.grader.num_actors}
+    return [Demand(role, counts[role], _bundle(**as_bundle(actor_options(cfg, role, grader_resource=grader_resource))))
+            for role in ROLES]
 
 
 def place(demands: list[Demand], nodes: list[dict[str, float]]) -> list[tuple[str, int, dict[str, float]]]:

@@ -35,6 +35,7 @@ from typing import Any, Iterable, Iterator
 import ray
 from loguru import logger
 
+from vgrout_ray.cluster.placement import actor_options
 from vgrout_ray.env.grading import GradeRequest, RewardResult
 from vgrout_ray.env.modes import CHECK_MEMORY_MB, CHECK_TIMEOUT_S
 from vgrout_ray.sandbox.client import SandboxError
@@ -323,10 +324,7 @@ class GraderPool:
 
     # ── set-up ───────────────────────────────────────────────────────────────
     def _actor_options(self) -> dict:
-        opts: dict = {"num_cpus": 1}
-        if self.use_grader_resource:
-            opts["resources"] = {"grader": 1}
-        return opts
+        return actor_options(None, "grader", grader_resource=self.use_grader_resource)
 
     def _resolve_sandbox(self, kind: str) -> str:
         """auto → docker if graders can use it, else process (said once); docker without an engine

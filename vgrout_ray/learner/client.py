@@ -4,6 +4,7 @@ from __future__ import annotations
 import ray
 from loguru import logger
 
+from vgrout_ray.cluster.placement import actor_options
 from vgrout_ray.learner.actor import LearnerActor
 from vgrout_ray.learner.core import GroupResult, LearnerStepStats, RolloutGroup
 
@@ -23,9 +24,7 @@ class LearnerClient:
     def start(cls, cfg, model_path: str, base=None) -> "LearnerClient":
         """``base``: an ObjectRef from ``model.base_store.publish_base`` (shared base weights), or None."""
         threads = cfg.cluster.threads_for(cfg.cluster.learner_cpus)
-        extra = {"resources": {cfg.cluster.learner_resource: 1}} if cfg.cluster.learner_resource else {}
-        return cls(LearnerActor.options(num_cpus=cfg.cluster.learner_cpus, num_gpus=cfg.cluster.learner_gpus,
-                                        **extra).remote(cfg, model_path, threads, base))
+        return cls(LearnerActor.options(**actor_options(cfg, "learner")).remote(cfg, model_path, threads, base))
 
     @staticmethod
     def get(ref):

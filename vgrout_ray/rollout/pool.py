@@ -22,6 +22,7 @@ from typing import Any, Callable
 import ray
 from loguru import logger
 
+from vgrout_ray.cluster.placement import actor_options
 from vgrout_ray.rollout.base import GenRequest, GenResult
 
 
@@ -74,8 +75,7 @@ class RolloutPool:
               "dtype": rc.dtype or None}
         if rc.backend == "vllm":
             kw.update(gpu_memory_utilization=rc.vllm_gpu_memory_utilization, max_model_len=rc.vllm_max_model_len)
-        extra = {"resources": {cfg.cluster.rollout_resource: 1}} if cfg.cluster.rollout_resource else {}
-        opts = dict(num_cpus=rc.cpus_per_actor, num_gpus=rc.gpus_per_actor, **extra)
+        opts = actor_options(cfg, "rollout")
 
         def start(i: int):
             return RolloutActor.options(**opts).remote(rc.backend, model_path, str(cfg.svd_cache), kw)

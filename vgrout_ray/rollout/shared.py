@@ -19,6 +19,7 @@ from typing import Any
 import ray
 from loguru import logger
 
+from vgrout_ray.cluster.placement import actor_options
 from vgrout_ray.rollout.base import GenRequest
 from vgrout_ray.rollout.pool import RolloutPool, kill_actors
 
@@ -45,8 +46,7 @@ class SharedRollouts:
         if rc.delta_apply != "hook":
             raise ValueError("shared multi-run rollouts apply δS per row through the hooks: rollout.delta_apply "
                              f"must be hook, got {rc.delta_apply} (use --engines separate)")
-        extra = {"resources": {cfg.cluster.rollout_resource: 1}} if cfg.cluster.rollout_resource else {}
-        actor = multi_rollout_actor(num_cpus=rc.cpus_per_actor, num_gpus=rc.gpus_per_actor, **extra)
+        actor = multi_rollout_actor(**actor_options(cfg, "rollout"))
         kw = {"threads": cfg.cluster.threads_for(rc.cpus_per_actor), "dtype": rc.dtype or None}
         handles = [actor.remote(model_path, str(cfg.svd_cache), kw, base=base) for _ in range(rc.num_actors)]
         ray.get([h.ready.remote() for h in handles])

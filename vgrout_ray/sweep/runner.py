@@ -55,6 +55,7 @@ from pathlib import Path
 from loguru import logger
 
 from vgrout_ray.arms import ARM_NAMES
+from vgrout_ray.cluster.placement import actor_options
 from vgrout_ray.config import Config, ConfigError, config_from_dict, parse_config
 from vgrout_ray.sweep.report import RunProgress, SweepRun, format_board, progress_of, write_sweep_report
 from vgrout_ray.util import atomic_write
@@ -486,9 +487,7 @@ class Sweep:
 
             from vgrout_ray.learner.actor import LearnerHostActor
 
-            extra = {"resources": {cfg.cluster.learner_resource: 1}} if cfg.cluster.learner_resource else {}
-            self.learner_host = LearnerHostActor.options(num_cpus=cfg.cluster.learner_cpus,
-                                                         num_gpus=cfg.cluster.learner_gpus, **extra).remote(
+            self.learner_host = LearnerHostActor.options(**actor_options(cfg, "learner")).remote(
                 self.base_ref, cfg.cluster.threads_for(cfg.cluster.learner_cpus))
             ray.get(self.learner_host.runs.remote())
             logger.info("shared learner: one actor holds every run's learner state on one model")
