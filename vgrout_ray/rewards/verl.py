@@ -24,8 +24,8 @@ import os
 import threading
 from typing import Any
 
-from ..env.modes import CHECK_TIMEOUT_S
-from .core import (CANONICAL_COLUMN, FUNC_COLUMN, MODE_COLUMN, SETUP_COLUMN, TESTS_COLUMN, RewardInputError,
+from vgrout_ray.env.modes import CHECK_TIMEOUT_S
+from vgrout_ray.rewards.core import (CANONICAL_COLUMN, FUNC_COLUMN, MODE_COLUMN, SETUP_COLUMN, TESTS_COLUMN, RewardInputError,
                    Scorer, Verdict, check_modes, requests_from_columns)
 
 
