@@ -8,8 +8,8 @@ infinite loop, an output flood and a file writer (each a wrong Solution whose mo
 the sandbox). Item i of the stream is always the same request, so the two runs can be compared
 item by item. Each run starts a fresh GraderPool, warms it (every actor grades the cycle's correct
 and wrong answers, untimed: sandbox warm, expected values cached), then keeps the pool saturated
-(a window of outstanding completions) for S seconds, stops submitting and drains. The kill run ``ray.kill``s one ready grader actor (one with work in flight when there
-is one) every K seconds.
+(a window of outstanding completions) for S seconds, stops submitting and drains. The kill run
+``ray.kill``s one ready grader actor (one with work in flight when there is one) every K seconds.
 
 Reported per run: submitted, graded, lost (submitted, never answered), duplicates (answered twice),
 errors (answered with ``result.error``), throughput; the pool's memory (RSS of the actor and runner
