@@ -271,3 +271,37 @@ def test_soak_machinery_one_kill_nothing_lost(docker_ready, ray_cluster):
             assert not passed and reward == 0.5, (i, kind, v)
     assert run["leftover_containers"] == [] and run["leftover_processes"] == []
     assert run["memory_before"]["actors"] == run["memory_after"]["actors"] == 2
+
+
+def test_request_modes_judge_one_run_under_every_mode_like_grade_under_modes(batch):
+    """GradeRequest.modes (what the reward API sends through LocalGrader and the pool) gives the
+    same per-mode verdicts as grade_under_modes, and leaves to_dict() unchanged when not used."""
+    import dataclasses
+
+    comps, cols, _ = batch
+    reqs = [GradeRequest(completion=c, env_mode=cols["env_mode"][i], gt_tests=cols["gt_tests"][i],
+                         setup_code=cols["setup_code"][i], func_name=cols["func_name"][i],
+                         canonical=cols["canonical"][i]) for i, c in enumerate(comps)]
+    with LocalGrader("process") as g:
+        plain = g.grade(reqs)
+        multi = g.grade([dataclasses.replace(r, modes=tuple(LOOPHOLE_MODES)) for r in reqs])
+        under = g.grade_under_modes(reqs, list(LOOPHOLE_MODES))
+    assert all("by_mode" not in r.to_dict() for r in plain)
+    for p, m, u in zip(plain, multi, under):
+        d = m.to_dict()
+        assert {k: v for k, v in d.items() if k != "by_mode"} == p.to_dict(), "the own-mode verdict is unchanged"
+        assert d["by_mode"] == {mode: {"reward": u[mode].reward, "passed": u[mode].passed,
+                                       "exploited": u[mode].exploited} for mode in LOOPHOLE_MODES}
+    assert sum(v["exploited"] for m in multi for v in m.by_mode.values()) >= 6, "the exploits pay somewhere"
+
+
+def test_a_grader_that_cannot_start_raises_instead_of_failing_every_sample(batch, monkeypatch):
+    """sandbox=docker with no engine is a set-up error: raised at the first batch, not N failed rewards."""
+    from vgrout_ray.sandbox.client import SandboxError
+
+    comps, cols, _ = batch
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    rf = loophole_reward(None, backend="local", sandbox="docker")
+    with pytest.raises(SandboxError, match="Docker cannot be used"):
+        rf(prompts=None, completions=comps[:2], **{k: v[:2] for k, v in cols.items()})
+    assert rf.failed == 0

@@ -239,29 +239,39 @@ class Scorer:
         if self._local is None:
             from ..sandbox.local_grader import LocalGrader
 
-            self._local = LocalGrader(self.sandbox, timeout=self.timeout, memory_mb=self.memory_mb)
+            local = LocalGrader(self.sandbox, timeout=self.timeout, memory_mb=self.memory_mb)
+            local.sandbox  # start it now: a sandbox that cannot start is a set-up error, raised, not a grading failure
+            self._local = local
             logger.info(f"loophole reward: grading in a local sandbox ({self.sandbox})")
         return self._local
 
-    def _grade(self, requests: list[GradeRequest]) -> list[RewardResult]:
+    def _backend(self):
+        """The pool or local grader, started on first use; failing to start one raises (set-up error)."""
         if self._use_ray():
             self.kind = "ray"
-            return self._get_pool().grade(requests)
+            return self._get_pool()
+        self.kind = "local"
+        return self._get_local()
+
+    def _grade(self, grader, requests: list[GradeRequest]) -> list[RewardResult]:
+        if self.kind == "ray":
+            return grader.grade(requests)
         from ..sandbox.local_grader import grade_with_retries
         from ..sandbox.retry import RetryPolicy
 
-        self.kind = "local"
-        return grade_with_retries(self._get_local(), requests, RetryPolicy(self.retries), batch_size=8)
+        return grade_with_retries(grader, requests, RetryPolicy(self.retries), batch_size=8)
 
     # ── grading ─────────────────────────────────────────────────────────────
     def score(self, requests: list[GradeRequest]) -> list[Verdict]:
-        """Verdicts in input order. A grading failure is counted and logged, never hidden."""
+        """Verdicts in input order. A grading failure is counted and logged, never hidden; a grader
+        that cannot start at all (e.g. sandbox="docker" without an engine) raises."""
         if not requests:
             return []
         with self._lock:
+            grader = self._backend()
             try:
-                results = self._grade(requests)
-            except Exception as e:  # the grader itself is unusable: every sample failed, said loudly
+                results = self._grade(grader, requests)
+            except Exception as e:  # grading broke mid-way: every sample of the batch failed, said loudly
                 logger.error(f"loophole reward: grading {len(requests)} completion(s) failed: {type(e).__name__}: {e}")
                 results = [RewardResult.failed(f"{type(e).__name__}: {e}") for _ in requests]
             out = [Verdict(r.env_mode, res) for r, res in zip(requests, results)]
