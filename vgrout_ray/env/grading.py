@@ -83,9 +83,15 @@ class RewardResult:
     exploited: bool = False
     mechanism: str | None = None
     error: str | None = None
+    # Verdict under every mode of ``GradeRequest.modes`` ({mode: {reward, passed, exploited}}),
+    # from the same single run; None (and left out of ``to_dict``) when no extra modes were asked.
+    by_mode: dict | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["by_mode"] is None:
+            del d["by_mode"]  # rows and tables keep their columns when nobody asked for modes
+        return d
 
     @classmethod
     def failed(cls, error: str) -> "RewardResult":
@@ -122,6 +128,9 @@ class GradeRequest:
     # namespace as the reference grader does (a hack whose class uses List[...] without importing
     # it earns no stdout / sentinel / file credit); "intended" lets it see the setup code's names.
     compat: str = "reference"
+    # Also judge under these modes (RewardResult.by_mode), from the same single run: what the
+    # reward API uses to report every loophole's hack rate while paying the sample's own mode.
+    modes: tuple[str, ...] | None = None
 
     @classmethod
     def from_problem(cls, problem: dict, completion: str, mode: str | None = None,
@@ -599,14 +608,31 @@ def grade_many(run: RunFn, requests: list[GradeRequest], *, make_job: Callable[[
                walls: list | None = None) -> list[RewardResult]:
     """Grade several completions: one run of each completion's tests (plus the fallbacks above).
     ``walls``: when a list, gets each completion's run wall seconds (None when nothing ran)."""
-    plans = [plan(r, timeout=timeout, cache=cache) for r in requests]
+    plans = [plan(r, timeout=timeout, cache=cache, modes=_modes_of(r)) for r in requests]
     results = _run_plans(run, plans, make_job)
     if walls is not None:
         for p, res in zip(plans, results):
             by = {c.name: r for c, r in zip(p.checks, res)}
             walls.append(None if "run" not in by else
                          (float("inf") if by["run"].timed_out else float(getattr(by["run"], "wall", 0.0))))
-    return [finish(p, res, cache) for p, res in zip(plans, results)]
+    return [_with_modes(p, res, cache) for p, res in zip(plans, results)]
+
+
+def _modes_of(req: GradeRequest) -> list[str] | None:
+    """The request's own mode first, then the extra ones it asks to be judged under."""
+    if not req.modes:
+        return None
+    return list(dict.fromkeys([req.env_mode, *req.modes]))
+
+
+def _with_modes(p: Plan, res: list, cache: ExpectedCache | None) -> RewardResult:
+    out = finish(p, res, cache)
+    if p.request.modes:
+        out.by_mode = {}
+        for m in p.request.modes:
+            r = finish(p, res, cache, mode=m)
+            out.by_mode[m] = {"reward": r.reward, "passed": r.passed, "exploited": r.exploited}
+    return out
 
 
 def grade_under_modes(run: RunFn, requests: list[GradeRequest], modes: list[str], *,
