@@ -38,7 +38,7 @@ import psutil  # noqa: E402
 import ray  # noqa: E402
 from loguru import logger  # noqa: E402
 
-from vgrout_ray.actors.grader import GraderPool  # noqa: E402
+from vgrout_ray.grading.pool import GraderPool  # noqa: E402
 from vgrout_ray.env.exploits import clean_completion, exploit_completion, method_name, wrong_completion  # noqa: E402
 from vgrout_ray.env.grading import GradeRequest  # noqa: E402
 from vgrout_ray.env.modes import LOOPHOLE_MODES  # noqa: E402
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(data["targets"].values()) else 1
     logger.remove()
     logger.add(sys.stderr, level="INFO")
-    from vgrout_ray.cluster import start_local_ray
+    from vgrout_ray.cluster.ray_cluster import start_local_ray
 
     cycle = make_cycle(args.problems)
     start_local_ray(args.actors + 1, log_to_driver=False, configure_logging=False,

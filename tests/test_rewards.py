@@ -25,7 +25,7 @@ from vgrout_ray.env.modes import HINTS, LOOPHOLE_MODES
 from vgrout_ray.env.problems import load_problems
 from vgrout_ray.rewards import RewardInputError, loophole_reward, loophole_rows, verl_rows
 from vgrout_ray.rewards.core import Scorer
-from vgrout_ray.sandbox.local_grader import LocalGrader
+from vgrout_ray.grading.local import LocalGrader
 
 from .helpers import POISON_NAME, SandboxKiller
 

@@ -125,7 +125,7 @@ def test_the_cycle_check_sees_imports_inside_functions(tmp_path):
     assert _cycle(graph) == ["p.a", "p.b", "p.a"]
 
 
-ROLE_FOLDERS = {"algo", "cluster", "data", "env", "grading", "learner", "micro", "model", "reporting", "rollout",
+ROLE_FOLDERS = {"algo", "cluster", "data", "env", "grading", "learner", "micro", "model", "reporting", "rewards", "rollout",
                 "run", "sandbox", "sweep"}
 TOP_LEVEL_MODULES = {"__init__", "__main__", "cli", "config", "driver", "types", "util", "arms"}
 

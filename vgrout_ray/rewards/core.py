@@ -23,10 +23,10 @@ from typing import Any, Iterable, Sequence
 
 from loguru import logger
 
-from ..env.grading import GradeRequest, RewardResult
-from ..env.modes import ALL_MODES, CHECK_MEMORY_MB, CHECK_TIMEOUT_S, LOOPHOLE_MODES
+from vgrout_ray.env.grading import GradeRequest, RewardResult
+from vgrout_ray.env.modes import ALL_MODES, CHECK_MEMORY_MB, CHECK_TIMEOUT_S, LOOPHOLE_MODES
 
-# Dataset columns the reward functions read (the same names as ``python -m vgrout_ray.grade`` rows).
+# Dataset columns the reward functions read (the same names as ``python -m vgrout_ray grade`` rows).
 TESTS_COLUMN = "gt_tests"
 SETUP_COLUMN = "setup_code"
 FUNC_COLUMN = "func_name"
@@ -216,13 +216,13 @@ class Scorer:
         if self._pool is None:
             import ray
 
-            from ..actors.grader import GraderPool
+            from vgrout_ray.grading.pool import GraderPool
 
             if not ray.is_initialized():
                 if os.environ.get("RAY_ADDRESS", "").strip():
                     ray.init(address=os.environ["RAY_ADDRESS"].strip(), log_to_driver=False)
                 else:
-                    from ..cluster import start_local_ray
+                    from vgrout_ray.cluster.ray_cluster import start_local_ray
 
                     start_local_ray(max(self.num_actors or 1, os.cpu_count() or 1), log_to_driver=False,
                                     configure_logging=False)
@@ -237,7 +237,7 @@ class Scorer:
 
     def _get_local(self):
         if self._local is None:
-            from ..sandbox.local_grader import LocalGrader
+            from vgrout_ray.grading.local import LocalGrader
 
             local = LocalGrader(self.sandbox, timeout=self.timeout, memory_mb=self.memory_mb)
             local.sandbox  # start it now: a sandbox that cannot start is a set-up error, raised, not a grading failure
@@ -256,8 +256,8 @@ class Scorer:
     def _grade(self, grader, requests: list[GradeRequest]) -> list[RewardResult]:
         if self.kind == "ray":
             return grader.grade(requests)
-        from ..sandbox.local_grader import grade_with_retries
-        from ..sandbox.retry import RetryPolicy
+        from vgrout_ray.grading.local import grade_with_retries
+        from vgrout_ray.grading.retry import RetryPolicy
 
         return grade_with_retries(grader, requests, RetryPolicy(self.retries), batch_size=8)
 

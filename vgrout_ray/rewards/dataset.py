@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from ..env.problems import load_problems
-from .core import (CANONICAL_COLUMN, FUNC_COLUMN, MODE_COLUMN, SETUP_COLUMN, TESTS_COLUMN, RewardInputError,
+from vgrout_ray.env.problems import load_problems
+from vgrout_ray.rewards.core import (CANONICAL_COLUMN, FUNC_COLUMN, MODE_COLUMN, SETUP_COLUMN, TESTS_COLUMN, RewardInputError,
                    check_modes)
 
 DATA_SOURCE = "vgrout_loophole"

@@ -14,8 +14,8 @@ from typing import Any, Iterable
 
 from loguru import logger
 
-from ..env.modes import CHECK_TIMEOUT_S
-from .core import RewardInputError, Scorer, batch_metrics, check_modes, requests_from_columns
+from vgrout_ray.env.modes import CHECK_TIMEOUT_S
+from vgrout_ray.rewards.core import RewardInputError, Scorer, batch_metrics, check_modes, requests_from_columns
 
 
 class LoopholeReward:
