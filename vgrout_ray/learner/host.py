@@ -1,8 +1,8 @@
 """``LearnerHost``: several runs' learners on one base model in one process (a sweep's multi-run learner).
 
 Why: the runs of a sweep differ only in δS, δS_hack, their optimizer and their intervention
-state, yet a learner per run holds its own copy of the frozen base (on a GPU, ~17 GiB at
-Qwen3-4B with the SVD factors). Here one model is built from the sweep's base bundle and every
+state, yet a learner per run holds its own copy of the frozen base and its SVD factors (most of
+a learner's memory at 4B scale). Here one model is built from the sweep's base bundle and every
 run's ``LearnerCore`` hooks its own adapter onto it; only the adapter of the run being served is
 live (``SVDAdapter.live``), so each call computes exactly that run's function. Calls are served
 one at a time (the actor is single-threaded), and each run keeps its own torch RNG stream, so a

@@ -11,7 +11,7 @@ target Linears' weights at their partition shapes, loads through vLLM's own weig
 and runs the CPU GEMM dispatch again so the packed weights are rebuilt from the new values.
 The engine runs eagerly (no torch.compile graphs that would have captured the old kernels).
 
-How δS reaches the engine (``delta_apply``), measured in benchmarks/results/vllm_bf16_mismatch.md:
+How δS reaches the engine (``delta_apply``; the mismatch of each is measured by benchmarks/sampler_mismatch.py):
 
 - ``hook`` (default): δS is applied outside the weights, as the learner applies it. The engine
   keeps its base weights; a forward hook on each fused target module (qkv_proj, o_proj,

@@ -221,9 +221,8 @@ def thread_budget(cfg: Config, concurrent: int, engines: str, learners: str, cor
 
     Why: on a local cluster the sweep asks for logical CPUs (``cluster_cpus``), not cores, so four
     micro runs put 8 learner threads and 4 rollout threads on 2 cores. Oversubscribed OpenMP
-    threads spin and preempt each other: measured (6-step micro runs, 2 cores), that sweep spent
-    2,277 busy core-s and 1,170 s where the four runs one after another took ~1,000 s; with one
-    thread per actor it spent 1,442 core-s and 747 s (0.72× of sequential)."""
+    threads spin and preempt each other, and the sweep ends up slower than running its runs one
+    after another (numbers in benchmarks/results/sweep_throughput_micro.md)."""
     rc = cfg.rollout
     learner_actors = concurrent if learners == "separate" else 1
     rollout_actors = rc.num_actors * (concurrent if engines == "separate" else 1)
