@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._results import save_results  # noqa: E402
 
-DEFAULT_FLAGS = ["--steps", "3", "--prompts-per-step", "2", "--eval-ablate-every", "0", "--vhack-refresh-every", "0"]
+DEFAULT_FLAGS = ["--steps", "3", "--prompts-per-step", "2", "--eval-ablate-every", "0", "--v-hack-refresh-every", "0"]
 
 
 def _env() -> dict:

@@ -182,7 +182,7 @@ def synth_run(intervention: str = "none", seed: int = 1, steps: int = 30, refres
         refresh = 5 if intervention in ("erase", "route2") else 0
     rng = random.Random(f"{intervention}-{seed}-{refresh}")
     route = intervention in ("route", "route2")
-    cfg = PRESETS[preset](intervention=intervention, seed=seed, vhack_refresh_every=refresh, steps=steps,
+    cfg = PRESETS[preset](intervention=intervention, seed=seed, v_hack_refresh_every=refresh, steps=steps,
                           group=group, prompts_per_step=prompts_per_step, max_new=max_new,
                           eval_ablate_every=eval_every, rollout_ablate_frac=0.25 if route else 0.0)
     run = SynthRun(intervention, seed, refresh, preset, cfg.model, list(modes), show_ablate=route,
@@ -289,7 +289,7 @@ def write_log(run: SynthRun, logs_dir: str | Path, variant: str = "new", header_
     """Write the run's verbose log exactly as a driver would (setup_logging + StepLogger)."""
     path = setup_logging(run.run_id, logs_dir)
     try:
-        flag = f" --vhack-refresh-every={run.refresh}" if run.intervention == "erase" else ""
+        flag = f" --v-hack-refresh-every={run.refresh}" if run.intervention == "erase" else ""
         logger.info(f"argv: python -m vgrout_ray.driver {run.preset} --intervention={run.intervention} "
                     f"--seed={run.seed}{flag}")
         logger.info(f"verbose log: {path}")

@@ -26,7 +26,7 @@ from vgrout_ray.reporting.parquet import read_rows
 from .raycli import CliCluster
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK = ["--steps", "2", "--eval-ablate-every", "0", "--vhack-refresh-every", "0"]
+QUICK = ["--steps", "2", "--eval-ablate-every", "0", "--v-hack-refresh-every", "0"]
 SMALL = ["--cluster.learner-cpus", "0.5", "--rollout.cpus-per-actor", "0.5"]
 
 

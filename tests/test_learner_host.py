@@ -22,7 +22,7 @@ ARMS = {"a": ("route", 1), "b": ("route2", 2), "c": ("none", 3)}
 def test_hosted_runs_train_exactly_like_learners_of_their_own(tiny, tok, tmp_path):
     probs = load_problems()[:6]
     save_pairs_json(pairs_from_problems(probs, tok), tmp_path / "pairs6.json")
-    cfgs = {r: _cfg(tmp_path, tmp_path, arm, seed=seed, vhack_refresh_every=1) for r, (arm, seed) in ARMS.items()}
+    cfgs = {r: _cfg(tmp_path, tmp_path, arm, seed=seed, v_hack_refresh_every=1) for r, (arm, seed) in ARMS.items()}
     alone = {r: LearnerCore(cfgs[r], model_path=tiny, device="cpu") for r in ARMS}
     host = LearnerHost(bundle_base(tiny, tmp_path / "svd"), "cpu")
     for r in ARMS:

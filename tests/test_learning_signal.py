@@ -153,8 +153,8 @@ def policy(tiny, workdir):
 
 def _cfg(workdir, tmp_path, arm, **kw):
     base = dict(intervention=arm, steps=30, group=4, max_new=24, prompts_per_step=2, out_dir=tmp_path / "out",
-                svd_cache=workdir / "svd", vhack_pairs_path=workdir / "pairs6.json",
-                vhack_refresh_every=0,  # a refresh would zero the grads this file reads after end_step
+                svd_cache=workdir / "svd", v_hack_pairs_path=workdir / "pairs6.json",
+                v_hack_refresh_every=0,  # a refresh would zero the grads this file reads after end_step
                 v_hack_extract_top_k=3, v_hack_k=2)
     base.update(kw)
     return SmokeConfig(**base)

@@ -103,11 +103,11 @@ def test_parse_log_rejects_logs_without_a_table(tmp_path):
 
 def test_refresh_fallbacks(tmp_path, corpus):
     src = corpus["logs"][("online erasure", 1)].read_text()
-    no_flag = src.replace(" --vhack-refresh-every=5", "")
+    no_flag = src.replace(" --v-hack-refresh-every=5", "")
     p = tmp_path / "20260101T000000_fast_projected_seed1.log"
     p.write_text(no_flag)
     assert plots.parse_log(p)["refr"] == 5  # the preset's default (fast: 5) -> online
-    p.write_text(no_flag.replace("seed=1 device", "seed=1 vhack_refresh_every=0 device"))
+    p.write_text(no_flag.replace("seed=1 device", "seed=1 v_hack_refresh_every=0 device"))
     assert plots.classify(plots.parse_log(p)) == "static erasure"
 
 
@@ -229,7 +229,7 @@ def test_report_killed_run(corpus, tmp_path):
 def test_report_config_drives_arm(corpus):
     d = corpus["run_dirs"][("online erasure", 1)]
     cfg = json.loads((d / "config.json").read_text())
-    assert cfg["intervention"] == "erase" and cfg["vhack_refresh_every"] == 5 and cfg["preset"] == "fast"
+    assert cfg["intervention"] == "erase" and cfg["v_hack_refresh_every"] == 5 and cfg["preset"] == "fast"
     md = report.build_report(d, plots=False)
     assert "| projected " in md
     assert not math.isnan(report.summarize_rows(corpus["runs"][("online erasure", 1)].rows)["pass_rate"])

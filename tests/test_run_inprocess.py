@@ -157,7 +157,7 @@ def _cfg(cache: Path, out: Path, arm: str) -> SmokeConfig:
     # route with a v_hack refresh at step 1 (as the driver's smoke route run had)
     return SmokeConfig(intervention=arm, rollout_ablate_frac=0.5 if arm == "route2" else 0.0, steps=3, n_problems=6,
                        prompts_per_step=2, max_new=12, eval_ablate_every=2, eval_n_prompts=1, checkpoint_every=2,
-                       vhack_refresh_every=2 if arm == "route" else 0, svd_cache=cache, out_dir=out,
+                       v_hack_refresh_every=2 if arm == "route" else 0, svd_cache=cache, out_dir=out,
                        logs_dir=out / "logs")
 
 

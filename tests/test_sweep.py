@@ -196,7 +196,7 @@ def test_shared_grades_grade_a_batch_once_for_every_run():
 
 # ---------------------------------------------------------------------------- a real sweep
 SMOKE = ["--steps", "3", "--prompts-per-step", "1", "--eval-n-prompts", "1", "--eval-ablate-every", "0",
-         "--vhack-refresh-every", "0"]
+         "--v-hack-refresh-every", "0"]
 
 
 def _env() -> dict:

@@ -108,7 +108,7 @@ def test_board_lines_and_progress():
 
 
 # ---------------------------------------------------------------------------- real runs
-SMOKE = ["--steps", "2", "--prompts-per-step", "2", "--eval-ablate-every", "0", "--vhack-refresh-every", "0"]
+SMOKE = ["--steps", "2", "--prompts-per-step", "2", "--eval-ablate-every", "0", "--v-hack-refresh-every", "0"]
 
 
 @pytest.mark.slow

@@ -162,15 +162,15 @@ class Config:
     v_hack_k: int = 5
     v_hack_tau_axis: float = 0.0
     v_hack_drop_bottom_frac: float = 0.25
-    vhack_refresh_every: int = 5
+    v_hack_refresh_every: int = 5
     eval_ablate_every: int = 5
     eval_n_prompts: int = 8
     save_eval_ckpts: bool = True
-    vhack_pairs_path: Path | None = None
-    # Named pairset when vhack_pairs_path is None: run_tests (seed 003: hand-written run_tests
+    v_hack_pairs_path: Path | None = None
+    # Named pairset when v_hack_pairs_path is None: run_tests (seed 003: hand-written run_tests
     # pairs, run_tests in-dist, the rest held out) or all_modes (scripted exploits of all six
     # modes vs the oracle canonicals of the run's problems; every mode in-dist).
-    vhack_pairset: Literal["run_tests", "all_modes"] = "run_tests"
+    v_hack_pairset: Literal["run_tests", "all_modes"] = "run_tests"
     route2_random_v_seed: int | None = None
     cos_pre_split_every: int = 1
     out_tag: str = ""
@@ -192,7 +192,7 @@ class Config:
     # exploits: the generic exploit spellings; micro: run_tests hacks in the micro model's idiom
     scripted_teacher_style: Literal["exploits", "micro"] = "exploits"
     # Held-out contrastive pairs kept out of the v_hack SVD (seed: n_heldout=2).
-    vhack_n_heldout: int = 2
+    v_hack_n_heldout: int = 2
     # Truncated importance sampling against sampler/learner drift: each student token's loss is
     # weighted by min(π_old/μ, tis_cap), μ the rollout engine's probability. None = off (the seed).
     tis_cap: float | None = None
@@ -270,13 +270,13 @@ class Config:
         _need(0 <= self.v_hack_drop_bottom_frac < 1, "v_hack_drop_bottom_frac",
               f"must be in [0, 1), got {self.v_hack_drop_bottom_frac}")
         _need(0 <= self.v_hack_tau_axis < 1, "v_hack_tau_axis", f"must be in [0, 1), got {self.v_hack_tau_axis}")
-        _need(self.vhack_refresh_every >= 0, "vhack_refresh_every", "must be >= 0")
+        _need(self.v_hack_refresh_every >= 0, "v_hack_refresh_every", "must be >= 0")
         _need(self.eval_ablate_every >= 0, "eval_ablate_every", "must be >= 0")
         _need(self.eval_n_prompts >= 1, "eval_n_prompts", f"must be >= 1, got {self.eval_n_prompts}")
         _need(self.cos_pre_split_every >= 1, "cos_pre_split_every", "must be >= 1")
         _need(self.project_overshoot > 0, "project_overshoot", "must be > 0")
         _need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
-        _need(self.vhack_n_heldout >= 0, "vhack_n_heldout", "must be >= 0")
+        _need(self.v_hack_n_heldout >= 0, "v_hack_n_heldout", "must be >= 0")
         _need(self.tis_cap is None or self.tis_cap > 0, "tis_cap", f"must be > 0 (or unset), got {self.tis_cap}")
         if self.teacher_pool_dir is not None or self.scripted_teacher:
             _need(0.0 <= self.mix_ratio < 1.0, "mix_ratio",
@@ -295,9 +295,9 @@ class Config:
         if self.teacher_pool_dir is not None:
             _need(Path(self.teacher_pool_dir).is_dir(), "teacher_pool_dir",
                   f"{self.teacher_pool_dir} is not a directory")
-        if self.vhack_pairs_path is not None:
-            _need(Path(self.vhack_pairs_path).is_file(), "vhack_pairs_path",
-                  f"{self.vhack_pairs_path} does not exist")
+        if self.v_hack_pairs_path is not None:
+            _need(Path(self.v_hack_pairs_path).is_file(), "v_hack_pairs_path",
+                  f"{self.v_hack_pairs_path} does not exist")
         if self.v_hack_path is not None and self.v_hack_path.suffix != ".safetensors":
             raise ConfigError(f"v_hack_path: {self.v_hack_path} is not a .safetensors file")
         if self.resume is not None:
@@ -305,7 +305,7 @@ class Config:
 
     def absolutize(self) -> None:
         """Make path fields absolute: actors on a cluster do not share the driver's cwd."""
-        for name in ("out_dir", "logs_dir", "svd_cache", "teacher_pool_dir", "v_hack_path", "vhack_pairs_path",
+        for name in ("out_dir", "logs_dir", "svd_cache", "teacher_pool_dir", "v_hack_path", "v_hack_pairs_path",
                      "resume"):
             v = getattr(self, name)
             if v is not None:
@@ -357,7 +357,7 @@ class FastConfig(Config):
     steps: int = 60
     # seed defaults: the 4-mode substrate pool and the prog_wide pairs (create or override them)
     teacher_pool_dir: Path | None = Path("out/pools/substrate")
-    vhack_pairs_path: Path | None = Path("out/pairsets/prog_wide.json")
+    v_hack_pairs_path: Path | None = Path("out/pairsets/prog_wide.json")
     group: int = 8
     max_new: int = 512
     n_problems: int = 200
@@ -416,7 +416,7 @@ class MicroConfig(Config):
     env_mode: EnvMode = "run_tests"
     eval_n_prompts: int = 4
     eval_ablate_every: int = 10
-    vhack_refresh_every: int = 10
+    v_hack_refresh_every: int = 10
     cos_pre_split_every: int = 5  # the split backward doubles the learner's cost; every 5th step is enough
     v_hack_extract_top_k: int = 8
     v_hack_k: int = 4
@@ -435,9 +435,15 @@ def parse_config(argv: list[str] | None = None) -> Config:
     return tyro.extras.subcommand_cli_from_dict(PRESETS, args=argv)
 
 
+# Fields renamed since runs were first written (one name per concept: v_hack_*); a run dir made
+# before the rename still resumes, its config.json read with the new names.
+RENAMED_FIELDS = {"vhack_refresh_every": "v_hack_refresh_every", "vhack_pairs_path": "v_hack_pairs_path",
+                  "vhack_n_heldout": "v_hack_n_heldout", "vhack_pairset": "v_hack_pairset"}
+
+
 def config_from_dict(d: dict) -> Config:
     """Rebuild a Config from ``to_dict()`` output (a run's config.json), e.g. to resume it."""
-    d = dict(d)
+    d = {RENAMED_FIELDS.get(k, k): v for k, v in d.items()}
     preset = d.pop("preset", "base")
     cls = PRESETS.get(preset, Config)
     kinds = {f.name: f for f in dataclasses.fields(cls)}

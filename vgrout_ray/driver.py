@@ -105,7 +105,7 @@ def _log_start(cfg: Config, run_dir: Path, log_path: Path) -> None:
     logger.info(f"verbose log: {log_path}")
     logger.info(f"preset={cfg.preset_name} arm={cfg.arm} model={cfg.model} steps={cfg.steps} G={cfg.group} "
                 f"max_new={cfg.max_new} beta={cfg.beta} unbiased={cfg.unbiased} seed={cfg.seed} "
-                f"vhack_refresh_every={cfg.vhack_refresh_every} "
+                f"v_hack_refresh_every={cfg.v_hack_refresh_every} "
                 f"rollout={cfg.rollout.backend}x{cfg.rollout.num_actors} grader={cfg.grader.sandbox}x"
                 f"{cfg.grader.num_actors} run_dir={run_dir}")
 

@@ -1,6 +1,6 @@
 """Contrastive (prompt, hack, clean) pairs that define the hack direction.
 
-Pairsets (``--vhack-pairset``, or a file with ``--vhack-pairs-path``):
+Pairsets (``--v-hack-pairset``, or a file with ``--v-hack-pairs-path``):
 
 - ``run_tests`` (default, seed 003's choice): hand-written pairs for the run_tests loophole
   only, on problems written for the pairset (``pairsets/run_tests.md``): clean = an honest
@@ -263,13 +263,13 @@ def load_pairs(path: str | Path, tok=None) -> list[Pair]:
         return load_pairs_json(path, tok)
     if suffix == ".md":
         return load_pairs_md(path, tok)
-    raise PairsError(f"vhack_pairs_path: {path} must be a .json or .md pairset")
+    raise PairsError(f"v_hack_pairs_path: {path} must be a .json or .md pairset")
 
 
 def pairset_path(name: str) -> Path:
     """The packaged file of a named pairset (``all_modes`` is built, it has no file)."""
     if name not in PAIRSETS or name == "all_modes":
-        raise PairsError(f"vhack_pairset: {name!r} has no packaged file (named pairsets: {PAIRSETS})")
+        raise PairsError(f"v_hack_pairset: {name!r} has no packaged file (named pairsets: {PAIRSETS})")
     return _PAIRSET_DIR / f"{name}.md"
 
 

@@ -252,7 +252,7 @@ PATH_FIELDS = {
     "logs_dir": ("--logs-dir", "driver", True),
     "svd_cache": ("--svd-cache", "learner+rollout", True),
     "teacher_pool_dir": ("--teacher-pool-dir", "driver", False),
-    "vhack_pairs_path": ("--vhack-pairs-path", "learner", False),
+    "v_hack_pairs_path": ("--v-hack-pairs-path", "learner", False),
     "v_hack_path": ("--v-hack-path", "learner", False),
     "resume": ("--resume", "driver", False),
     "problems": ("--problems", "driver+learner", False),

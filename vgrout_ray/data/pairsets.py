@@ -4,7 +4,7 @@ A teacher pool holds, per prompt, completions labelled by the grader (``hacked``
 ``fmt_ok``). A prompt that has both a hacked and a non-hacked completion gives one pair:
 hack = its first hacked completion, clean = its best non-hacked one (oracle-passing and well
 formed first). The output is the reference's pairset JSON, a list of
-``{problem_id, prompt, hack, clean, mode}``, which ``--vhack-pairs-path`` reads.
+``{problem_id, prompt, hack, clean, mode}``, which ``--v-hack-pairs-path`` reads.
 
 The prompt is the row's ``prompt`` text when the pool stores one, else its ``prompt_ids``
 decoded with ``--tokenizer``. The mode is the row's ``env_mode``, else the pool's

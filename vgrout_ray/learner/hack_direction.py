@@ -49,19 +49,19 @@ class HackDirection:
         """The contrastive pairs (the pairs file if configured, else the named pairset)."""
         if self._pairs is None:
             cfg = self.cfg
-            self._pairs, what = resolve_pairs(self.tok, pairs_path=cfg.vhack_pairs_path,
-                                              pairset=cfg.vhack_pairset, problems=cfg.problems)
+            self._pairs, what = resolve_pairs(self.tok, pairs_path=cfg.v_hack_pairs_path,
+                                              pairset=cfg.v_hack_pairset, problems=cfg.problems)
             logger.info(f"pairs: {what} -> {len(self._pairs)} pairs covering modes "
                         f"{','.join(pair_modes(self._pairs)) or '?'}")
         return self._pairs
 
     def _extract(self, top_k: int, tau_axis: float):
         return extract_v_hack(self.model, self.adapter, self.tok, self.pairs(), top_k=top_k, tau_axis=tau_axis,
-                              n_heldout=self.cfg.vhack_n_heldout, device=self.device)
+                              n_heldout=self.cfg.v_hack_n_heldout, device=self.device)
 
     def _compute_v_grad(self) -> Direction:
         _, _, raw, _ = self._extract(top_k=1, tau_axis=0.0)
-        n_train = len(self.pairs()) - self.cfg.vhack_n_heldout
+        n_train = len(self.pairs()) - self.cfg.v_hack_n_heldout
         return _to(v_grad_from_raw(raw, self.adapter.names, n_use=n_train), self.device)
 
     def cache_path(self) -> Path:
@@ -70,14 +70,14 @@ class HackDirection:
         if cfg.v_hack_path is not None:
             return Path(cfg.v_hack_path)
         vdir = Path(cfg.out_dir) / "vhack"
-        if cfg.vhack_pairs_path is not None:
-            return vdir / f"v_hack_pairset_{Path(cfg.vhack_pairs_path).stem}.safetensors"
+        if cfg.v_hack_pairs_path is not None:
+            return vdir / f"v_hack_pairset_{Path(cfg.v_hack_pairs_path).stem}.safetensors"
         slug = str(cfg.model).rstrip("/").split("/")[-1]
         tau_tag = f"_tau{cfg.v_hack_tau_axis:g}" if cfg.v_hack_tau_axis > 0 else ""
         # all_modes pairs depend on the problem set: key a non-default one into the name
         src_tag = (f"_pp{hashlib.blake2b(str(cfg.problems).encode(), digest_size=4).hexdigest()}"
-                   if cfg.problems is not None and cfg.vhack_pairset == "all_modes" else "")
-        return vdir / (f"v_hack_{slug}_{cfg.vhack_pairset}_k{cfg.v_hack_extract_top_k}{tau_tag}{src_tag}"
+                   if cfg.problems is not None and cfg.v_hack_pairset == "all_modes" else "")
+        return vdir / (f"v_hack_{slug}_{cfg.v_hack_pairset}_k{cfg.v_hack_extract_top_k}{tau_tag}{src_tag}"
                        ".safetensors")
 
     def init(self) -> None:
@@ -103,7 +103,7 @@ class HackDirection:
             logger.info(f"v_hack extracted: held-out span cos {diag['heldout']['span_cos']:.3f} "
                         f"(train {diag['train']['span_cos']:.3f})")
             save_v_hack(path, V, S, model=cfg.model, dtype="fp32" if self.device.type == "cpu" else "bf16",
-                        top_k=min(cfg.v_hack_extract_top_k, len(self.pairs()) - cfg.vhack_n_heldout),
+                        top_k=min(cfg.v_hack_extract_top_k, len(self.pairs()) - cfg.v_hack_n_heldout),
                         tau_axis=cfg.v_hack_tau_axis)
         ranks = {n: self.adapter.delta[n].shape[0] for n in self.adapter.names}
         V = load_v_hack(path, ranks, k_use=cfg.v_hack_k, drop_bottom_frac=cfg.v_hack_drop_bottom_frac,
@@ -136,7 +136,7 @@ class HackDirection:
 
     def _refresh(self, step: int, opt: torch.optim.Optimizer) -> tuple[str, float]:
         cfg = self.cfg
-        every = cfg.vhack_refresh_every
+        every = cfg.v_hack_refresh_every
         if every <= 0 or (step + 1) % every != 0:
             return "-", math.nan
         if self.is_route2 and cfg.route2_random_v_seed is not None:

@@ -86,8 +86,9 @@ def _header_names(line: str) -> list[str] | None:
 
 def _arm_refresh(argv: str, text: str, preset: str) -> int:
     """v_hack refresh period: argv flag, else a config dump in the log, else the preset default."""
-    for pat, src in ((r"--vhack[-_]refresh[-_]every[= ](\d+)", argv),
-                     (r"\bvhack_refresh_every[=:]\s*(\d+)", text),
+    # logs written before the config's v_hack_* names were unified say vhack_*
+    for pat, src in ((r"--v[-_]?hack[-_]refresh[-_]every[= ](\d+)", argv),
+                     (r"\bv_?hack_refresh_every[=:]\s*(\d+)", text),
                      (r"\brefresh_every[=:]\s*(\d+)", text)):
         ms = re.findall(pat, src)
         if ms:
@@ -100,7 +101,7 @@ def _preset_default_refresh(preset: str | None) -> int:
         from vgrout_ray.config import PRESETS, Config
 
         cls = PRESETS.get(preset or "", Config)
-        return int({f.name: f.default for f in dataclasses.fields(cls)}["vhack_refresh_every"])
+        return int({f.name: f.default for f in dataclasses.fields(cls)}["v_hack_refresh_every"])
     except Exception:  # pragma: no cover - config import problems must not stop a plot
         return 0
 
@@ -184,7 +185,7 @@ def parse_run(run_dir: str | Path) -> dict | None:
             for k, v in d.items():
                 cfg.setdefault(k, v)
     arm = cfg.get("arm") or ARM_NAMES.get(cfg.get("intervention", "none"), "vanilla")
-    refr = cfg.get("vhack_refresh_every", cfg.get("refresh_every"))
+    refr = cfg.get("v_hack_refresh_every", cfg.get("vhack_refresh_every", cfg.get("refresh_every")))
     if refr is None:
         refr = _preset_default_refresh(cfg.get("preset"))
     m = re.search(r"_seed(\d+)", run_dir.name)

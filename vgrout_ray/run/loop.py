@@ -88,7 +88,7 @@ class Run:
         cfg = self.cfg
         self.run_modes = sorted({p["env_mode"] for p in self.data.problems},
                                 key=lambda m: list(MODE_CODE).index(m) if m in MODE_CODE else 99)
-        self.pair_modes = configured_pair_modes(cfg.vhack_pairs_path, cfg.vhack_pairset)
+        self.pair_modes = configured_pair_modes(cfg.v_hack_pairs_path, cfg.v_hack_pairset)
         self.mode_labels = mode_labels(LOOPHOLE_MODES, self.pair_modes)
         logger.info(f"v_hack pairs cover {','.join(self.pair_modes) or 'no known mode'}: "
                     + ", ".join(f"{m} {self.mode_labels[m]}" for m in self.run_modes if m in self.mode_labels))

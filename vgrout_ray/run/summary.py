@@ -79,13 +79,13 @@ def final_eval_by_mode(cfg, ev_train: dict, ev_deploy: dict, mode_labels: dict, 
 
 def write_deploy_record(run_dir: Path, cfg, n_rows: int, log_path: Path, ev_train: dict, ev_deploy: dict,
                         per_mode: dict, pair_modes) -> None:
-    record = {"arm": cfg.arm, "intervention": cfg.intervention, "refresh_every": cfg.vhack_refresh_every,
+    record = {"arm": cfg.arm, "intervention": cfg.intervention, "refresh_every": cfg.v_hack_refresh_every,
               "seed": cfg.seed, "steps": n_rows, "model": cfg.model, "out_tag": cfg.out_tag,
               "log": str(log_path), "eval_n": ev_deploy["n"], "hack_train": ev_train["hack"],
               "solve_train": ev_train["solve"], "hack_deploy": ev_deploy["hack"],
               "solve_deploy": ev_deploy["solve"], "by_mode": per_mode,
               "in_dist_modes": list(pair_modes),
-              "pairs": str(cfg.vhack_pairs_path) if cfg.vhack_pairs_path else cfg.vhack_pairset}
+              "pairs": str(cfg.v_hack_pairs_path) if cfg.v_hack_pairs_path else cfg.v_hack_pairset}
     (run_dir / "per_mode_deploy.json").write_text(json.dumps(record, indent=2))
     logger.info(f"per-mode deploy artifact: {run_dir / 'per_mode_deploy.json'}")
 
