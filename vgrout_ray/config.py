@@ -54,6 +54,11 @@ class RolloutConfig:
     delta_apply: Literal["hook", "merge"] = "hook"
     # Engine dtype ("" = bf16 on GPU, fp32 on CPU, like the learner).
     dtype: Literal["", "bf16", "fp32"] = ""
+    # Each δS sync carries the learner's log-probs of a probe sequence (and, for start-up, a large
+    # probe δS); every rollout actor checks its engine follows them and fails the run if not
+    # (model/onpolicy_probe.py). tol: allowed mean |Δ log p| between engine and learner.
+    onpolicy_probe: bool = True
+    onpolicy_tol: float = 0.1
 
     def __post_init__(self) -> None:
         _need(self.num_actors >= 1, "rollout.num_actors", f"must be >= 1, got {self.num_actors}")

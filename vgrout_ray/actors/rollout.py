@@ -48,11 +48,18 @@ class RolloutActorImpl:
 
     def sync(self, version: int, deltas: dict[str, torch.Tensor], sent_at: float | None = None) -> dict:
         """Load a new δS version; returns bytes received and the seconds the merge/load took."""
+        from ..model.onpolicy_probe import check_engine, split_probe
+
         t0 = time.perf_counter()
-        self.engine.load_deltas(version, deltas)
         nbytes = sum(t.numel() * t.element_size() for t in deltas.values())
+        deltas, probe = split_probe(deltas)
+        self.engine.load_deltas(version, deltas)
         info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
                 "latency_s": (time.time() - sent_at) if sent_at else None}
+        if probe is not None:  # fails loud (OnPolicyError) when the engine does not follow δS
+            t1 = time.perf_counter()
+            info["probe"] = check_engine(self.engine, version, deltas, probe, float(probe["tol"]))
+            info["probe_s"] = time.perf_counter() - t1
         self.syncs.append(info)
         return info
 

@@ -211,7 +211,11 @@ class VLLMEngine(MergingEngine):
         if self._applied != before:
             # KV blocks cached for a prompt under the previous weights would condition new samples
             # on a stale policy (prompts repeat across steps): drop them whenever the policy changes
-            self.llm.reset_prefix_cache()
+            # vLLM refuses (returns False) while requests are running: fail loud rather than
+            # let a new version reuse KV computed under the old δS
+            if self.llm.reset_prefix_cache() is False:
+                raise RuntimeError(f"vllm refused to reset its prefix cache at δS v{self.version}: cached KV "
+                                   "of the previous policy would be reused")
 
     def _apply_view(self, ablate: bool) -> None:
         if self.delta_apply != "hook" or self.views is not None:

@@ -53,6 +53,9 @@ class LearnerClient:
     def deltas(self) -> tuple[int, dict]:
         return self.get(self.handle.deltas.remote())
 
+    def sync_payload(self, probe: bool = True, tol: float | None = None) -> tuple[int, dict]:
+        return self.get(self.handle.sync_payload.remote(probe, tol))
+
     def merged_views(self, both: bool) -> tuple[int, dict]:
         return self.get(self.handle.merged_views.remote(both))
 

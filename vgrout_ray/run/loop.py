@@ -121,7 +121,7 @@ class Run:
         if full:  # benchmark baseline: merged weights (both views when a quarantine exists)
             version, payload = self.learner.merged_views(self.cfg.has_quarantine)
         else:
-            version, payload = self.learner.deltas()
+            version, payload = self.learner.sync_payload(self.cfg.rollout.onpolicy_probe, self.cfg.rollout.onpolicy_tol)
         self.version = version
         rec = self.rollouts.sync(version, payload, full=full, owner=self)
         rec = {"version": version, "bytes": rec["bytes"], "actors": rec["actors"],
