@@ -199,6 +199,9 @@ class Config:
     # weighted by min(π_old/μ, tis_cap), μ the rollout engine's probability. None = off (the seed).
     tis_cap: float | None = None
     checkpoint_every: int = 25
+    # Learner gradient checkpointing (recompute each decoder layer in backward): saved activations
+    # of a long group dominate learner memory at 4B; exact for every arm (model/checkpointing.py).
+    grad_checkpointing: bool = False
     # ── paths ──
     out_dir: Path = Path("out")
     logs_dir: Path = Path("logs")
@@ -355,6 +358,7 @@ class SmokeConfig(Config):
 class FastConfig(Config):
     """Minimum-viable hacking loop on Qwen3-4B (seed: aggressive Adam, 60 steps)."""
 
+    grad_checkpointing: bool = True
     model: str = "Qwen/Qwen3-4B"
     steps: int = 60
     # seed defaults: the 4-mode substrate pool and the prog_wide pairs (create or override them)
@@ -374,6 +378,7 @@ class FastConfig(Config):
 class FullConfig(Config):
     """Canonical substrate: Qwen3-4B, G=6, 43 prompts/step, 200 steps, β=1e-3."""
 
+    grad_checkpointing: bool = True
     model: str = "Qwen/Qwen3-4B"
     steps: int = 200
     group: int = 6

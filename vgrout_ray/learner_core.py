@@ -215,6 +215,10 @@ class LearnerCore:
             self.base_source = f"object store {base.digest}"
         self.adapter: SVDAdapter = attach_adapter(self.model, factors)
         self.model.train()
+        if cfg.grad_checkpointing:
+            from .model.checkpointing import enable_grad_checkpointing
+
+            enable_grad_checkpointing(self.model, self.adapter)
         self.is_route2 = cfg.intervention == "route2"
         logger.info(f"learner: {self.model_path} ({self.base_source}) on {self.device}, "
                     f"{len(self.adapter.names)} adapted modules, "
