@@ -55,13 +55,17 @@ class HFEngine(MergingEngine):
         self.model.eval()
         self.model.requires_grad_(False)
         self.layers = {n: l for n, l in target_linears(self.model).items() if n in factors}
-        # the unmerged weights, restored after a merge; a private copy unless nothing ever writes them
-        self.base = {n: l.weight.detach() if self.shared_base else l.weight.detach().clone()
+        # the unmerged weights, restored after a merge. Hook mode never writes the layers, so its
+        # base is the layers' own tensors (a copy is taken only before a full-weight sync writes
+        # them); merge mode writes them every sync and keeps a private copy.
+        self.base = {n: l.weight.detach() if delta_apply == "hook" else l.weight.detach().clone()
                      for n, l in self.layers.items()}
-        self.U = {n: factors[n].U.to(self.device) for n in self.layers}
-        self.Vh = {n: factors[n].Vh.to(self.device) for n in self.layers}
+        self._base_is_live = delta_apply == "hook"
         # the learner's adapter (zero δS until the first sync): used in hook mode, off otherwise
         self.adapter = attach_adapter(self.model, {n: factors[n] for n in self.layers})
+        del factors
+        # one copy of the factors, in the model dtype: the adapter's (merges promote to fp32 per use)
+        self.U, self.Vh = self.adapter.U, self.adapter.Vh
         self._merged_in = False  # the layers hold merged weights, not the base
         self._init_sync_state()
         gc = self.model.generation_config
@@ -79,6 +83,9 @@ class HFEngine(MergingEngine):
         if self.shared_base:
             raise RuntimeError("this engine maps the shared base weights read-only: full-weight sync would write "
                                "into them (use rollout.sync=delta, or build the engine without base=)")
+        if self._base_is_live:  # the first write: keep the unmerged weights to restore later
+            self.base = {n: w.clone() for n, w in self.base.items()}
+            self._base_is_live = False
         for n, layer in self.layers.items():
             layer.weight.copy_(named[f"{n}.weight"])
         self._merged_in = True

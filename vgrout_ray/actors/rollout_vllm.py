@@ -175,14 +175,23 @@ class VLLMEngine(MergingEngine):
         self.dtype = resolve_dtype(dtype, self.cuda)
         self.delta_apply = delta_apply
         self.tok = load_tokenizer(model_path)
-        # Base weights of the target Linears and their factors; the rest of the HF model is dropped.
+        # The factors of the target Linears, in the engine dtype (one copy: in hook mode the CPU
+        # copy the worker's hooks cast from; in merge mode on the device). The engine holds the
+        # base weights itself, so hook mode keeps none: a full-weight sync's undo reads them back
+        # from the checkpoint (DiskWeights). Merge mode merges from a device copy every sync.
         hf = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
         factors = load_or_compute_factors(hf, model_path, svd_cache)
         layers = {n: l for n, l in target_linears(hf).items() if n in factors}
-        self.base = {n: l.weight.detach().to(self.device).clone() for n, l in layers.items()}
-        self.U = {n: factors[n].U.to(self.device) for n in layers}
-        self.Vh = {n: factors[n].Vh.to(self.device) for n in layers}
-        del hf
+        fdev = self.device if delta_apply == "merge" else torch.device("cpu")
+        self.U = {n: factors[n].U.to(fdev, self.dtype).contiguous() for n in layers}
+        self.Vh = {n: factors[n].Vh.to(fdev, self.dtype).contiguous() for n in layers}
+        if delta_apply == "merge":
+            self.base = {n: l.weight.detach().to(self.device).clone() for n, l in layers.items()}
+        else:
+            from ..model.disk_weights import DiskWeights
+
+            self.base = DiskWeights(model_path, layers, self.dtype, self.device)
+        del hf, factors, layers
         kw = dict(model=model_path, tokenizer=model_path, gpu_memory_utilization=gpu_memory_utilization,
                   max_model_len=max_model_len, enforce_eager=True, seed=0,
                   worker_extension_cls="vgrout_ray.actors.rollout_vllm.VgroutWorkerExtension")
