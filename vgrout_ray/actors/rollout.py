@@ -14,6 +14,7 @@ here so ``from vgrout_ray.actors.rollout import HFEngine, GenRequest`` keeps wor
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import ray
@@ -38,9 +39,16 @@ def make_engine(backend: str, model_path: str, svd_cache: str, **kw):
 class RolloutActorImpl:
     """One generation engine behind a Ray actor: sync δS, generate, report its version."""
 
-    def __init__(self, backend: str, model_path: str, svd_cache: str, engine_kw: dict | None = None):
+    def __init__(self, backend: str, model_path: str, svd_cache: str, engine_kw: dict | None = None,
+                 window_s: float = 0.002):
+        from .rollout_multi import Coalescer
+
         self.engine = make_engine(backend, model_path, svd_cache, **(engine_kw or {}))
         self.syncs: list[dict] = []
+        # A threaded actor (vllm, see rollout_pool) gets one call per prompt from the step's
+        # stream; the coalescer joins the calls waiting at once into one engine.generate_many.
+        self._lock = threading.Lock()
+        self._coalesce = Coalescer(self._generate_locked, window_s)
 
     def ready(self) -> dict:
         return {"backend": self.engine.backend, "version": self.engine.version, "pid": os.getpid(),
@@ -53,20 +61,22 @@ class RolloutActorImpl:
         t0 = time.perf_counter()
         nbytes = sum(t.numel() * t.element_size() for t in deltas.values())
         deltas, probe = split_probe(deltas)
-        self.engine.load_deltas(version, deltas)
-        info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
-                "latency_s": (time.time() - sent_at) if sent_at else None}
-        if probe is not None:  # fails loud (OnPolicyError) when the engine does not follow δS
-            t1 = time.perf_counter()
-            info["probe"] = check_engine(self.engine, version, deltas, probe, float(probe["tol"]))
-            info["probe_s"] = time.perf_counter() - t1
+        with self._lock:
+            self.engine.load_deltas(version, deltas)
+            info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
+                    "latency_s": (time.time() - sent_at) if sent_at else None}
+            if probe is not None:  # fails loud (OnPolicyError) when the engine does not follow δS
+                t1 = time.perf_counter()
+                info["probe"] = check_engine(self.engine, version, deltas, probe, float(probe["tol"]))
+                info["probe_s"] = time.perf_counter() - t1
         self.syncs.append(info)
         return info
 
     def sync_full(self, version: int, views: dict, sent_at: float | None = None) -> dict:
         """Full-weight sync (``rollout.sync=full``, the benchmark baseline): merged W' per view."""
         t0 = time.perf_counter()
-        self.engine.load_views(version, views)
+        with self._lock:
+            self.engine.load_views(version, views)
         nbytes = sum(t.numel() * t.element_size() for w in views.values() for t in w.values())
         info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
                 "latency_s": (time.time() - sent_at) if sent_at else None}
@@ -74,10 +84,19 @@ class RolloutActorImpl:
         return info
 
     def generate(self, req: GenRequest) -> GenResult:
-        return self.engine.generate(req)
+        return self.generate_many([req])[0]
 
     def generate_many(self, reqs: list[GenRequest]) -> list[GenResult]:
-        return [self.engine.generate(r) for r in reqs]
+        return self._coalesce(reqs)
+
+    def _generate_locked(self, reqs: list[GenRequest]) -> list[GenResult]:
+        with self._lock:
+            many = getattr(self.engine, "generate_many", None)
+            return many(reqs) if many is not None else [self.engine.generate(r) for r in reqs]
+
+    def batch_sizes(self) -> list[int]:
+        """Requests per engine call so far (several prompts per call when calls coalesced)."""
+        return list(self._coalesce.batches)
 
     def merged_state(self, ablate: bool) -> dict:
         return self.engine.merged_state(ablate)

@@ -76,6 +76,8 @@ class RolloutPool:
             kw.update(gpu_memory_utilization=rc.vllm_gpu_memory_utilization, max_model_len=rc.vllm_max_model_len)
         extra = {"resources": {cfg.cluster.rollout_resource: 1}} if cfg.cluster.rollout_resource else {}
         opts = dict(num_cpus=rc.cpus_per_actor, num_gpus=rc.gpus_per_actor, **extra)
+        if rc.backend == "vllm":  # threaded: a step's per-prompt calls coalesce into one llm.generate
+            opts["max_concurrency"] = 64
 
         def start(i: int):
             return RolloutActor.options(**opts).remote(rc.backend, model_path, str(cfg.svd_cache), kw)

@@ -249,15 +249,36 @@ class VLLMEngine(MergingEngine):
         self._merged_in = True
 
     def generate(self, req: GenRequest) -> GenResult:
+        return self.generate_many([req])[0]
+
+    def generate_many(self, reqs: list[GenRequest]) -> list[GenResult]:
+        """All requests of a view in one ``llm.generate`` (several prompts × n samples share the
+        engine's batches). Each request keeps its own ``SamplingParams`` seed, so its draw does
+        not depend on which other requests share the call."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        t0 = time.perf_counter()
-        self._apply(req.ablate)
-        # logprobs=0: the sampled token's log-prob under the raw (untempered) distribution, the
-        # quantity the learner computes (vLLM's default logprobs_mode is raw_logprobs)
-        sp = SamplingParams(n=req.n, max_tokens=req.max_new, seed=req.seed, logprobs=0, **SAMPLING)
-        out = self.llm.generate([TokensPrompt(prompt_token_ids=list(req.prompt_ids))], sp, use_tqdm=False)[0]
+        out: list[GenResult | None] = [None] * len(reqs)
+        for ablate in (False, True):
+            idx = [i for i, r in enumerate(reqs) if bool(r.ablate) == ablate]
+            if not idx:
+                continue
+            t0 = time.perf_counter()
+            self._apply(ablate)
+            prompts = [TokensPrompt(prompt_token_ids=list(reqs[i].prompt_ids)) for i in idx]
+            # logprobs=0: the sampled token's log-prob under the raw (untempered) distribution, the
+            # quantity the learner computes (vLLM's default logprobs_mode is raw_logprobs)
+            sps = [SamplingParams(n=reqs[i].n, max_tokens=reqs[i].max_new, seed=reqs[i].seed, logprobs=0, **SAMPLING)
+                   for i in idx]
+            outs = self.llm.generate(prompts, sps, use_tqdm=False)
+            if len(outs) != len(idx):
+                raise RuntimeError(f"vllm returned {len(outs)} outputs for {len(idx)} prompts")
+            secs = time.perf_counter() - t0
+            for i, o in zip(idx, outs):
+                out[i] = self._result(reqs[i], o, secs)
+        return out
+
+    def _result(self, req: GenRequest, out, seconds: float) -> GenResult:
         comps, fins, lps = [], [], []
         for o in out.outputs:
             ids = list(o.token_ids)
@@ -266,7 +287,9 @@ class VLLMEngine(MergingEngine):
             lps.append([float(d[t].logprob) for t, d in zip(ids, o.logprobs or [])])
             if len(lps[-1]) != len(ids):
                 raise RuntimeError(f"vllm returned {len(lps[-1])} log-probs for {len(ids)} tokens")
-        return GenResult(req.key, self.version, comps, fins, time.perf_counter() - t0,
+        if len(comps) != req.n:
+            raise RuntimeError(f"vllm returned {len(comps)} samples for n={req.n}")
+        return GenResult(req.key, self.version, comps, fins, seconds,
                          n_tokens=sum(len(c) for c in comps), logprobs=lps)
 
     def prompt_logprobs(self, ids: list[int], ablate: bool = False) -> list[float]:
