@@ -74,13 +74,16 @@ def main() -> None:
             "host": platform.node(), "threads": a.threads, "prompts": a.prompts, "n": a.n, "max_new": a.max_new,
             "engine_start_s": start_s, "runs": rows, "best_tokens_per_s": best,
             "speedup": best["batched"] / best["per_prompt"], "same_completions": same}
+    def runs(mode: str) -> str:
+        return ", ".join(f"{r['tokens_per_s']:.0f}" for r in rows[mode])
+
     md = (f"# vLLM batching: {a.prompts} prompts × {a.n} samples, ≤{a.max_new} new tokens ({data['engine']}, "
           f"tiny Qwen3, {a.threads} threads)\n\n"
           "| mode | llm.generate calls | best tokens/s | runs (tokens/s) |\n| --- | --- | --- | --- |\n"
           f"| one prompt per call | {a.prompts} | {best['per_prompt']:.0f} | "
-          f"{', '.join(f'{r['tokens_per_s']:.0f}' for r in rows['per_prompt'])} |\n"
+          f"{runs('per_prompt')} |\n"
           f"| batched (generate_many) | 1 | {best['batched']:.0f} | "
-          f"{', '.join(f'{r['tokens_per_s']:.0f}' for r in rows['batched'])} |\n\n"
+          f"{runs('batched')} |\n\n"
           f"Speed-up {data['speedup']:.2f}×; per-request completions identical in both modes: {same}. "
           f"Engine start {start_s:.1f} s. A shared 2-core host: compare the two rows, not absolute numbers.\n")
     save_results(a.out, "vllm_batching", data, md)
