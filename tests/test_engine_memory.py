@@ -94,3 +94,44 @@ def test_vllm_hook_engine_keeps_no_base_copy_and_engine_dtype_factors(tiny):
     first = next(iter(eng.base))
     w = eng.base[first]
     assert w.dtype == eng.dtype and tuple(w.shape) == (eng.U[first].shape[0], eng.Vh[first].shape[1])
+
+
+def test_shipped_learner_factors_are_bitwise_the_learners(tiny, tmp_path):
+    """Single-run path: the learner ships its (U, Vh); the engine needs no SVD (empty cache dir)
+    and hooks with exactly the learner's bases."""
+    from vgrout_ray.actors.learner import LearnerActorImpl
+    from vgrout_ray.actors.rollout import RolloutActorImpl
+    from vgrout_ray.learner_core import load_model
+    from vgrout_ray.model.adapter import attach_adapter
+    from vgrout_ray.model.svd_cache import load_or_compute_factors
+
+    path, cache = tiny
+    model = load_model(path, torch.device("cpu"))
+    ad = attach_adapter(model, load_or_compute_factors(model, path, cache))
+
+    class _Core:
+        adapter = ad
+
+    payload = LearnerActorImpl.around(_Core()).factors_payload()
+    empty = tmp_path / "no_svd_here"
+    actor = RolloutActorImpl("hf", path, str(empty), factors=payload)
+    assert not empty.exists()  # nothing computed or cached on the rollout side
+    eng = actor.engine
+    assert set(eng.U) == set(ad.names)
+    for n in ad.names:
+        assert torch.equal(eng.U[n], ad.U[n]) and torch.equal(eng.Vh[n], ad.Vh[n])
+        assert eng.U[n].dtype == ad.U[n].dtype
+    if importlib.util.find_spec("vllm") is None:
+        return
+    from vgrout_ray.actors.rollout_vllm import VLLMEngine
+
+    v = VLLMEngine(path, str(empty), gpu_memory_utilization=0.3, max_model_len=512, factors=payload)
+    assert not empty.exists()
+
+    def worker_factors(worker):
+        return {hf: (U.clone(), Vh.clone()) for h in worker._vgrout_hooks.values() for hf, U, Vh in h.parts}
+
+    got = v.llm.collective_rpc(worker_factors)[0]
+    assert set(got) == set(ad.names)
+    for n in ad.names:
+        assert torch.equal(got[n][0], ad.U[n]) and torch.equal(got[n][1], ad.Vh[n])

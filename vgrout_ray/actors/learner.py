@@ -74,6 +74,17 @@ class LearnerActorImpl:
         payload[f"{op.PROBE_PREFIX}tol"] = torch.tensor(op.DEFAULT_TOL if tol is None else tol)
         return version, payload
 
+    def factors_payload(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """HF name -> (U, Vh) as the adapter holds them (model dtype), on CPU: what rollout engines
+        hook with, so they need no SVD of their own and use bit-identical bases."""
+        ad = self.core.adapter
+        return {n: (ad.U[n].detach().cpu(), ad.Vh[n].detach().cpu()) for n in ad.names}
+
+    def factors_ref(self) -> list:
+        """[ObjectRef of ``factors_payload()``] (a list, so the caller gets the ref, not the tensors):
+        the single-run path ships the learner's SVD to every rollout actor through the object store."""
+        return [ray.put(self.factors_payload())]
+
     def merged_views(self, both: bool) -> tuple[int, dict]:
         """(version, {ablate: merged W'}) for full-weight sync; the deploy view only when ``both``."""
         ad = self.core.adapter

@@ -28,7 +28,7 @@ from .rollout_hf import HFEngine, sampled_logprobs  # noqa: F401 (re-exports)
 def make_engine(backend: str, model_path: str, svd_cache: str, **kw):
     if backend == "hf":
         return HFEngine(model_path, svd_cache, device=kw.get("device"), threads=kw.get("threads"),
-                        dtype=kw.get("dtype"), delta_apply=kw.get("delta_apply", "hook"))
+                        dtype=kw.get("dtype"), delta_apply=kw.get("delta_apply", "hook"), factors=kw.get("factors"))
     if backend == "vllm":
         from .rollout_vllm import VLLMEngine
 
@@ -40,10 +40,14 @@ class RolloutActorImpl:
     """One generation engine behind a Ray actor: sync δS, generate, report its version."""
 
     def __init__(self, backend: str, model_path: str, svd_cache: str, engine_kw: dict | None = None,
-                 window_s: float = 0.002):
+                 window_s: float = 0.002, factors: dict | None = None):
+        """``factors``: the learner's HF name -> (U, Vh) (Ray resolves the ref), or None to compute."""
         from .rollout_multi import Coalescer
 
-        self.engine = make_engine(backend, model_path, svd_cache, **(engine_kw or {}))
+        kw = dict(engine_kw or {})
+        if factors is not None:
+            kw["factors"] = factors
+        self.engine = make_engine(backend, model_path, svd_cache, **kw)
         self.syncs: list[dict] = []
         # A threaded actor (vllm, see rollout_pool) gets one call per prompt from the step's
         # stream; the coalescer joins the calls waiting at once into one engine.generate_many.

@@ -14,7 +14,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from ..model.svd_cache import load_or_compute_factors, target_linears
+from ..model.svd_cache import load_or_compute_factors, shipped_factors, target_linears
 from ..util import load_tokenizer
 from .rollout_base import DELTA_APPLY, SAMPLING, GenRequest, GenResult, MergingEngine, resolve_dtype, trim_completion
 
@@ -28,7 +28,7 @@ class HFEngine(MergingEngine):
     backend = "hf"
 
     def __init__(self, model_path: str, svd_cache: str, device: str | None = None, threads: int | None = None,
-                 dtype=None, delta_apply: str = "hook", base=None):
+                 dtype=None, delta_apply: str = "hook", base=None, factors: dict | None = None):
         """``base``: a ``model.base_store.BaseBundle`` to build the model from (hook mode maps its
         weights read-only; merge mode copies them), or None to read the checkpoint."""
         from transformers import AutoModelForCausalLM
@@ -49,7 +49,8 @@ class HFEngine(MergingEngine):
         if base is None:
             self.model = AutoModelForCausalLM.from_pretrained(
                 model_path, dtype=self.dtype, attn_implementation="sdpa").to(self.device)
-            factors = load_or_compute_factors(self.model, model_path, svd_cache)
+            factors = (shipped_factors(factors) if factors is not None
+                       else load_or_compute_factors(self.model, model_path, svd_cache))
         else:
             self.model, factors = build_model(base, self.device, self.dtype, writable=not self.shared_base)
         self.model.eval()

@@ -65,8 +65,10 @@ class RolloutPool:
         self._owner: Any = None
 
     @classmethod
-    def from_config(cls, cfg, model_path: str) -> "RolloutPool":
-        """Actors as ``cfg.rollout`` / ``cfg.cluster`` ask (backend, CPUs, GPUs, custom resource)."""
+    def from_config(cls, cfg, model_path: str, factors=None) -> "RolloutPool":
+        """Actors as ``cfg.rollout`` / ``cfg.cluster`` ask (backend, CPUs, GPUs, custom resource).
+        ``factors``: an ObjectRef of the learner's (U, Vh) (``LearnerClient.factors_ref``) that every
+        actor, replacements included, hooks with instead of computing an SVD; None: each computes."""
         from .rollout import RolloutActor
 
         rc = cfg.rollout
@@ -80,7 +82,7 @@ class RolloutPool:
             opts["max_concurrency"] = 64
 
         def start(i: int):
-            return RolloutActor.options(**opts).remote(rc.backend, model_path, str(cfg.svd_cache), kw)
+            return RolloutActor.options(**opts).remote(rc.backend, model_path, str(cfg.svd_cache), kw, factors=factors)
         return cls(start, rc.num_actors)
 
     @property

@@ -161,7 +161,9 @@ class VLLMEngine(MergingEngine):
 
     def __init__(self, model_path: str, svd_cache: str, *, gpu_memory_utilization: float = 0.5,
                  max_model_len: int = 4096, threads: int | None = None, device: str | None = None,
-                 dtype=None, delta_apply: str = "hook"):
+                 dtype=None, delta_apply: str = "hook", factors: dict | None = None):
+        """``factors``: the learner's HF name -> (U, Vh) (bit-identical bases, no SVD and no HF model
+        load here); None: load the checkpoint once and read or compute the SVD cache."""
         vllm_env_defaults()
         from transformers import AutoModelForCausalLM
         from vllm import LLM
@@ -179,19 +181,22 @@ class VLLMEngine(MergingEngine):
         # copy the worker's hooks cast from; in merge mode on the device). The engine holds the
         # base weights itself, so hook mode keeps none: a full-weight sync's undo reads them back
         # from the checkpoint (DiskWeights). Merge mode merges from a device copy every sync.
-        hf = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
-        factors = load_or_compute_factors(hf, model_path, svd_cache)
-        layers = {n: l for n, l in target_linears(hf).items() if n in factors}
-        fdev = self.device if delta_apply == "merge" else torch.device("cpu")
-        self.U = {n: factors[n].U.to(fdev, self.dtype).contiguous() for n in layers}
-        self.Vh = {n: factors[n].Vh.to(fdev, self.dtype).contiguous() for n in layers}
-        if delta_apply == "merge":
-            self.base = {n: l.weight.detach().to(self.device).clone() for n, l in layers.items()}
-        else:
-            from ..model.disk_weights import DiskWeights
+        from ..model.disk_weights import DiskWeights
 
-            self.base = DiskWeights(model_path, layers, self.dtype, self.device)
-        del hf, factors, layers
+        if factors is None:
+            t0 = time.perf_counter()
+            hf = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
+            logger.info(f"vllm engine: checkpoint loaded for its SVD in {time.perf_counter() - t0:.1f}s")
+            factors = {n: (f.U, f.Vh) for n, f in load_or_compute_factors(hf, model_path, svd_cache).items()}
+            factors = {n: factors[n] for n in target_linears(hf) if n in factors}
+            del hf
+        fdev = self.device if delta_apply == "merge" else torch.device("cpu")
+        self.U = {n: U.to(fdev, self.dtype).contiguous() for n, (U, _) in factors.items()}
+        self.Vh = {n: Vh.to(fdev, self.dtype).contiguous() for n, (_, Vh) in factors.items()}
+        self.base = DiskWeights(model_path, list(factors), self.dtype, self.device)
+        if delta_apply == "merge":  # merges from the base every sync: hold it on the device
+            self.base = {n: self.base[n] for n in self.base}
+        del factors
         kw = dict(model=model_path, tokenizer=model_path, gpu_memory_utilization=gpu_memory_utilization,
                   max_model_len=max_model_len, enforce_eager=True, seed=0,
                   worker_extension_cls="vgrout_ray.actors.rollout_vllm.VgroutWorkerExtension")

@@ -42,6 +42,15 @@ class Factors:
         return int(self.S.shape[0])
 
 
+def shipped_factors(payload: dict) -> dict[str, "Factors"]:
+    """Factors from a learner's ``{name: (U, Vh)}`` payload. S is not shipped (the adapter never
+    reads it): NaN, so that anything that does read it fails loud."""
+    out = {}
+    for n, (U, Vh) in payload.items():
+        out[n] = Factors(U, torch.full((U.shape[1],), float("nan"), dtype=torch.float32), Vh)
+    return out
+
+
 def target_linears(model: nn.Module, targets: tuple[str, ...] = TARGET_MODULES) -> dict[str, nn.Linear]:
     """HF module name -> Linear for every projection the adapter wraps (model order)."""
     out = {name: mod for name, mod in model.named_modules()
