@@ -136,8 +136,10 @@ def load_model(path: str, device: torch.device, dtype: torch.dtype | None = None
     from transformers import AutoModelForCausalLM
 
     dtype, attn = learner_dtype_attn(device, dtype)
+    t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn).to(device)
     model.config.use_cache = False
+    logger.info(f"learner: {path} loaded on {device} ({dtype}, {attn}) in {time.perf_counter() - t0:.1f}s")
     return model
 
 

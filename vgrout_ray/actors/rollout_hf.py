@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager, nullcontext
 
 import torch
+from loguru import logger
 
 from ..model.svd_cache import load_or_compute_factors, shipped_factors, target_linears
 from ..util import load_tokenizer
@@ -47,8 +48,10 @@ class HFEngine(MergingEngine):
         # a shared base is read-only: only hook mode (which never writes the weights) maps it
         self.shared_base = base is not None and delta_apply == "hook"
         if base is None:
+            t0 = time.perf_counter()
             self.model = AutoModelForCausalLM.from_pretrained(
                 model_path, dtype=self.dtype, attn_implementation="sdpa").to(self.device)
+            logger.info(f"hf engine: {model_path} loaded on {self.device} in {time.perf_counter() - t0:.1f}s")
             factors = (shipped_factors(factors) if factors is not None
                        else load_or_compute_factors(self.model, model_path, svd_cache))
         else:

@@ -202,6 +202,8 @@ class VLLMEngine(MergingEngine):
                   worker_extension_cls="vgrout_ray.actors.rollout_vllm.VgroutWorkerExtension")
         kw["dtype"] = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[self.dtype]
         t0 = time.perf_counter()
+        logger.info(f"vllm engine: starting ({'cuda' if self.cuda else 'cpu'}; model load, profiling and KV "
+                    "cache sizing take a while)")
         self.llm = LLM(**kw)
         if self.delta_apply == "hook":
             factors = {n: (self.U[n], self.Vh[n]) for n in self.base}
