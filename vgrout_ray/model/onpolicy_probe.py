@@ -28,6 +28,18 @@ class OnPolicyError(RuntimeError):
     """The rollout engine's log-probs do not follow the learner's δS."""
 
 
+# natural code keeps the probe tokens' probabilities away from the tail, where bf16 error is largest
+PROBE_TEXT = ("class Solution:\n    def twoSum(self, nums: list[int], target: int) -> list[int]:\n"
+              "        seen = {}\n        for i, x in enumerate(nums):\n            if target - x in seen:\n"
+              "                return [seen[target - x], i]\n            seen[x] = i\n")
+
+
+def text_probe_ids(tok, vocab_size: int, min_len: int = 16) -> list[int]:
+    """PROBE_TEXT in the model's tokenizer (random ids when it tokenizes too short)."""
+    ids = tok(PROBE_TEXT, add_special_tokens=False).input_ids[:64]
+    return ids if len(ids) >= min_len and max(ids) < vocab_size else probe_ids(vocab_size)
+
+
 def probe_ids(vocab_size: int, n: int = 32, seed: int = 1234) -> list[int]:
     """A fixed pseudo-random token sequence (any tokenizer: ids below the embedding size)."""
     g = torch.Generator().manual_seed(seed)
