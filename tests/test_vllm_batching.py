@@ -84,7 +84,7 @@ def test_actor_pins_each_calling_thread_to_the_engine_thread_count(tiny):
     seen = []
 
     def call():
-        torch._C._set_num_threads(actor._omp_threads + 1)
+        torch._C.set_num_threads(actor._omp_threads + 1)
         actor.generate_many(_reqs(actor.engine.tok, 1))
         seen.append(torch.get_num_threads())
 

