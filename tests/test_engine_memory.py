@@ -135,3 +135,12 @@ def test_shipped_learner_factors_are_bitwise_the_learners(tiny, tmp_path):
     assert set(got) == set(ad.names)
     for n in ad.names:
         assert torch.equal(got[n][0], ad.U[n]) and torch.equal(got[n][1], ad.Vh[n])
+
+
+def test_vllm_utilization_leaves_room_for_hook_factors():
+    from vgrout_ray.actors.rollout_vllm import utilization_after_hooks
+
+    gib = 2**30
+    assert utilization_after_hooks(0.5, 9 * gib, 100 * gib) == pytest.approx(0.41)
+    with pytest.raises(ValueError, match="raise it"):
+        utilization_after_hooks(0.1, 9 * gib, 100 * gib)

@@ -62,6 +62,19 @@ def vllm_target(hf_name: str) -> tuple[str, int]:
     return f"{head}.{mod}", idx
 
 
+def utilization_after_hooks(utilization: float, factor_bytes: int, total_bytes: int, floor: float = 0.05) -> float:
+    """vLLM's gpu_memory_utilization less the share the δS hooks' factors will take once installed
+    (vLLM sizes its KV cache before they exist); fails loud when too little would be left."""
+    reserve = factor_bytes / total_bytes
+    left = utilization - reserve
+    if left < floor:
+        raise ValueError(f"rollout.vllm_gpu_memory_utilization {utilization} leaves {left:.3f} of the GPU for vLLM "
+                         f"after the δS hooks' factors ({factor_bytes / 2**30:.1f} GiB, {reserve:.3f}): raise it")
+    logger.info(f"vllm: gpu_memory_utilization {utilization} -> {left:.3f} (δS hook factors "
+                f"{factor_bytes / 2**30:.1f} GiB are allocated after the KV cache is sized)")
+    return left
+
+
 class _DeltaHook:
     """Adds Σ_parts U_p·((Vh_p·x) ⊙ δS_p), concatenated like the fused output, to a vLLM Linear."""
 
@@ -197,6 +210,11 @@ class VLLMEngine(MergingEngine):
         if delta_apply == "merge":  # merges from the base every sync: hold it on the device
             self.base = {n: self.base[n] for n in self.base}
         del factors
+        if self.cuda and delta_apply == "hook":
+            # the hooks' factors land on the GPU after vLLM sized its KV cache: leave room for them
+            factor_bytes = sum(t.numel() * t.element_size() for d in (self.U, self.Vh) for t in d.values())
+            gpu_memory_utilization = utilization_after_hooks(gpu_memory_utilization, factor_bytes,
+                                                             torch.cuda.mem_get_info()[1])
         kw = dict(model=model_path, tokenizer=model_path, gpu_memory_utilization=gpu_memory_utilization,
                   max_model_len=max_model_len, enforce_eager=True, seed=0,
                   worker_extension_cls="vgrout_ray.actors.rollout_vllm.VgroutWorkerExtension")
