@@ -154,6 +154,10 @@ def learner_part(path: Path, cache: Path, device, dtype, a) -> tuple[dict, objec
     res["grad_rel_diff"] = rel(grads[True][0], grads[False][0])
     res["gate_grad_rel_diff"] = rel(grads[True][1], grads[False][1])
     res["gate_grads_nonzero"] = all(float(v.abs().sum()) > 0 for v in grads[True][1].values())
+    del grads, logp, loss, x
+    gc.collect()
+    if device.type == "cuda":  # give the backward's cached blocks back before the engines size themselves
+        torch.cuda.empty_cache()
     return res, ad
 
 
