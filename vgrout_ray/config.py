@@ -53,6 +53,11 @@ class RolloutConfig:
     delta_apply: Literal["hook", "merge"] = "hook"
     # Engine dtype ("" = bf16 on GPU, fp32 on CPU, like the learner).
     dtype: Literal["", "bf16", "fp32"] = ""
+    # Each δS sync carries the learner's log-probs of a probe sequence (and, for start-up, a large
+    # probe δS); every rollout actor checks its engine follows them and fails the run if not
+    # (model/onpolicy_probe.py). tol: allowed mean |Δ log p| between engine and learner.
+    onpolicy_probe: bool = True
+    onpolicy_tol: float = 0.1
 
     def __post_init__(self) -> None:
         _need(self.num_actors >= 1, "rollout.num_actors", f"must be >= 1, got {self.num_actors}")
@@ -197,6 +202,9 @@ class Config:
     # weighted by min(π_old/μ, tis_cap), μ the rollout engine's probability. None = off (the seed).
     tis_cap: float | None = None
     checkpoint_every: int = 25
+    # Learner gradient checkpointing (recompute each decoder layer in backward): saved activations
+    # of a long group dominate learner memory at 4B; exact for every arm (model/checkpointing.py).
+    grad_checkpointing: bool = False
     # ── paths ──
     out_dir: Path = Path("out")
     logs_dir: Path = Path("logs")
@@ -353,6 +361,7 @@ class SmokeConfig(Config):
 class FastConfig(Config):
     """Minimum-viable hacking loop on Qwen3-4B (seed: aggressive Adam, 60 steps)."""
 
+    grad_checkpointing: bool = True
     model: str = "Qwen/Qwen3-4B"
     steps: int = 60
     # seed defaults: the 4-mode substrate pool and the prog_wide pairs (create or override them)
@@ -372,6 +381,7 @@ class FastConfig(Config):
 class FullConfig(Config):
     """Canonical substrate: Qwen3-4B, G=6, 43 prompts/step, 200 steps, β=1e-3."""
 
+    grad_checkpointing: bool = True
     model: str = "Qwen/Qwen3-4B"
     steps: int = 200
     group: int = 6

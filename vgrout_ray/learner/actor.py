@@ -56,6 +56,36 @@ class LearnerActorImpl:
         """(version, δS/δS_hack on CPU): the weight-sync payload."""
         return self.core.version, self.core.deltas_state()
 
+    def sync_payload(self, probe: bool = True, tol: float | None = None) -> tuple[int, dict[str, torch.Tensor]]:
+        """``deltas()`` plus the on-policy probe (``model.onpolicy_probe``) the rollout actors check
+        after loading it; the start-up probe δS and its log-probs are computed once and reused."""
+        from vgrout_ray.model import onpolicy_probe as op
+
+        version, payload = self.deltas()
+        if not probe:
+            return version, payload
+        ad = self.core.adapter
+        if getattr(self, "_probe_fixed", None) is None:
+            ids = op.text_probe_ids(self.core.tok, self.core.model.get_input_embeddings().weight.shape[0])
+            fixed = op.learner_probe(ad, ids, startup=True)
+            self._probe_fixed = {k: v for k, v in fixed.items() if k != f"{op.PROBE_PREFIX}logp"}
+        ids = self._probe_fixed[f"{op.PROBE_PREFIX}ids"].tolist()
+        payload.update(self._probe_fixed)
+        payload[f"{op.PROBE_PREFIX}logp"] = op.adapter_logprobs(ad, ids)
+        payload[f"{op.PROBE_PREFIX}tol"] = torch.tensor(op.DEFAULT_TOL if tol is None else tol)
+        return version, payload
+
+    def factors_payload(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """HF name -> (U, Vh) as the adapter holds them (model dtype), on CPU: what rollout engines
+        hook with, so they need no SVD of their own and use bit-identical bases."""
+        ad = self.core.adapter
+        return {n: (ad.U[n].detach().cpu(), ad.Vh[n].detach().cpu()) for n in ad.names}
+
+    def factors_ref(self) -> list:
+        """[ObjectRef of ``factors_payload()``] (a list, so the caller gets the ref, not the tensors):
+        the single-run path ships the learner's SVD to every rollout actor through the object store."""
+        return [ray.put(self.factors_payload())]
+
     def merged_views(self, both: bool) -> tuple[int, dict]:
         """(version, {ablate: merged W'}) for full-weight sync; the deploy view only when ``both``."""
         ad = self.core.adapter

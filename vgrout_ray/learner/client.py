@@ -52,6 +52,13 @@ class LearnerClient:
     def deltas(self) -> tuple[int, dict]:
         return self.get(self.handle.deltas.remote())
 
+    def factors_ref(self):
+        """ObjectRef of the learner's (U, Vh) per target Linear (see LearnerActorImpl.factors_ref)."""
+        return self.get(self.handle.factors_ref.remote())[0]
+
+    def sync_payload(self, probe: bool = True, tol: float | None = None) -> tuple[int, dict]:
+        return self.get(self.handle.sync_payload.remote(probe, tol))
+
     def merged_views(self, both: bool) -> tuple[int, dict]:
         return self.get(self.handle.merged_views.remote(both))
 

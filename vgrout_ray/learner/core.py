@@ -177,8 +177,10 @@ def load_model(path: str, device: torch.device, dtype: torch.dtype | None = None
     from transformers import AutoModelForCausalLM
 
     dtype, attn = learner_dtype_attn(device, dtype)
+    t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn).to(device)
     model.config.use_cache = False
+    logger.info(f"learner: {path} loaded on {device} ({dtype}, {attn}) in {time.perf_counter() - t0:.1f}s")
     return model
 
 
@@ -252,6 +254,10 @@ class LearnerCore:
             self.base_source = f"object store {base.digest}"
         self.adapter: SVDAdapter = attach_adapter(self.model, factors)
         self.model.train()
+        if cfg.grad_checkpointing:
+            from vgrout_ray.model.checkpointing import enable_grad_checkpointing
+
+            enable_grad_checkpointing(self.model, self.adapter)
         self.is_route2 = cfg.intervention == "route2"
         logger.info(f"learner: {self.model_path} ({self.base_source}) on {self.device}, "
                     f"{len(self.adapter.names)} adapted modules, "

@@ -60,6 +60,7 @@ class SVDAdapter:
         self.live = True
         self._hack_on = True  # ablate_quarantine turns this off
         self._probe = False
+        self._recompute = False  # inside a gradient-checkpoint recompute (model/checkpointing.py)
         self._gates: dict[str, torch.Tensor] = {}
         self._handles = [self.layers[n].register_forward_hook(self._make_hook(n)) for n in self.names]
 
@@ -74,10 +75,13 @@ class SVDAdapter:
                 if x.dim() < 2:
                     raise ValueError(f"gate probe needs [batch, tokens, d] inputs, got {tuple(x.shape)}")
                 if name in self._gates:
-                    raise RuntimeError("gate probe saw two grad forwards; read gate_grads between them")
-                gate = torch.ones(*x.shape[:-2], 1, scale.shape[0], device=x.device,
-                                  dtype=scale.dtype, requires_grad=True)
-                self._gates[name] = gate
+                    if not self._recompute:
+                        raise RuntimeError("gate probe saw two grad forwards; read gate_grads between them")
+                    gate = self._gates[name]  # checkpoint recompute: the same gate, so c.grad fills
+                else:
+                    gate = torch.ones(*x.shape[:-2], 1, scale.shape[0], device=x.device,
+                                      dtype=scale.dtype, requires_grad=True)
+                    self._gates[name] = gate
                 scale = scale * gate
             if self._hack_on:
                 scale = scale + self.hack[name]

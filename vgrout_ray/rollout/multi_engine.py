@@ -289,9 +289,14 @@ class MultiRolloutActorImpl:
 
     def sync(self, run: Hashable, version: int, deltas: dict[str, torch.Tensor], sent_at: float | None = None) -> dict:
         """Load one run's δS version; bytes received and seconds the load took (as RolloutActor.sync)."""
+        from vgrout_ray.model.onpolicy_probe import check_engine, split_probe
+
         t0 = time.perf_counter()
+        deltas, probe = split_probe(deltas)
         with self._lock:
             self.engine.load_run(run, version, deltas)
+            if probe is not None:  # this run's view of the shared engine must follow its δS
+                check_engine(_RunView(self.engine, run), version, deltas, probe, float(probe["tol"]))
         return {"run": run, "version": version, "bytes": sum(t.numel() * t.element_size() for t in deltas.values()),
                 "load_s": time.perf_counter() - t0, "latency_s": (time.time() - sent_at) if sent_at else None}
 
@@ -318,6 +323,19 @@ class MultiRolloutActorImpl:
     def generate_run(self, run: Hashable, reqs: list[GenRequest]) -> list[GenResult]:
         """One run's requests (a RolloutPool call), coalesced with other runs' concurrent calls."""
         return self._coalesce([(run, r) for r in reqs])
+
+
+class _RunView:
+    """One run of a multi-run engine seen as a single-run engine (what the on-policy probe drives)."""
+
+    def __init__(self, engine, run):
+        self.engine, self.run = engine, run
+
+    def load_deltas(self, version: int, deltas: dict) -> None:
+        self.engine.load_run(self.run, version, deltas)
+
+    def prompt_logprobs(self, ids: list[int], ablate: bool = False) -> list[float]:
+        return self.engine.prompt_logprobs(ids, ablate, run=self.run)
 
 
 def multi_rollout_actor(**options):

@@ -66,8 +66,10 @@ class RolloutPool:
         self._owner: Any = None
 
     @classmethod
-    def from_config(cls, cfg, model_path: str) -> "RolloutPool":
-        """Actors as ``cfg.rollout`` / ``cfg.cluster`` ask (backend, CPUs, GPUs, custom resource)."""
+    def from_config(cls, cfg, model_path: str, factors=None) -> "RolloutPool":
+        """Actors as ``cfg.rollout`` / ``cfg.cluster`` ask (backend, CPUs, GPUs, custom resource).
+        ``factors``: an ObjectRef of the learner's (U, Vh) (``LearnerClient.factors_ref``) that every
+        actor, replacements included, hooks with instead of computing an SVD; None: each computes."""
         from vgrout_ray.rollout.actor import RolloutActor
 
         rc = cfg.rollout
@@ -76,9 +78,11 @@ class RolloutPool:
         if rc.backend == "vllm":
             kw.update(gpu_memory_utilization=rc.vllm_gpu_memory_utilization, max_model_len=rc.vllm_max_model_len)
         opts = actor_options(cfg, "rollout")
+        if rc.backend == "vllm":  # threaded: a step's per-prompt calls coalesce into one llm.generate
+            opts["max_concurrency"] = 64
 
         def start(i: int):
-            return RolloutActor.options(**opts).remote(rc.backend, model_path, str(cfg.svd_cache), kw)
+            return RolloutActor.options(**opts).remote(rc.backend, model_path, str(cfg.svd_cache), kw, factors=factors)
         return cls(start, rc.num_actors)
 
     @property

@@ -62,6 +62,19 @@ def vllm_target(hf_name: str) -> tuple[str, int]:
     return f"{head}.{mod}", idx
 
 
+def utilization_after_hooks(utilization: float, factor_bytes: int, total_bytes: int, floor: float = 0.05) -> float:
+    """vLLM's gpu_memory_utilization less the share the δS hooks' factors will take once installed
+    (vLLM sizes its KV cache before they exist); fails loud when too little would be left."""
+    reserve = factor_bytes / total_bytes
+    left = utilization - reserve
+    if left < floor:
+        raise ValueError(f"rollout.vllm_gpu_memory_utilization {utilization} leaves {left:.3f} of the GPU for vLLM "
+                         f"after the δS hooks' factors ({factor_bytes / 2**30:.1f} GiB, {reserve:.3f}): raise it")
+    logger.info(f"vllm: gpu_memory_utilization {utilization} -> {left:.3f} (δS hook factors "
+                f"{factor_bytes / 2**30:.1f} GiB are allocated after the KV cache is sized)")
+    return left
+
+
 class _DeltaHook:
     """Adds Σ_parts U_p·((Vh_p·x) ⊙ δS_p), concatenated like the fused output, to a vLLM Linear."""
 
@@ -161,7 +174,9 @@ class VLLMEngine(MergingEngine):
 
     def __init__(self, model_path: str, svd_cache: str, *, gpu_memory_utilization: float = 0.5,
                  max_model_len: int = 4096, threads: int | None = None, device: str | None = None,
-                 dtype=None, delta_apply: str = "hook"):
+                 dtype=None, delta_apply: str = "hook", factors: dict | None = None):
+        """``factors``: the learner's HF name -> (U, Vh) (bit-identical bases, no SVD and no HF model
+        load here); None: load the checkpoint once and read or compute the SVD cache."""
         vllm_env_defaults()
         from transformers import AutoModelForCausalLM
         from vllm import LLM
@@ -175,19 +190,38 @@ class VLLMEngine(MergingEngine):
         self.dtype = resolve_dtype(dtype, self.cuda)
         self.delta_apply = delta_apply
         self.tok = load_tokenizer(model_path)
-        # Base weights of the target Linears and their factors; the rest of the HF model is dropped.
-        hf = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
-        factors = load_or_compute_factors(hf, model_path, svd_cache)
-        layers = {n: l for n, l in target_linears(hf).items() if n in factors}
-        self.base = {n: l.weight.detach().to(self.device).clone() for n, l in layers.items()}
-        self.U = {n: factors[n].U.to(self.device) for n in layers}
-        self.Vh = {n: factors[n].Vh.to(self.device) for n in layers}
-        del hf
+        # The factors of the target Linears, in the engine dtype (one copy: in hook mode the CPU
+        # copy the worker's hooks cast from; in merge mode on the device). The engine holds the
+        # base weights itself, so hook mode keeps none: a full-weight sync's undo reads them back
+        # from the checkpoint (DiskWeights). Merge mode merges from a device copy every sync.
+        from vgrout_ray.model.disk_weights import DiskWeights
+
+        if factors is None:
+            t0 = time.perf_counter()
+            hf = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
+            logger.info(f"vllm engine: checkpoint loaded for its SVD in {time.perf_counter() - t0:.1f}s")
+            factors = {n: (f.U, f.Vh) for n, f in load_or_compute_factors(hf, model_path, svd_cache).items()}
+            factors = {n: factors[n] for n in target_linears(hf) if n in factors}
+            del hf
+        fdev = self.device if delta_apply == "merge" else torch.device("cpu")
+        self.U = {n: U.to(fdev, self.dtype).contiguous() for n, (U, _) in factors.items()}
+        self.Vh = {n: Vh.to(fdev, self.dtype).contiguous() for n, (_, Vh) in factors.items()}
+        self.base = DiskWeights(model_path, list(factors), self.dtype, self.device)
+        if delta_apply == "merge":  # merges from the base every sync: hold it on the device
+            self.base = {n: self.base[n] for n in self.base}
+        del factors
+        if self.cuda and delta_apply == "hook":
+            # the hooks' factors land on the GPU after vLLM sized its KV cache: leave room for them
+            factor_bytes = sum(t.numel() * t.element_size() for d in (self.U, self.Vh) for t in d.values())
+            gpu_memory_utilization = utilization_after_hooks(gpu_memory_utilization, factor_bytes,
+                                                             torch.cuda.mem_get_info()[1])
         kw = dict(model=model_path, tokenizer=model_path, gpu_memory_utilization=gpu_memory_utilization,
                   max_model_len=max_model_len, enforce_eager=True, seed=0,
                   worker_extension_cls="vgrout_ray.rollout.vllm_engine.VgroutWorkerExtension")
         kw["dtype"] = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[self.dtype]
         t0 = time.perf_counter()
+        logger.info(f"vllm engine: starting ({'cuda' if self.cuda else 'cpu'}; model load, profiling and KV "
+                    "cache sizing take a while)")
         self.llm = LLM(**kw)
         if self.delta_apply == "hook":
             factors = {n: (self.U[n], self.Vh[n]) for n in self.base}
@@ -211,7 +245,11 @@ class VLLMEngine(MergingEngine):
         if self._applied != before:
             # KV blocks cached for a prompt under the previous weights would condition new samples
             # on a stale policy (prompts repeat across steps): drop them whenever the policy changes
-            self.llm.reset_prefix_cache()
+            # vLLM refuses (returns False) while requests are running: fail loud rather than
+            # let a new version reuse KV computed under the old δS
+            if self.llm.reset_prefix_cache() is False:
+                raise RuntimeError(f"vllm refused to reset its prefix cache at δS v{self.version}: cached KV "
+                                   "of the previous policy would be reused")
 
     def _apply_view(self, ablate: bool) -> None:
         if self.delta_apply != "hook" or self.views is not None:
@@ -236,15 +274,36 @@ class VLLMEngine(MergingEngine):
         self._merged_in = True
 
     def generate(self, req: GenRequest) -> GenResult:
+        return self.generate_many([req])[0]
+
+    def generate_many(self, reqs: list[GenRequest]) -> list[GenResult]:
+        """All requests of a view in one ``llm.generate`` (several prompts × n samples share the
+        engine's batches). Each request keeps its own ``SamplingParams`` seed, so its draw does
+        not depend on which other requests share the call."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        t0 = time.perf_counter()
-        self._apply(req.ablate)
-        # logprobs=0: the sampled token's log-prob under the raw (untempered) distribution, the
-        # quantity the learner computes (vLLM's default logprobs_mode is raw_logprobs)
-        sp = SamplingParams(n=req.n, max_tokens=req.max_new, seed=req.seed, logprobs=0, **SAMPLING)
-        out = self.llm.generate([TokensPrompt(prompt_token_ids=list(req.prompt_ids))], sp, use_tqdm=False)[0]
+        out: list[GenResult | None] = [None] * len(reqs)
+        for ablate in (False, True):
+            idx = [i for i, r in enumerate(reqs) if bool(r.ablate) == ablate]
+            if not idx:
+                continue
+            t0 = time.perf_counter()
+            self._apply(ablate)
+            prompts = [TokensPrompt(prompt_token_ids=list(reqs[i].prompt_ids)) for i in idx]
+            # logprobs=0: the sampled token's log-prob under the raw (untempered) distribution, the
+            # quantity the learner computes (vLLM's default logprobs_mode is raw_logprobs)
+            sps = [SamplingParams(n=reqs[i].n, max_tokens=reqs[i].max_new, seed=reqs[i].seed, logprobs=0, **SAMPLING)
+                   for i in idx]
+            outs = self.llm.generate(prompts, sps, use_tqdm=False)
+            if len(outs) != len(idx):
+                raise RuntimeError(f"vllm returned {len(outs)} outputs for {len(idx)} prompts")
+            secs = time.perf_counter() - t0
+            for i, o in zip(idx, outs):
+                out[i] = self._result(reqs[i], o, secs)
+        return out
+
+    def _result(self, req: GenRequest, out, seconds: float) -> GenResult:
         comps, fins, lps = [], [], []
         for o in out.outputs:
             ids = list(o.token_ids)
@@ -253,7 +312,9 @@ class VLLMEngine(MergingEngine):
             lps.append([float(d[t].logprob) for t, d in zip(ids, o.logprobs or [])])
             if len(lps[-1]) != len(ids):
                 raise RuntimeError(f"vllm returned {len(lps[-1])} log-probs for {len(ids)} tokens")
-        return GenResult(req.key, self.version, comps, fins, time.perf_counter() - t0,
+        if len(comps) != req.n:
+            raise RuntimeError(f"vllm returned {len(comps)} samples for n={req.n}")
+        return GenResult(req.key, self.version, comps, fins, seconds,
                          n_tokens=sum(len(c) for c in comps), logprobs=lps)
 
     def prompt_logprobs(self, ids: list[int], ablate: bool = False) -> list[float]:

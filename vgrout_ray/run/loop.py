@@ -68,7 +68,8 @@ class Run:
         self.eval_idxs = list(range(min(cfg.eval_n_prompts, len(self.data.problems))))
         self._modes()
         self.learner = learner if learner is not None else LearnerClient.start(cfg, self.model_path, base)
-        self.rollouts = rollouts if rollouts is not None else RolloutPool.from_config(cfg, self.model_path)
+        self.rollouts = rollouts if rollouts is not None else RolloutPool.from_config(
+            cfg, self.model_path, factors=self.learner.factors_ref())
         info = self.learner.info()
         logger.info(f"learner: {info['device']} on node {info['node_id'][:8]}, base from {info.get('base', '?')}, "
                     f"{info['modules']} modules, "
@@ -121,7 +122,7 @@ class Run:
         if full:  # benchmark baseline: merged weights (both views when a quarantine exists)
             version, payload = self.learner.merged_views(self.cfg.has_quarantine)
         else:
-            version, payload = self.learner.deltas()
+            version, payload = self.learner.sync_payload(self.cfg.rollout.onpolicy_probe, self.cfg.rollout.onpolicy_tol)
         self.version = version
         rec = self.rollouts.sync(version, payload, full=full, owner=self)
         rec = {"version": version, "bytes": rec["bytes"], "actors": rec["actors"],
