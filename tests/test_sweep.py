@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vgrout_ray.grading.pool import FairQueue
-from vgrout_ray.rollout.multi_engine import Coalescer
+from vgrout_ray.rollout.coalescer import Coalescer
 from vgrout_ray.config import ConfigError, SmokeConfig
 from vgrout_ray.sweep.runner import (RunEntry, SharedGrades, Sweep, SweepPlan, check_driver_args, cluster_cpus, main,
                               parse_arms, parse_seeds, run_config, runs_that_fit, sweep_dir_name)

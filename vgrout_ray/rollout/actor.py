@@ -42,7 +42,7 @@ class RolloutActorImpl:
     def __init__(self, backend: str, model_path: str, svd_cache: str, engine_kw: dict | None = None,
                  window_s: float = 0.002, factors: dict | None = None):
         """``factors``: the learner's HF name -> (U, Vh) (Ray resolves the ref), or None to compute."""
-        from vgrout_ray.rollout.multi_engine import Coalescer
+        from vgrout_ray.rollout.coalescer import Coalescer
 
         kw = dict(engine_kw or {})
         if factors is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Hashable, Sequence
+from typing import Hashable, Sequence
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -26,7 +26,9 @@ from transformers.generation.logits_process import (MinPLogitsWarper, Temperatur
                                                     TopKLogitsWarper, TopPLogitsWarper)
 
 from vgrout_ray.model.multi_delta import DeltaBank
-from vgrout_ray.rollout.actor import SAMPLING, GenRequest, GenResult, HFEngine, sampled_logprobs, trim_completion
+from vgrout_ray.rollout.base import SAMPLING, GenRequest, GenResult, trim_completion
+from vgrout_ray.rollout.coalescer import Coalescer
+from vgrout_ray.rollout.hf_engine import HFEngine, sampled_logprobs
 
 
 def sampling_warpers(sampling: dict = SAMPLING) -> list:
@@ -184,83 +186,6 @@ class MultiRunHFEngine(HFEngine):
         if run is None:
             raise TypeError("MultiRunHFEngine.prompt_logprobs needs run=")
         return self.sequence_logprobs([(run, ids)], ablate)[0]
-
-
-class Coalescer:
-    """Joins calls made from several threads into one call of ``fn`` over all their items.
-
-    Why: in a sweep each run's step sends its own generation calls; one ``generate`` over all of
-    them is what lets rows of different runs share a forward pass. A caller whose items are not
-    yet taken becomes the leader when no batch is running: it waits ``window_s`` for others to
-    join, runs ``fn`` on every queued item, hands each caller its slice and wakes them; the
-    next waiting caller leads the next batch.
-
-    One caller's bad items must not fail the others: in a sweep, a run that has failed drops its
-    δS while a request it sent earlier is still queued, and that request may share a batch with
-    healthy runs. So when ``fn`` raises on a batch of several callers, each caller's items are
-    run again alone, and only the callers whose own items fail see an exception."""
-
-    def __init__(self, fn: Callable[[list], list], window_s: float = 0.002):
-        self.fn, self.window_s = fn, window_s
-        self._cond = threading.Condition()
-        self._queue: list[dict] = []
-        self._busy = False
-        self.batches: list[int] = []  # items per batch run so far (for tests and benchmarks)
-        self.isolated = 0  # batches that failed and were run again caller by caller
-
-    def __call__(self, items: list) -> list:
-        slot = {"items": list(items), "done": False, "out": None, "err": None}
-        with self._cond:
-            self._queue.append(slot)
-            while not slot["done"] and self._busy:
-                self._cond.wait()
-            if slot["done"]:
-                return self._result(slot)
-            self._busy = True
-        batch: list[dict] = []
-        try:
-            if self.window_s > 0:
-                time.sleep(self.window_s)
-            with self._cond:
-                batch, self._queue = self._queue, []
-            try:
-                self._run(batch)
-            except Exception:
-                self.isolated += 1
-                for s in batch:  # alone: the failure stays with the caller(s) that caused it
-                    self._run([s])
-            self.batches.append(sum(len(s["items"]) for s in batch))
-        finally:
-            with self._cond:
-                for s in batch:
-                    s["done"] = True
-                self._busy = False
-                self._cond.notify_all()
-        return self._result(slot)
-
-    def _run(self, batch: list[dict]) -> None:
-        """``fn`` over the batch's items; each slot gets its slice. Raises (slots left unset) when
-        the batch has several callers, so that they can be run alone; a lone caller gets the error."""
-        flat = [it for s in batch for it in s["items"]]
-        try:
-            out = self.fn(flat)
-            if len(out) != len(flat):
-                raise RuntimeError(f"coalesced call returned {len(out)} results for {len(flat)} items")
-        except Exception as e:
-            if len(batch) > 1:
-                raise
-            batch[0]["err"] = e
-            return
-        at = 0
-        for s in batch:
-            s["out"] = out[at:at + len(s["items"])]
-            at += len(s["items"])
-
-    @staticmethod
-    def _result(slot: dict) -> list:
-        if slot["err"] is not None:
-            raise slot["err"]
-        return slot["out"]
 
 
 class MultiRolloutActorImpl:
