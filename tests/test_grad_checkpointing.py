@@ -40,7 +40,7 @@ def _group(tok, prob, step):
 
 def _run(tiny, tok, problems, workdir, tmp_path, arm, gc, patch=None):
     cfg = SmokeConfig(intervention=arm, steps=30, max_new=24, out_dir=tmp_path / "out", svd_cache=workdir / "svd",
-                      vhack_pairs_path=workdir / "pairs6.json", vhack_refresh_every=10, v_hack_extract_top_k=3,
+                      v_hack_pairs_path=workdir / "pairs6.json", v_hack_refresh_every=10, v_hack_extract_top_k=3,
                       v_hack_k=2, lr=1.0, cos_pre_split_every=2, grad_checkpointing=gc)
     core = LearnerCore(cfg, model_path=tiny, device="cpu")
     assert core.model.is_gradient_checkpointing == gc
