@@ -50,11 +50,11 @@ def _run(tiny, tok, problems, workdir, tmp_path, arm, gc, patch=None):
     for step in range(3):  # step 0: split backward (retain_graph); step 1: combined; route2 gates once δS moved
         core.begin_step(step)
         grads = {}
-        _, info = core.add_group(_group(tok, problems[step], step))
-        grads = {k: v.clone() for k, v in {**core._g_s, **{f"t.{n}": g for n, g in core._g_t.items()},
-                                              **{f"h.{n}": g for n, g in core._g_hack.items()}}.items()}
+        info = core.add_group(_group(tok, problems[step], step))
+        grads = {k: v.clone() for k, v in {**core.acc.g_s, **{f"t.{n}": g for n, g in core.acc.g_t.items()},
+                                              **{f"h.{n}": g for n, g in core.acc.g_hack.items()}}.items()}
         st = core.end_step()
-        trace.append((grads, info["gate_cos"], st["gn"], core.deltas_state()))
+        trace.append((grads, info.gate_cos, st["gn"], core.deltas_state()))
     return trace
 
 
