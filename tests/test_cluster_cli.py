@@ -33,14 +33,10 @@ SMALL = ["--cluster.learner-cpus", "0.5", "--rollout.cpus-per-actor", "0.5"]
 @pytest.fixture(scope="module")
 def head2():
     """A 2-CPU head with the jobs dashboard; yields (cluster, RAY_TMPDIR whose ray/ holds its file)."""
-    root = tempfile.mkdtemp(prefix="vg15", dir="/tmp")
-    c = CliCluster(temp_dir=f"{root}/ray")
-    try:
-        c.start_head(num_cpus=2, dashboard=True)
-        yield c, root
-    finally:
-        c.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    from .raycli import jobs_head
+
+    with jobs_head("vg15") as head:
+        yield head
 
 
 def _submit(c: CliCluster, work: Path, *args: str, timeout: float = 900) -> tuple[subprocess.CompletedProcess, float]:

