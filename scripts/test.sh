@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --all
 # the gpu extra resolves against PyPI (metadata only; no GPU needed)
 bash scripts/check_gpu_extra.sh
-exec "${PYTHON:-python3}" -m pytest -q "$@"
+exec "${PYTHON:-python3}" -m pytest -q --durations=25 "$@"

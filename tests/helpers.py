@@ -60,3 +60,19 @@ class SandboxKiller:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._t.join()
+
+
+def table_steps_in_log(text: str) -> list[int]:
+    """Step numbers of the per-step table the driver streams into its log (INFO lines after a header
+    line that names ``ref_eq`` and ``hack_s``): the table is for people, and this only checks that
+    it was written, one line per step; the numbers are checked from rows.parquet."""
+    steps, seen_header = [], False
+    for line in text.splitlines():
+        if "| INFO |" not in line:
+            continue
+        cells = line.split("| INFO |", 1)[1].split()
+        if "ref_eq" in cells and "hack_s" in " ".join(cells):
+            seen_header = True
+        elif seen_header and cells and cells[0].isdigit():
+            steps.append(int(cells[0]))
+    return steps

@@ -1,5 +1,5 @@
-"""Dynamics plots and run reports on synthetic runs: 4 arms x 2 seeds (+ routing2), logs written
-through the real setup_logging + StepLogger, run dirs through RunTables / EvidenceWriter."""
+"""Dynamics plots and run reports on synthetic runs: 4 arms x 2 seeds (+ routing2), run dirs written
+through RunTables / EvidenceWriter, the log through the real setup_logging + StepLogger."""
 from __future__ import annotations
 
 import json
@@ -23,19 +23,17 @@ SEEDS = (1, 2)
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
-    runs, logs, old_logs, run_dirs = {}, {}, {}, {}
+    runs, logs, run_dirs = {}, {}, {}
     for (iv, refr), arm in ARMS.items():
         for s in SEEDS:
             run = synth_run(iv, s, STEPS, refresh=refr)
             runs[(arm, s)] = run
             logs[(arm, s)] = write_log(run, root / "logs")
-            old_logs[(arm, s)] = write_log(run, root / "old_logs", variant="old")
             run_dirs[(arm, s)] = write_run_dir(run, root / "runs", evidence=(arm, s) == ("routing", 1))
     r2 = synth_run("route2", 1, STEPS)
     runs[("routing2", 1)] = r2
-    logs[("routing2", 1)] = write_log(r2, root / "logs")
     run_dirs[("routing2", 1)] = write_run_dir(r2, root / "runs")
-    return dict(root=root, runs=runs, logs=logs, old_logs=old_logs, run_dirs=run_dirs)
+    return dict(root=root, runs=runs, logs=logs, run_dirs=run_dirs)
 
 
 def _rates(run, key):
@@ -48,9 +46,8 @@ def _assert_run_matches(parsed, run, arm):
     np.testing.assert_array_equal(parsed["steps"], np.arange(STEPS))
     np.testing.assert_allclose(parsed["hack_s_train"], _rates(run, "hack_s"), equal_nan=True)
     np.testing.assert_allclose(parsed["gt_s_train"], _rates(run, "gt_s"), equal_nan=True)
-    # the log keeps 2 decimals of the cosines
-    np.testing.assert_allclose(parsed["cos_pre_t"], [r["cos_pre_t"] for r in run.rows], atol=0.0051)
-    np.testing.assert_allclose(parsed["cos_pre_s"], [r["cos_pre_s"] for r in run.rows], atol=0.0051)
+    np.testing.assert_allclose(parsed["cos_pre_t"], [r["cos_pre_t"] for r in run.rows], rtol=1e-6)
+    np.testing.assert_allclose(parsed["cos_pre_s"], [r["cos_pre_s"] for r in run.rows], rtol=1e-6)
     if arm in plots.ROUTING_ARMS:
         assert parsed["plotted"] == "ablated"
         np.testing.assert_allclose(parsed["hack_s"], _rates(run, "hack_abl"), equal_nan=True)
@@ -58,7 +55,7 @@ def _assert_run_matches(parsed, run, arm):
     else:
         assert parsed["plotted"] == "train"
     dep = np.array([r["hack_deploy"] for r in run.rows])
-    np.testing.assert_allclose(parsed["hack_deploy"], dep, atol=0.0051, equal_nan=True)
+    np.testing.assert_allclose(parsed["hack_deploy"], dep, rtol=1e-6, equal_nan=True)
 
 
 def test_log_is_the_step_logger_format(corpus):
@@ -69,57 +66,27 @@ def test_log_is_the_step_logger_format(corpus):
     assert any(ln.endswith("| INFO | " + sl.row(run.rows[3])) for ln in text)
 
 
-@pytest.mark.parametrize("which", ["logs", "old_logs"])
-def test_parse_log_by_header_name(corpus, which):
-    for (arm, s), path in corpus[which].items():
-        parsed = plots.parse_log(path)
-        assert parsed is not None, path
-        _assert_run_matches(parsed, corpus["runs"][(arm, s)], arm)
+def test_parse_run_matches_the_run(corpus):
+    for (arm, s), d in corpus["run_dirs"].items():
+        _assert_run_matches(plots.parse_run(d), corpus["runs"][(arm, s)], arm)
 
 
-def test_old_headers_really_differ(corpus):
-    new = corpus["logs"][("routing", 1)].read_text()
-    old = corpus["old_logs"][("routing", 1)].read_text()
-    hdr = lambda t: next(ln for ln in t.splitlines() if " ref_eq " in ln and "hack_s" in ln)  # noqa: E731
-    assert "hk_abl" in hdr(new) and "hack_abl" in hdr(old) and "slv_dep" in hdr(new) and "solve_deploy" in hdr(old)
-    assert hdr(new).split().index("cos_pre_s") < hdr(new).split().index("auroc")
-    assert hdr(old).split().index("cos_pre_s") > hdr(old).split().index("auroc")
-
-
-def test_parse_log_follows_reprinted_headers(tmp_path):
-    run = synth_run("route", 4, 60)
-    path = write_log(run, tmp_path, header_every=25)
-    text = path.read_text()
-    assert text.count(" ref_eq ") >= 3  # initial + reprints at 25 and 50
-    parsed = plots.parse_log(path)
-    np.testing.assert_array_equal(parsed["steps"], np.arange(60))
-
-
-def test_parse_log_rejects_logs_without_a_table(tmp_path):
-    p = tmp_path / "x.log"
-    p.write_text("12:00:00 | INFO | argv: python -m vgrout_ray.driver smoke\n12:00:01 | INFO | 3 graders up\n")
-    assert plots.parse_log(p) is None
-
-
-def test_refresh_fallbacks(tmp_path, corpus):
-    src = corpus["logs"][("online erasure", 1)].read_text()
-    no_flag = src.replace(" --v-hack-refresh-every=5", "")
-    p = tmp_path / "20260101T000000_fast_projected_seed1.log"
-    p.write_text(no_flag)
-    assert plots.parse_log(p)["refr"] == 5  # the preset's default (fast: 5) -> online
-    p.write_text(no_flag.replace("seed=1 device", "seed=1 v_hack_refresh_every=0 device"))
-    assert plots.classify(plots.parse_log(p)) == "static erasure"
-
-
-def test_parse_run_matches_log(corpus):
-    for key, d in corpus["run_dirs"].items():
-        arm, s = key
-        parsed = plots.parse_run(d)
-        _assert_run_matches(parsed, corpus["runs"][key], arm)
-        logged = plots.parse_log(corpus["logs"][key])
-        assert parsed["arm"] == logged["arm"]
-        if parsed["arm"] == "projected":  # refresh only classifies erasure arms
-            assert parsed["refr"] == logged["refr"]
+def test_refresh_from_the_config_old_key_or_the_preset(corpus, tmp_path):
+    """The erasure facet needs v_hack's refresh period: the config's, a run dir's from before the
+    v_hack_* rename, or the preset's default."""
+    src = corpus["run_dirs"][("online erasure", 1)]
+    d = tmp_path / src.name
+    shutil.copytree(src, d)
+    cfg = json.loads((d / "config.json").read_text())
+    assert plots.classify(plots.parse_run(d)) == "online erasure"
+    cfg["vhack_refresh_every"] = cfg.pop("v_hack_refresh_every")
+    cfg["vhack_refresh_every"] = 0
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert plots.classify(plots.parse_run(d)) == "static erasure"
+    del cfg["vhack_refresh_every"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert plots.parse_run(d)["refr"] == 5  # the fast preset's default -> online
+    assert plots.classify(plots.parse_run(d)) == "online erasure"
 
 
 def _panel_lines(ax):
@@ -129,7 +96,7 @@ def _panel_lines(ax):
 
 
 def test_plot_dynamics_structure(corpus, tmp_path):
-    runs = [plots.parse_log(p) for p in corpus["logs"].values()]
+    runs = [plots.parse_run(d) for d in corpus["run_dirs"].values()]
     out = tmp_path / "dyn.png"
     fig = plots.plot_dynamics(runs, out)
     assert out.exists() and out.stat().st_size > 10_000
@@ -174,14 +141,17 @@ def test_hack_overlay_structure(corpus, tmp_path):
     assert ax.get_ylabel() == "student hack rate" and "by arm" in ax.get_title()
 
 
-def test_cli_dynamics_from_logs_and_runs(corpus, tmp_path):
+def test_cli_dynamics_from_run_dirs(corpus, tmp_path):
     out = tmp_path / "d" / "dyn.png"
-    rc = plots.main(["dynamics", str(corpus["root"] / "logs"), str(corpus["root"] / "runs"), "--out", str(out)])
+    one = next(iter(corpus["run_dirs"].values()))
+    rc = plots.main(["dynamics", str(corpus["root"] / "runs"), str(one), "--out", str(out)])
     assert rc == 0 and out.exists() and (tmp_path / "d" / "dyn_hack_overlay.png").exists()
-    runs = plots.gather([str(corpus["root"] / "logs"), str(corpus["root"] / "runs")])
-    assert len(runs) == len(corpus["logs"])  # each run counted once though read twice
+    runs = plots.gather([str(corpus["root"] / "runs"), str(one)])
+    assert len(runs) == len(corpus["run_dirs"])  # each run counted once though reached twice
     with pytest.raises(SystemExit):
         plots.main(["dynamics", str(tmp_path / "empty"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="not files"):  # a log is for people; plots read the Parquet rows
+        plots.main(["dynamics", str(next(iter(corpus["logs"].values()))), "--out", str(out)])
 
 
 def test_report_full_run(corpus):

@@ -18,17 +18,21 @@ import pyarrow.parquet as pq
 import pytest
 from loguru import logger
 
+from vgrout_ray.arms import display_name
 from vgrout_ray.grading.pool import Graded
 from vgrout_ray.rollout.actor import make_engine
 from vgrout_ray.rollout.pool import GenDone
 from vgrout_ray.config import SmokeConfig
+from vgrout_ray.learner.actor import LearnerActorImpl
 from vgrout_ray.learner.core import LearnerCore
-from vgrout_ray.reporting.plots import parse_log
+from vgrout_ray.model.onpolicy_probe import check_engine, split_probe
 from vgrout_ray.run.loop import Run, write_config
 from vgrout_ray.run.state import load_resume
 from vgrout_ray.grading.local import LocalGrader, grade_with_retries
 from vgrout_ray.reporting.parquet import ROW_SCHEMA, read_rollouts, read_rows
 from vgrout_ray.reporting.table import FILE_FORMAT
+
+from .helpers import table_steps_in_log
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TIMING = {"gen", "fb", "t_rew", "sec", "sync_s", "eval_s"}
@@ -39,6 +43,10 @@ class InProcLearner:
 
     def __init__(self, cfg, model_path):
         self.core = LearnerCore(cfg, model_path=model_path, device="cpu")
+        self.impl = LearnerActorImpl.around(self.core)  # the actor's own methods, without Ray
+
+    def sync_payload(self, probe=True, tol=None):
+        return self.impl.sync_payload(probe, tol)
 
     def info(self):
         return {"device": "cpu", "node_id": "in-process", "modules": len(self.core.adapter.names),
@@ -86,7 +94,10 @@ class InProcRollouts:
         self.owner = None
 
     def sync(self, version, payload, *, full=False, owner=None):
-        self.engine.load_deltas(version, payload)
+        deltas, probe = split_probe(payload)  # as RolloutActorImpl.sync: load, then the on-policy probe
+        self.engine.load_deltas(version, deltas)
+        if probe is not None:
+            check_engine(self.engine, version, deltas, probe, float(probe["tol"]))
         self.owner = owner
         return {"version": version, "bytes": sum(t.numel() * t.element_size() for t in payload.values()),
                 "actors": 1, "load_s": 0.0}
@@ -163,7 +174,7 @@ def _cfg(cache: Path, out: Path, arm: str) -> SmokeConfig:
 
 @contextmanager
 def _file_log(path: Path):
-    """The driver's verbose file sink (same format) for the duration of a run: what parse_log reads."""
+    """The driver's verbose file sink (same format) for the duration of a run."""
     sink = logger.add(path, format=FILE_FORMAT, level="DEBUG")
     try:
         yield path
@@ -174,9 +185,8 @@ def _file_log(path: Path):
 def _check_log(log: Path, arm: str, steps: int) -> None:
     """What test_driver.py's smoke runs checked in the driver's log, per arm."""
     text = log.read_text()
-    parsed = parse_log(log)  # the streamed table parses by header name, as seed 001 reads it
-    assert list(parsed["steps"]) == list(range(steps))
-    assert parsed["arm"] == {"none": "vanilla", "route": "routing", "route2": "routing2"}[arm]
+    assert table_steps_in_log(text) == list(range(steps))  # the streamed table, one line per step
+    assert f"arm={display_name(arm)}" in text
     assert "||delta_S_hack||" in text and "FINAL EVAL" in text and "### Per-step rows (markdown)" in text
     if arm == "route":
         assert "refresh@step1" in text and "R3 span check" in text

@@ -1,6 +1,6 @@
-"""Training-dynamics small multiples across arms and seeds (seed 001), from logs or run dirs.
+"""Training-dynamics small multiples across arms and seeds (seed 001), from run directories.
 
-    python -m vgrout_ray plots dynamics logs/ out/runs/ --out out/dynamics.png
+    vgrout plots dynamics out/runs/ --out out/dynamics.png
 
 Columns are arms (vanilla, static erasure, online erasure, routing, routing2);
 row 0 is the student's hack rate against its solve rate, row 1 the cosine of the
@@ -12,9 +12,9 @@ because their training-time rollouts keep hacking through the quarantine by
 design. A second figure, ``<out>_hack_overlay.png``, overlays the mean hack rate
 of every arm in one panel.
 
-Sources: verbose logs (``logs/*.log``; table rows parsed by header NAME, so
-column order and older header spellings do not matter) and run directories
-(``rows.parquet`` + ``config.json``).
+Source: run directories (``rows.parquet`` + ``config.json``), or folders holding them. The
+log's table is for people; the numbers are read from the Parquet rows the run wrote, never
+parsed back out of the log.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import json
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import matplotlib
 
@@ -34,7 +34,7 @@ from loguru import logger  # noqa: E402
 from matplotlib import transforms  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from vgrout_ray.arms import ARM_NAMES, PLOT_FACETS, QUARANTINE_ARMS, display_name, plot_facet  # noqa: E402
+from vgrout_ray.arms import ARM_NAMES, PLOT_FACETS, QUARANTINE_ARMS, plot_facet  # noqa: E402
 from vgrout_ray.util import ema as _ema  # noqa: E402
 
 RATE_COLS = {"hack_s": "hack", "gt_s": "solve"}
@@ -45,57 +45,10 @@ ARM_ORDER = list(PLOT_FACETS)
 ARM_COLORS = {"vanilla": "#7a7a7a", "static erasure": "#c98a2b", "online erasure": "#33508c",
               "routing": "#2f7d4f", "routing2": "#7b3294"}
 ROUTING_ARMS = QUARANTINE_ARMS
-# Header spellings of older tables -> the row-dict names used here.
-HEADER_ALIASES = {"hk_abl": "hack_abl", "slv_abl": "solve_abl", "hk_dep": "hack_deploy",
-                  "slv_dep": "solve_deploy", "hack_deployed": "hack_deploy", "solve_deployed": "solve_deploy"}
 SERIES = ("hack_s", "gt_s", "cos_pre_s", "cos_pre_t", "hack_abl", "solve_abl", "hack_deploy", "solve_deploy")
-_HDR_TOK = re.compile(r"[A-Za-z_]+")
-ROW_MARK = "| INFO |"
 
 
-# ------------------------------------------------------------------- parsing
-def _cell(tok: str) -> float:
-    """One table cell: 'n/d' -> n/d (nan for d = 0), a number, or nan for nan/T/F/-."""
-    if "/" in tok:
-        a, _, b = tok.partition("/")
-        try:
-            return int(a) / int(b) if int(b) else np.nan
-        except ValueError:
-            return np.nan
-    try:
-        return float(tok)
-    except ValueError:
-        return np.nan
-
-
-def _header_names(line: str) -> list[str] | None:
-    """Column names of a table header line (decorations ↑↓? stripped, aliases resolved)."""
-    if ROW_MARK not in line:
-        return None
-    toks = line.split(ROW_MARK, 1)[1].split()
-    names = []
-    for t in toks:
-        m = _HDR_TOK.match(t)
-        if not m:
-            return None
-        names.append(HEADER_ALIASES.get(m.group(0), m.group(0)))
-    if not {"step", "ref_eq", "hack_s"} <= set(names):
-        return None
-    return names
-
-
-def _arm_refresh(argv: str, text: str, preset: str) -> int:
-    """v_hack refresh period: argv flag, else a config dump in the log, else the preset default."""
-    # logs written before the config's v_hack_* names were unified say vhack_*
-    for pat, src in ((r"--v[-_]?hack[-_]refresh[-_]every[= ](\d+)", argv),
-                     (r"\bv_?hack_refresh_every[=:]\s*(\d+)", text),
-                     (r"\brefresh_every[=:]\s*(\d+)", text)):
-        ms = re.findall(pat, src)
-        if ms:
-            return int(ms[-1])
-    return _preset_default_refresh(preset)
-
-
+# ------------------------------------------------------------------- reading
 def _preset_default_refresh(preset: str | None) -> int:
     try:
         from vgrout_ray.config import PRESETS, Config
@@ -116,57 +69,9 @@ def _finish(run: dict) -> dict:
     return run
 
 
-def parse_log(path: str | Path) -> dict | None:
-    """A verbose log -> {arm, refr, seed, preset, source, steps, <series>...}; None if no table.
-
-    The header line is an INFO line whose columns include step, ref_eq and hack_s; rows are
-    INFO lines whose first token is a number and whose cell count matches the last header
-    seen (so a mid-run header change, e.g. after a resume, is followed).
-    """
-    path = Path(path)
-    lines = path.read_text(errors="replace").splitlines()
-    argv = next((ln for ln in lines if "argv:" in ln), "")
-    preset_line = next((ln for ln in lines if "preset=" in ln and "arm=" in ln), "")
-
-    def grab(pat: str, s: str, default: Any = None) -> Any:
-        ms = re.findall(pat, s)
-        return ms[-1] if ms else default
-
-    preset = grab(r"\bpreset=(\w+)", preset_line)
-    arm = grab(r"\barm=(\w+)", preset_line)
-    if arm is None:
-        iv = grab(r"--intervention[= ](\w+)", argv)
-        arm = display_name(iv)
-    seed = grab(r"\bseed=(\d+)", preset_line) or grab(r"--seed[= ](\d+)", argv) or grab(r"_seed(\d+)", path.name, "?")
-    refr = _arm_refresh(argv, "\n".join(lines[:200]), preset)
-    names: list[str] | None = None
-    steps: list[int] = []
-    series: dict[str, list[float]] = defaultdict(list)
-    for ln in lines:
-        if ROW_MARK not in ln:
-            continue
-        hdr = _header_names(ln)
-        if hdr is not None:
-            names = hdr
-            continue
-        if names is None:
-            continue
-        row = ln.split(ROW_MARK, 1)[1].split()
-        if not row or not row[0].isdigit() or len(row) != len(names):
-            continue
-        cells = dict(zip(names, row))
-        steps.append(int(cells["step"]))
-        for col in SERIES:
-            series[col].append(_cell(cells[col]) if col in cells else np.nan)
-    if not steps:
-        return None
-    run = dict(arm=arm, refr=refr, seed=str(seed), preset=preset, source=str(path), name=path.stem,
-               steps=np.array(steps), **{k: np.array(v, dtype=float) for k, v in series.items()})
-    return _finish(run)
-
-
 def parse_run(run_dir: str | Path) -> dict | None:
-    """A run directory (rows.parquet + config.json / per_mode_deploy.json) -> same dict as parse_log."""
+    """A run directory (rows.parquet + config.json / per_mode_deploy.json) ->
+    {arm, refr, seed, preset, source, name, steps, <series>...}; None when it has no rows."""
     from vgrout_ray.reporting.evidence import frac_rate, num
     from vgrout_ray.reporting.parquet import read_rows
 
@@ -378,34 +283,29 @@ def overlay_path(out: str | Path) -> Path:
 
 # ---------------------------------------------------------------------- CLI
 def gather(paths: Iterable[str]) -> list[dict]:
-    """Parse logs, globs, run dirs, and dirs of either; a run seen as both log and run dir counts once."""
+    """Read run dirs, globs and folders of run dirs; a run reached twice counts once."""
     runs: list[dict] = []
-    seen: set[tuple] = set()
+    seen: set[str] = set()
 
-    def add(r: dict | None) -> None:
-        if r is None:
-            return
-        # The same run read from its log and its run dir has the same id and the same numbers.
-        run_id = re.sub(r"^\d{8}T\d{6}_", "", r["name"])
-        key = (run_id, tuple(r["steps"].tolist()), tuple(np.round(np.nan_to_num(r["hack_s_train"], nan=-1), 4)))
+    def add(d: Path) -> None:
+        key = str(d.resolve())
         if key in seen:
-            logger.info(f"skip {r['source']}: same run already read")
             return
         seen.add(key)
-        runs.append(r)
+        r = parse_run(d)
+        if r is not None:
+            runs.append(r)
 
     def visit(p: Path) -> None:
-        if p.is_dir():
-            if (p / "rows.parquet").exists():
-                add(parse_run(p))
-                return
-            for q in sorted(p.glob("*.log")):
-                add(parse_log(q))
+        if p.is_file():
+            raise SystemExit(f"{p}: plots read run directories (rows.parquet), not files; pass its run dir "
+                             "(out/runs/<run>) or a folder of run dirs")
+        if (p / "rows.parquet").exists():
+            add(p)
+        elif p.is_dir():
             for q in sorted(p.iterdir()):
                 if q.is_dir() and (q / "rows.parquet").exists():
-                    add(parse_run(q))
-        elif p.suffix == ".log" or p.is_file():
-            add(parse_log(p))
+                    add(q)
 
     for s in paths:
         if any(c in s for c in "*?["):
@@ -417,11 +317,11 @@ def gather(paths: Iterable[str]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vgrout_ray plots", description=__doc__,
+    ap = argparse.ArgumentParser(prog="vgrout plots", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     dyn = sub.add_parser("dynamics", help="small multiples by arm + single-panel hack overlay")
-    dyn.add_argument("inputs", nargs="+", help="log files, globs, run dirs, or dirs holding them")
+    dyn.add_argument("inputs", nargs="+", help="run dirs, globs, or folders holding run dirs")
     dyn.add_argument("--out", type=Path, default=Path("out/dynamics.png"))
     a = ap.parse_args(argv)
     runs = gather(a.inputs)
