@@ -327,6 +327,23 @@ def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
     return all(abs(a.get(k, 0.0) - b.get(k, 0.0)) < 1e-4 for k in keys)
 
 
+def interrupt_main_thread() -> None:
+    """KeyboardInterrupt in the main thread, now.
+
+    ``_thread.interrupt_main`` only flags the interrupt: a main thread blocked in a system call (a
+    lock or event wait, ``ray.get``) sees it when the call returns, minutes later or never. A real
+    SIGINT sent to the main thread wakes the call (EINTR) and Python's handler raises at once; it is
+    sent only while Python handles SIGINT (otherwise SIGINT's default action would kill the process)."""
+    import _thread
+    import signal
+    import threading
+
+    if callable(signal.getsignal(signal.SIGINT)):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    else:
+        _thread.interrupt_main()
+
+
 class PendingWatch:
     """Reports this job's actors that wait for resources, and fails the run when one waits too long.
 
@@ -385,10 +402,8 @@ class PendingWatch:
         """Interrupt the main thread, again every few seconds until ``stop``: an interrupt that
         lands inside C code which swallows it (seen under load: the driver hung in its grading
         wait after "giving up") would otherwise leave the run blocked for good."""
-        import _thread
-
         while True:
-            _thread.interrupt_main()
+            interrupt_main_thread()
             if self._stop.wait(10.0):
                 return
 
