@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import _unavailable
+
 REPO = Path(__file__).resolve().parents[1]
 BASE = "vgrout-sandbox-base:bookworm"
 
@@ -60,8 +62,14 @@ OFFLINE = dict(BASE=BASE, SPEC="vgrout-ray", APT_PACKAGES="",
                CHECK="import vgrout_ray.cluster.plan, vgrout_ray.config, vgrout_ray.cluster.memory_plan")
 
 
-@pytest.mark.skipif(not _have(BASE), reason=f"needs Docker and {BASE} (bash sandbox/build_image.sh)")
-def test_project_image_builds_on_the_sandbox_base_and_runs_the_plan(tmp_path):
+@pytest.fixture
+def sandbox_base(docker_ready):
+    """The locally built base image (skip, or fail under CI=true, like every Docker test)."""
+    if not _have(BASE):
+        _unavailable(f"{BASE} is missing (bash sandbox/build_image.sh)")
+
+
+def test_project_image_builds_on_the_sandbox_base_and_runs_the_plan(sandbox_base, tmp_path):
     t0 = time.monotonic()
     ctx = _context(tmp_path)
     tag = f"vgrout-ray-test:{tmp_path.name.lower()[-20:]}"

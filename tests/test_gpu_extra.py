@@ -1,5 +1,6 @@
 """scripts/check_gpu_extra.sh: the gpu extra resolves against PyPI, and a pin that does not pair
-with the torch pin fails. Needs PyPI (metadata only); skipped without it."""
+with the torch pin fails. Needs PyPI (metadata only); skipped without it, failed
+without it under CI=true like every test whose part is missing."""
 from __future__ import annotations
 
 import shutil
@@ -8,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from .conftest import _unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -22,7 +25,7 @@ def _online() -> bool:
 @pytest.fixture(scope="module")
 def online():
     if not _online():
-        pytest.skip("PyPI is not reachable")
+        _unavailable("PyPI is not reachable")
 
 
 def _run(root: Path) -> subprocess.CompletedProcess:
