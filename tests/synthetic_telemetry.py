@@ -10,7 +10,6 @@ real ``setup_logging`` + ``StepLogger``, so they are byte-for-byte what a run wr
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import random
@@ -270,22 +269,11 @@ def synth_run(intervention: str = "none", seed: int = 1, steps: int = 30, refres
 
 
 # ------------------------------------------------------------------ writers
-# Older logs spelled some headers differently; the plot parser must accept both.
-OLD_HEADERS = {"hk_abl": "hack_abl", "slv_abl": "solve_abl", "hk_dep": "hack_deploy", "slv_dep": "solve_deploy"}
+def step_logger_for(run: SynthRun) -> StepLogger:
+    return StepLogger(run.arm, run.modes, MODE_CODE, show_ablate=run.show_ablate)
 
 
-def step_logger_for(run: SynthRun, variant: str = "new") -> StepLogger:
-    sl = StepLogger(run.arm, run.modes, MODE_CODE, show_ablate=run.show_ablate)
-    if variant == "old":
-        cols = [dataclasses.replace(c, header=OLD_HEADERS.get(c.header, c.header)) for c in sl.columns]
-        # older tables put the cos_pre columns last: parsing must go by name, not position
-        cols = [c for c in cols if not c.key.startswith("cos_pre")] + \
-               [c for c in cols if c.key.startswith("cos_pre")]
-        sl.columns = cols
-    return sl
-
-
-def write_log(run: SynthRun, logs_dir: str | Path, variant: str = "new", header_every: int = 50) -> Path:
+def write_log(run: SynthRun, logs_dir: str | Path, header_every: int = 50) -> Path:
     """Write the run's verbose log exactly as a driver would (setup_logging + StepLogger)."""
     path = setup_logging(run.run_id, logs_dir)
     try:
@@ -296,7 +284,7 @@ def write_log(run: SynthRun, logs_dir: str | Path, variant: str = "new", header_
         logger.info(f"preset={run.preset} arm={run.arm} model={run.model} steps={len(run.rows)} "
                     f"G={run.config['group']} max_new={run.config['max_new']} beta=0.0 unbiased=True "
                     f"seed={run.seed} device=cpu")
-        sl = step_logger_for(run, variant)
+        sl = step_logger_for(run)
         logger.info("\n" + sl.legend() + "\n\n")
         logger.info(sl.header())
         for row in run.rows:
