@@ -33,13 +33,12 @@ from pathlib import Path
 import pytest
 
 from vgrout_ray.arms import display_name
-from vgrout_ray.reporting.parquet import read_rollouts, read_rows
+from vgrout_ray.reporting.parquet import is_timing_column, read_rollouts, read_rows
 
 from .helpers import table_steps_in_log, wait_until
 from .raycli import CliCluster
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING = {"gen", "fb", "t_rew", "sec"}
 # Quick but complete: eval at 0,2,4 (+last), v_hack refresh at steps 1,3, checkpoint every 2.
 FAST = ["--steps", "5", "--eval-ablate-every", "2", "--v-hack-refresh-every", "2", "--checkpoint-every", "2",
         "--prompts-per-step", "2"]
@@ -84,12 +83,10 @@ def _log(workdir: Path) -> Path:
 
 def _science(rows: list[dict]) -> list[dict]:
     """Row fields that must reproduce exactly (timings and throughput excluded)."""
-    def keep(k):
-        return k not in TIMING and not k.startswith("time_") and not k.endswith("_per_s") and k not in (
-            "sync_s", "eval_s")
     out = []
     for r in rows:
-        out.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items() if keep(k)})
+        out.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()
+                    if not is_timing_column(k)})
     return out
 
 

@@ -29,13 +29,12 @@ from vgrout_ray.model.onpolicy_probe import check_engine, split_probe
 from vgrout_ray.run.loop import Run, write_config
 from vgrout_ray.run.state import load_resume
 from vgrout_ray.grading.local import LocalGrader, grade_with_retries
-from vgrout_ray.reporting.parquet import ROW_SCHEMA, read_rollouts, read_rows
+from vgrout_ray.reporting.parquet import ROW_SCHEMA, is_timing_column, read_rollouts, read_rows
 from vgrout_ray.reporting.table import FILE_FORMAT
 
 from .helpers import table_steps_in_log
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-TIMING = {"gen", "fb", "t_rew", "sec", "sync_s", "eval_s"}
 
 
 class InProcLearner:
@@ -200,7 +199,7 @@ def _run(cfg, run_dir, graders, resume=None) -> Run:
 
 def _science(rows):
     return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()
-             if k not in TIMING and not k.startswith("time_") and not k.endswith("_per_s")} for r in rows]
+             if not is_timing_column(k)} for r in rows]
 
 
 @pytest.mark.parametrize("arm", ["none", "route", "route2"])

@@ -14,11 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TIMING_COLUMNS = {"gen", "fb", "sec", "eval_s", "sync_s", "t_rew"}
-
-
-def is_timing(col: str) -> bool:
-    return col in TIMING_COLUMNS or col.startswith("time_") or col.endswith("_per_s")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vgrout_ray.reporting.parquet import is_timing_column  # noqa: E402
 
 
 def differing(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
@@ -26,7 +23,7 @@ def differing(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
         return [f"shape {a.shape} vs {b.shape}"]
     out = []
     for c in a.columns:
-        if is_timing(c):
+        if is_timing_column(c):
             continue
         try:
             same = np.array_equal(a[c].to_numpy(float), b[c].to_numpy(float), equal_nan=True)

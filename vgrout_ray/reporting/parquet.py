@@ -147,6 +147,14 @@ def _schema(fields: Sequence[tuple[str, str]]) -> pa.Schema:
 
 ROW_SCHEMA: pa.Schema = _schema(ROW_FIELDS)
 
+# Wall-clock columns: seconds and rates that differ between two runs of the same seed. Everything
+# else in a row is science and must reproduce exactly (resume, refactors, tools/compare_rows.py).
+TIMING_COLUMNS = frozenset({"gen", "fb", "t_rew", "sec", "sync_s", "eval_s"})
+
+
+def is_timing_column(name: str) -> bool:
+    return name in TIMING_COLUMNS or name.startswith("time_") or name.endswith("_per_s")
+
 # ------------------------------------------------------------- rollout schema
 ROLLOUT_FIELDS: list[tuple[str, pa.DataType]] = [
     ("step", pa.int64()), ("p_idx", pa.int64()), ("gi", pa.int64()), ("problem_id", pa.string()),
