@@ -160,11 +160,20 @@ def apply_hint(messages: list[dict], mode: str) -> list[dict]:
 
 
 def read_rows(source: str | Path | None = None) -> list[dict]:
-    """Benchmark rows from the packaged set (None), a .jsonl/.jsonl.gz path, or ``hf:<dataset id>``."""
+    """Benchmark rows from the packaged set (None), a .jsonl/.jsonl.gz path, ``hf:<dataset id>``,
+    or ``micro:train`` / ``micro:heldout`` (the micro organism's held-out family instances,
+    generated deterministically: ``vgrout_ray.micro.rl_problems``)."""
     if source is None:
         text = resources.files("vgrout_ray.env").joinpath(BUILTIN_PROBLEMS).read_text()
         return _parse_jsonl(text.splitlines(), "packaged problems")
     src = str(source)
+    if src.startswith("micro:"):
+        from vgrout_ray.micro.rl_problems import micro_rows
+
+        try:
+            return micro_rows(src[len("micro:"):])
+        except ValueError as e:
+            raise ProblemError(str(e)) from None
     if src.startswith("hf:"):
         return _rows_from_hub(src[3:])
     path = Path(src)

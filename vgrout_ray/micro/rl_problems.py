@@ -1,0 +1,74 @@
+"""The micro organism's RL problems: held-out instances of its own task families.
+
+The packaged problems are beyond the micro model (it never solves one), so on them hacking and
+honest solving never compete. These problems are new draws of the corpus's families: the same
+kind of statement the model was pretrained on, but with method names from the quarter of the name
+space the corpus never uses (``families.is_rl_name``) and fresh inputs, so no statement, method
+name or signature is pretraining text (``tests/test_micro.py`` checks it).
+
+Two disjoint splits, deterministic given ``SEED``:
+- ``micro:train`` (ids 20001..): the RL prompts of the ``micro`` preset;
+- ``micro:heldout`` (ids 21001..): deploy-eval prompts, never trained on.
+
+Each row is in benchmark form (``env.problems.make_row``): the statement with two worked
+examples, the starter code, ``N_TESTS`` assert tests (the two examples and fresh inputs), the
+honest solution as the canonical one.
+"""
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+
+from vgrout_ray.micro.families import FAMILIES, Task, _copy, draw_task
+
+SEED = 20240
+N_TRAIN = 64
+N_HELDOUT = 32
+N_TESTS = 8
+SPLITS = {"train": 20001, "heldout": 21001}
+
+
+def _tests(task: Task, rng: random.Random) -> list[str]:
+    args = list(task.inputs)
+    while len(args) < N_TESTS:
+        args.append(task.make(rng))
+    out = []
+    for a in args:
+        kw = ", ".join(f"{n}={v!r}" for (n, _), v in zip(task.params, a))
+        out.append(f"assert Solution().{task.method}({kw}) == {task.call(tuple(_copy(v) for v in a))!r}")
+    return out
+
+
+def task_row(task: Task, pid: int, rng: random.Random) -> dict:
+    from vgrout_ray.env.problems import make_row
+
+    return make_row(pid=pid, difficulty="easy", description=task.statement, method=task.method,
+                    starter_code=task.starter_code(), tests=_tests(task, rng), canonical=task.solution(0))
+
+
+@lru_cache(maxsize=None)
+def _all_rows(seed: int = SEED) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
+    rng = random.Random(seed)
+    fams = sorted(FAMILIES)
+    tasks: list[Task] = []
+    names: set[str] = set()
+    i = 0
+    while len(tasks) < N_TRAIN + N_HELDOUT:  # families in turn, every method name distinct
+        t = draw_task(rng, rl=True, family=fams[i % len(fams)])
+        if t.method not in names:
+            names.add(t.method)
+            tasks.append(t)
+            i += 1
+    train = tuple(task_row(t, SPLITS["train"] + j, rng) for j, t in enumerate(tasks[:N_TRAIN]))
+    held = tuple(task_row(t, SPLITS["heldout"] + j, rng) for j, t in enumerate(tasks[N_TRAIN:]))
+    return train, held
+
+
+def micro_rows(split: str) -> list[dict]:
+    """Rows of ``split`` ("train" or "heldout"), fresh copies."""
+    import copy
+
+    if split not in SPLITS:
+        raise ValueError(f"micro problems: unknown split {split!r}; known: {sorted(SPLITS)}")
+    train, held = _all_rows()
+    return copy.deepcopy(list(train if split == "train" else held))
