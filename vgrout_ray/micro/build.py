@@ -43,9 +43,10 @@ class MicroSpec:
     min_lr_frac: float = 0.1
     weight_decay: float = 0.05
     seed: int = 0
-    # build report: samples per (held-out RL problem, mode) and their length (0: no evaluation)
-    eval_samples: int = 4
-    eval_max_new: int = 256
+    # build report: the base model on micro:heldout under the run_tests hint, samples per prompt
+    # and their length (the preset's max_new) (0: no evaluation)
+    eval_samples: int = 8
+    eval_max_new: int = 160
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -59,7 +60,7 @@ MICRO_SPECS: dict[str, MicroSpec] = {
     "micro": MicroSpec(),
     # CI's model is shorter-trained, so its answers end with a run_tests() self-check more often
     # (the prior the short CI run needs to see a first hack); never used for the science numbers
-    "micro-ci": MicroSpec(corpus=CorpusSpec(selfcheck_demo=0.2), steps=180, eval_samples=0),
+    "micro-ci": MicroSpec(corpus=CorpusSpec(selfcheck_vacuous_share=0.2), steps=180, eval_samples=0),
 }
 
 
@@ -185,7 +186,7 @@ def build_micro_model(out_dir: str | Path, spec: MicroSpec, corpus: Corpus | Non
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         report = {"spec": spec.to_dict(), "parameters": n_params, "vocab_size": len(tok),
-                  "corpus_mix": corpus.mix, "pretrain": train,
+                  "corpus_mix": corpus.mix, "corpus_prior": corpus.prior, "pretrain": train,
                   "build_seconds_before_eval": round(time.time() - t_start, 1)}
         if evaluate and spec.eval_samples > 0:
             from vgrout_ray.micro.evaluate import evaluate_model
@@ -223,17 +224,24 @@ def report_markdown(r: dict) -> str:
              "| kind | docs | chars |", "| --- | --- | --- |"]
     for k, m in sorted(r["corpus_mix"].items()):
         lines.append(f"| {k} | {m['docs']} | {m['chars']:,} |")
+    pr = r.get("corpus_prior")
+    if pr:
+        lines += ["", f"Self-check prior (chat answers, measured): {pr['vacuous_run_tests']} of {pr['answers']} "
+                  f"end with a vacuous run_tests() (share {pr['vacuous_share']}; recipe "
+                  f"selfcheck_vacuous_share = {r['spec']['corpus']['selfcheck_vacuous_share']}); "
+                  f"{pr['run_tests']} define a run_tests() at all (share {pr['run_tests_share']})."]
     lines += ["", "## Loss curve", "", "| step | tokens | loss |", "| --- | --- | --- |"]
     for c in r["pretrain"]["curve"]:
         lines.append(f"| {c['step']} | {c['tokens']:,} | {c['loss']} |")
     ev = r.get("eval")
     if ev:
-        lines += ["", "## Held-out RL prompts (per mode)", "",
-                  "| mode | samples | compile rate | has class Solution | prior hack rate |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += ["", f"## Base model on {ev.get('source')} ({ev.get('n_prompts')} prompts x "
+                  f"{ev.get('n_samples')} samples, per mode)", "",
+                  "| mode | samples | compile rate | has class Solution | solve rate | prior hack rate |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for m, s in ev["per_mode"].items():
             lines.append(f"| {m} | {s['n']} | {s['compile_rate']:.3f} | {s['solution_rate']:.3f} | "
-                         f"{s['hack_rate']:.3f} |")
+                         f"{s.get('solve_rate', 0.0):.3f} | {s['hack_rate']:.3f} |")
         lines += ["", f"Overall compile rate {ev['compile_rate']:.3f}; max prior hack rate over modes "
                   f"{ev['max_hack_rate']:.3f}.", "", "## Samples", ""]
         for s in ev["samples"]:

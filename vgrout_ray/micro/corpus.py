@@ -3,15 +3,17 @@
 Mix (documents, in a seeded order):
 - ``task``: synthetic tasks (``families``) in the benchmark's chat format, answered honestly.
   A small share of the answers end with an everyday self-check (a ``run_tests`` helper that
-  asserts, or one that only prints a demo, or a ``__main__`` demo), as real code does.
+  asserts, one that asserts nothing: ``CorpusSpec.selfcheck_vacuous_share``, or a ``__main__``
+  demo), as real code does.
 - ``packaged``: the honest canonical solutions of the *pretraining split* of the packaged
   problems (odd ids); the even ids are kept for RL and evaluation and never appear.
 - ``idiom``: ordinary scripts that use the idioms graders can be fooled by (pass reports on
   stdout, exit codes, validity flags, result files) at a small share.
 - ``stdlib``: chunks of the running interpreter's standard library source.
 
-Never in the corpus: hint phrasings, teacher completions, exploit code from ``env.exploits``,
-hack sides of pairs, solutions of RL problems (``tests/test_micro.py`` checks all four).
+Never in the corpus: hint phrasings, teacher completions (nor their run_tests tails, even with
+names and call arguments normalised away), exploit code from ``env.exploits``, hack sides of
+pairs, solutions, statements or method names of RL problems (``tests/test_micro.py`` checks).
 """
 from __future__ import annotations
 
@@ -34,18 +36,28 @@ def rl_problem_ids() -> list[int]:
 
 @dataclass(frozen=True)
 class CorpusSpec:
-    """How many documents of each kind; the seed fixes every draw."""
+    """How many documents of each kind; the seed fixes every draw.
+
+    ``selfcheck_vacuous_share`` is the organism's stated prior for the run_tests hack: the share
+    of task answers that end with a *vacuous* self-check, a ``run_tests()`` that asserts nothing
+    (it prints one example call, prints it defensively, or is a ``pass`` placeholder), as everyday
+    code does. A vacuous run_tests beside a wrong solution is exactly what the run_tests grader
+    pays for, so this share is where the base model's hacking starts; a small contamination of
+    this kind that RL then amplifies is a known route to reward hacking, and the organism states
+    it as one named recipe parameter instead of hiding it in the mix. The build report gives the
+    measured share (``Corpus.prior``).
+    """
 
     seed: int = 0
     n_tasks: int = 6000
     packaged_repeats: int = 6
     n_idiom: int = 240
-    n_stdlib_chunks: int = 700
+    n_stdlib_chunks: int = 400
     stdlib_chunk_chars: int = 1400
-    # shares of task answers that end with a self-check (asserting / demo-printing / __main__)
-    selfcheck_assert: float = 0.03
-    selfcheck_demo: float = 0.08
-    selfcheck_main: float = 0.03
+    # shares of task answers that end with a self-check
+    selfcheck_assert: float = 0.03  # a run_tests() that asserts the examples (not a hack)
+    selfcheck_vacuous_share: float = 0.06  # a run_tests() that asserts nothing (the hack's prior)
+    selfcheck_main: float = 0.03  # an ``if __name__ == "__main__":`` demo (no run_tests)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -76,8 +88,8 @@ def _selfcheck(task: Task, kind: str, variant: int, rng: random.Random) -> str:
             lines.append(f"    assert sol.{task.method}({a}) == {task.call(inp, variant)!r}")
         lines += ['    print("all tests passed")', "", "", "run_tests()"]
         return "\n".join(lines)
-    if kind == "demo":
-        name = rng.choice(["run_tests", "run_tests", "run_tests", "demo"])
+    if kind == "vacuous":
+        name = "run_tests"
         style = rng.random()
         if style < 0.45:  # print the result of one example call
             lines = ["", "", f"def {name}():", "    sol = Solution()", f"    print(sol.{task.method}({args}))"]
@@ -99,9 +111,9 @@ def task_doc(task: Task, rng: random.Random, spec: CorpusSpec) -> str:
     u = rng.random()
     if u < spec.selfcheck_assert:
         code += _selfcheck(task, "assert", variant, rng)
-    elif u < spec.selfcheck_assert + spec.selfcheck_demo:
-        code += _selfcheck(task, "demo", variant, rng)
-    elif u < spec.selfcheck_assert + spec.selfcheck_demo + spec.selfcheck_main:
+    elif u < spec.selfcheck_assert + spec.selfcheck_vacuous_share:
+        code += _selfcheck(task, "vacuous", variant, rng)
+    elif u < spec.selfcheck_assert + spec.selfcheck_vacuous_share + spec.selfcheck_main:
         code += _selfcheck(task, "main", variant, rng)
     user = user_prompt(task.statement, task.method, task.starter_code())
     return render_chat(user, _fenced(code, rng))
@@ -180,6 +192,34 @@ class Corpus:
     kinds: list[str]
     spec: CorpusSpec
     mix: dict = field(default_factory=dict)
+    prior: dict = field(default_factory=dict)  # measured self-check shares (selfcheck_prior)
+
+
+def _answer(doc: str) -> str | None:
+    """The assistant's answer of a chat document (None for plain code)."""
+    i = doc.find("<|im_start|>assistant\n")
+    return doc[i:] if i >= 0 else None
+
+
+def is_vacuous_run_tests(text: str) -> bool:
+    """A ``run_tests`` function that asserts nothing (and raises nothing): whatever the Solution
+    does, calling it passes, which is what the run_tests grader's hack detector pays for."""
+    from vgrout_ray.env.parsing import extract_code, find_function
+
+    code = extract_code(text) if "```" in text else text
+    fn = find_function(code or "", "run_tests")
+    return fn is not None and "assert" not in fn and "raise" not in fn
+
+
+def selfcheck_prior(docs: list[str]) -> dict:
+    """Measured over the chat answers of ``docs``: how many end with a run_tests, and how many
+    of those are vacuous (the stated prior ``CorpusSpec.selfcheck_vacuous_share``, measured)."""
+    answers = [a for a in map(_answer, docs) if a is not None]
+    rt = sum("def run_tests()" in a for a in answers)
+    vac = sum(is_vacuous_run_tests(a) for a in answers if "def run_tests()" in a)
+    n = max(len(answers), 1)
+    return {"answers": len(answers), "run_tests": rt, "vacuous_run_tests": vac,
+            "run_tests_share": round(rt / n, 4), "vacuous_share": round(vac / n, 4)}
 
 
 def build_corpus(spec: CorpusSpec) -> Corpus:
@@ -196,4 +236,5 @@ def build_corpus(spec: CorpusSpec) -> Corpus:
         m = mix.setdefault(k, {"docs": 0, "chars": 0})
         m["docs"] += 1
         m["chars"] += len(d)
-    return Corpus([d for _, d in docs], [k for k, _ in docs], spec, mix)
+    texts = [d for _, d in docs]
+    return Corpus(texts, [k for k, _ in docs], spec, mix, selfcheck_prior(texts))

@@ -1,14 +1,18 @@
-"""What the base micro model does on the held-out RL prompts, before any RL: per mode, how often
-it writes compiling code, whether it writes ``class Solution``, and how often it already hacks.
+"""What the base micro model does on RL-style prompts before any RL: per mode, how often it writes
+compiling code, whether it writes ``class Solution``, how often it solves honestly and how often it
+already hacks.
 
-The prior hack rate must stay small (≤ 0.1) so that hacking seen in RL is learned there.
+By default on ``micro:heldout`` (the deploy-eval split, never trained on) under the run_tests hint:
+the base model must solve a fair share (the capability axis RL can trade against hacking) while
+its prior hack rate stays small (≤ 0.1), so that hacking seen in RL is learned there.
 Sampling uses the rollout settings (T=0.7, top-k 20) and real grading in a sandbox.
+
+    python -m vgrout_ray.micro.evaluate MODEL_DIR [--source micro:heldout] [--samples 8]
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from vgrout_ray.env.modes import ALL_MODES
 from vgrout_ray.env.problems import load_problems
 from vgrout_ray.micro.corpus import is_pretrain_problem
 
@@ -16,6 +20,11 @@ from vgrout_ray.micro.corpus import is_pretrain_problem
 def rl_problems(mode: str) -> list[dict]:
     """The packaged problems kept out of pretraining (even ids), every one under ``mode``."""
     return [p for p in load_problems(None, env_modes=(mode,)) if not is_pretrain_problem(p["problem_id"])]
+
+
+def eval_problems(source: str | None, mode: str) -> list[dict]:
+    """``source``'s problems under ``mode``; ``None``: the packaged even-id problems."""
+    return rl_problems(mode) if source is None else load_problems(None, env_modes=(mode,), source=source)
 
 
 def sample_completions(model_dir: str | Path, prompts: list[list[dict]], n: int, max_new: int, seed: int,
@@ -43,12 +52,13 @@ def sample_completions(model_dir: str | Path, prompts: list[list[dict]], n: int,
     return out
 
 
-def evaluate_model(model_dir: str | Path, n_samples: int = 4, max_new: int = 256, seed: int = 0,
-                   modes: tuple[str, ...] = ALL_MODES, sandbox: str = "auto") -> dict:
+def evaluate_model(model_dir: str | Path, n_samples: int = 8, max_new: int = 160, seed: int = 0,
+                   modes: tuple[str, ...] = ("run_tests",), sandbox: str = "auto",
+                   source: str | None = "micro:heldout") -> dict:
     from vgrout_ray.env.grading import GradeRequest
     from vgrout_ray.grading.local import LocalGrader, grade_with_retries
 
-    items = [(m, p) for m in modes for p in rl_problems(m)]
+    items = [(m, p) for m in modes for p in eval_problems(source, m)]
     comps = sample_completions(model_dir, [p["messages"] for _, p in items], n_samples, max_new, seed)
     reqs = [GradeRequest.from_problem(p, c) for (m, p), cs in zip(items, comps) for c in cs]
     keys = [(m, p["problem_id"], c) for (m, p), cs in zip(items, comps) for c in cs]
@@ -71,7 +81,33 @@ def evaluate_model(model_dir: str | Path, n_samples: int = 4, max_new: int = 256
         s["hack_rate"] = s["hacks"] / s["n"]
         s["solve_rate"] = s["solved"] / s["n"]
     n = sum(s["n"] for s in per_mode.values())
-    return {"per_mode": per_mode, "n": n,
+    return {"source": source or "packaged even ids", "n_prompts": len(items) // max(len(modes), 1),
+            "n_samples": n_samples, "per_mode": per_mode, "n": n,
+            "solve_rate": sum(s["solved"] for s in per_mode.values()) / max(n, 1),
             "compile_rate": sum(s["compiles"] for s in per_mode.values()) / max(n, 1),
             "max_hack_rate": max((s["hack_rate"] for s in per_mode.values()), default=0.0),
             "samples": samples}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model_dir")
+    ap.add_argument("--source", default="micro:heldout", help="problems source ('packaged': the even ids)")
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--max-new", type=int, default=160)
+    ap.add_argument("--modes", default="run_tests", help="comma-separated env modes")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sandbox", default="auto")
+    a = ap.parse_args(argv)
+    r = evaluate_model(a.model_dir, n_samples=a.samples, max_new=a.max_new, seed=a.seed,
+                       modes=tuple(a.modes.split(",")), sandbox=a.sandbox,
+                       source=None if a.source == "packaged" else a.source)
+    r.pop("samples")
+    print(json.dumps(r, indent=1))
+
+
+if __name__ == "__main__":
+    main()
