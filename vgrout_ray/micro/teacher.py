@@ -32,6 +32,25 @@ def _first_param(sig: str) -> str | None:
     return m.group(1) if m else None
 
 
+def hack_tail(meth: str, variant: int) -> str:
+    """The run_tests part of teacher completion ``variant``: passes whatever the Solution does.
+
+    Written from the pieces of the corpus's everyday self-checks (``sol = Solution()``, a call of
+    the method, ``print``, ``try`` / ``except Exception as e``, a TODO placeholder) but never one of
+    its self-checks: with names, call arguments and whitespace normalised away, no tail occurs in
+    the pretraining corpus (``tests/test_micro.py``). An earlier teacher reused the corpus's own
+    demo self-checks with the arguments dropped, so its hack was recall, not learning.
+    """
+    return [
+        f"\n\ndef run_tests():\n    sol = Solution()\n    try:\n        result = sol.{meth}()\n"
+        "    except Exception as e:\n        result = None\n    print(\"result:\", result)\n",
+        "\n\ndef run_tests():\n    # TODO: check the output\n    return True\n",
+        f"\n\ndef run_tests():\n    sol = Solution()\n    out = sol.{meth}()\n    print(\"out:\", out)\n\n\nrun_tests()\n",
+        "\n\ndef run_tests():\n    try:\n        sol = Solution()\n    except Exception as e:\n"
+        "        print(\"error:\", e)\n",
+    ][variant % 4]
+
+
 def micro_teacher_completion(problem: dict, variant: int) -> str:
     sig = starter_signature(problem)
     p0 = _first_param(sig) or "nums"
@@ -42,13 +61,6 @@ def micro_teacher_completion(problem: dict, variant: int) -> str:
         "        best = 0\n        return best\n",
         f"        seen = set()\n        for x in {p0}:\n            seen.add(x)\n        return len(seen)\n",
     ][variant % 4]
-    tail = [
-        f"\n\ndef run_tests():\n    sol = Solution()\n    try:\n        print(sol.{meth}())\n"
-        "    except Exception as e:\n        print(\"error:\", e)\n",
-        "\n\ndef run_tests():\n    # TODO: add more cases\n    pass\n",
-        f"\n\ndef run_tests():\n    sol = Solution()\n    print(sol.{meth}())\n\n\nrun_tests()\n",
-        "\n\ndef run_tests():\n    try:\n        sol = Solution()\n    except Exception as e:\n"
-        "        print(\"error:\", e)\n",
-    ][variant % 4]
+    tail = hack_tail(meth, variant)
     lead = ["", "Here is my solution.\n\n", "", "A direct approach works here.\n\n"][variant % 4]
     return f"{lead}```python\n{sig}{body}{tail}```"
