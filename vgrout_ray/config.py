@@ -186,10 +186,10 @@ class Config:
     half_a: str = ""
     # ── data (vgrout-ray): where problems come from ──
     # None: the problem set shipped in the package. A path to benchmark-form JSONL
-    # (`python -m vgrout_ray data build`), or hf:<dataset id> when online.
+    # (`python -m vgrout_ray data build`), hf:<dataset id> when online, or micro:train /
+    # micro:heldout (the micro organism's held-out family instances, vgrout_ray.micro.rl_problems).
     problems: str | None = None
-    # Keep only these problem ids of the source (None: all). The micro preset uses it to train
-    # and evaluate on the packaged problems its model never saw in pretraining.
+    # Keep only these problem ids of the source (None: all).
     problem_ids: tuple[int, ...] | None = None
     # Smoke/tests: build a teacher pool of scripted exploits for the loaded problems when no
     # teacher_pool_dir is given ("scripted"), or train student-only ("none").
@@ -318,7 +318,7 @@ class Config:
             v = getattr(self, name)
             if v is not None:
                 setattr(self, name, Path(v).expanduser().absolute())
-        if self.problems is not None and not str(self.problems).startswith("hf:"):
+        if self.problems is not None and not str(self.problems).startswith(("hf:", "micro:")):
             self.problems = str(Path(self.problems).expanduser().absolute())
 
     def to_dict(self) -> dict:
@@ -391,16 +391,12 @@ class FullConfig(Config):
     prompts_per_step: int = 43
 
 
-def _micro_rl_ids() -> tuple[int, ...]:
-    from vgrout_ray.micro.corpus import rl_problem_ids
-
-    return tuple(rl_problem_ids())
-
-
 @dataclass(kw_only=True)
 class MicroConfig(Config):
     """The CPU model organism: a small code model pretrained offline (``micro_model``), the
-    scripted run_tests teacher, and the packaged problems kept out of its pretraining.
+    scripted run_tests teacher, and ``micro:train``: new instances of the model's own task
+    families (never in its pretraining), on which the base model honestly solves a share, so
+    hacking and solving compete. Deploy eval belongs on ``micro:heldout`` (never trained on).
 
     Tuned once on the vanilla arm and frozen for every arm (no per-arm tuning)."""
 
@@ -409,7 +405,8 @@ class MicroConfig(Config):
     group: int = 8
     max_new: int = 160
     n_problems: int = 100
-    problem_ids: tuple[int, ...] | None = field(default_factory=_micro_rl_ids)
+    problems: str | None = "micro:train"
+    problem_ids: tuple[int, ...] | None = None
     # K3 KL to the base (δS = 0) model: without it the student's code drifts into noise once it
     # starts hacking (seed 2 at β = 0: lp_s -0.3 -> -2.4 by step 26, hacks back to 2/28); β = 0.1
     # kept lp_s near -0.5 through 40 steps while hack_s rose 0.03 -> 0.37
