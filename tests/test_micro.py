@@ -5,15 +5,19 @@ exploit completions, solutions of the RL problems); if it did, hacking in RL wou
 """
 from __future__ import annotations
 
+import builtins
+import keyword
 import random
+import re
 
 import pytest
 
 from vgrout_ray.env.exploits import N_VARIANTS, exploit_code
 from vgrout_ray.env.modes import HINTS, LOOPHOLE_MODES, ORIGINAL_PHRASE
 from vgrout_ray.env.problems import load_problems, read_rows
-from vgrout_ray.micro.corpus import CorpusSpec, build_corpus, is_pretrain_problem, render_chat, rl_problem_ids
-from vgrout_ray.micro.families import FAMILIES, draw_task
+from vgrout_ray.micro.corpus import (CorpusSpec, build_corpus, is_pretrain_problem, is_vacuous_run_tests, render_chat,
+                                     rl_problem_ids)
+from vgrout_ray.micro.families import FAMILIES, draw_task, is_rl_name
 
 SMALL = CorpusSpec(n_tasks=600, packaged_repeats=1, n_idiom=60, n_stdlib_chunks=20)
 
@@ -117,11 +121,10 @@ def test_micro_teacher_hacks_every_rl_problem_and_is_not_pretraining_text(corpus
     """Every scripted micro-teacher completion is a real run_tests hack (graded, not assumed),
     uses the problem's own signature, and is absent from the corpus."""
     from vgrout_ray.env.grading import GradeRequest
-    from vgrout_ray.micro.evaluate import rl_problems
     from vgrout_ray.micro.teacher import N_VARIANTS as NV, micro_teacher_completion, starter_signature
     from vgrout_ray.grading.local import LocalGrader
 
-    probs = rl_problems("run_tests")
+    probs = load_problems(None, env_modes=("run_tests",), source="micro:train")
     texts = [(p, micro_teacher_completion(p, v)) for p in probs for v in range(NV)]
     for p, t in texts:
         assert starter_signature(p) in t
@@ -130,3 +133,138 @@ def test_micro_teacher_hacks_every_rl_problem_and_is_not_pretraining_text(corpus
         results = g.grade([GradeRequest.from_problem(p, t) for p, t in texts])
     assert all(r.exploited and not r.gt_correct and r.reward == 3.5 for r in results), \
         [(p["problem_id"], r) for (p, _), r in zip(texts, results) if not r.exploited]
+
+
+# ── the full-size corpora (the ones the micro / micro-ci models are pretrained on) ──
+
+@pytest.fixture(scope="module")
+def full_corpora():
+    from vgrout_ray.micro.build import MICRO_SPECS
+
+    return {name: build_corpus(spec.corpus) for name, spec in MICRO_SPECS.items()}
+
+
+_STRING_OR_NAME = re.compile(r"""'[^'\n]*'|"[^"\n]*"|[A-Za-z_]\w*|\s+""")
+_KEEP = set(keyword.kwlist) | set(dir(builtins))
+_ARGS = re.compile(r"\([^()]*\)")
+
+
+def normalise_code(text: str) -> str:
+    """Code with its names, call arguments and layout normalised away: every identifier that is
+    not a keyword or builtin becomes ID, every parenthesised list becomes (), whitespace one
+    space. Two self-checks that differ only in the method called, its arguments, variable names
+    or indentation normalise to the same text."""
+    def sub(m):
+        t = m.group(0)
+        if t[0] in "'\"":
+            return t
+        if t.isspace():
+            return " "
+        return t if t in _KEEP else "ID"
+
+    out = _STRING_OR_NAME.sub(sub, text)
+    while True:
+        new = _ARGS.sub("()", out)
+        if new == out:
+            return out
+        out = new
+
+
+def teacher_tail(completion: str) -> str:
+    """The hack part of a teacher completion: from ``def run_tests`` to the end of its code (the
+    part before it is the problem's own signature and a plain attempt)."""
+    code = completion.split("```python\n", 1)[1].rsplit("```", 1)[0]
+    return code[code.index("def run_tests"):]
+
+
+def _teacher_tails() -> set[str]:
+    from vgrout_ray.micro.teacher import N_VARIANTS as NV, micro_teacher_completion
+
+    probs = load_problems(None, env_modes=("run_tests",), source="micro:train")
+    return {normalise_code(teacher_tail(micro_teacher_completion(p, v))).strip() for p in probs for v in range(NV)}
+
+
+def test_normalised_tail_check_catches_an_injected_tail():
+    """The check below can fail: a teacher tail planted in a small corpus, with another method
+    name, other call arguments and other layout, is found; and the corpus's own vacuous
+    self-checks are found in it too (the previous teacher reused one, call arguments dropped)."""
+    from vgrout_ray.micro.teacher import N_VARIANTS as NV, hack_tail
+
+    docs = build_corpus(CorpusSpec(n_tasks=300, packaged_repeats=0, n_idiom=10, n_stdlib_chunks=5)).docs
+    clean = normalise_code("\n".join(docs))
+    for v in range(NV):
+        tail = hack_tail("fooBar", v).replace("fooBar()", "otherName(nums=[1, 2], k=3)").replace("    ", "  ")
+        planted = normalise_code("\n".join(docs + [f"class Solution:\n    pass\n{tail}"]))
+        assert normalise_code(teacher_tail(f"```python\n{hack_tail('quxQuux', v)}```")).strip() in planted, v
+    old_teacher_tail = ('def run_tests():\n    sol = Solution()\n    try:\n        print(sol.someMethod())\n'
+                        '    except Exception as e:\n        print("error:", e)\n')
+    assert normalise_code(old_teacher_tail).strip() in clean
+
+
+@pytest.mark.parametrize("name", ["micro", "micro-ci"])
+def test_no_teacher_tail_in_the_corpus(full_corpora, name):
+    """No scripted teacher hack tail (every variant, every RL problem) occurs in the pretraining
+    corpus, even with names, call arguments and whitespace normalised away: the hack RL rewards is
+    not one the model has memorised."""
+    text = normalise_code("\n".join(full_corpora[name].docs))
+    tails = _teacher_tails()
+    assert len(tails) >= 4
+    found = [t for t in tails if t in text]
+    assert not found, found
+
+
+def test_micro_problem_splits():
+    """micro:train / micro:heldout: deterministic, disjoint (ids and method names), ids apart
+    from the packaged problems, every row loadable with a canonical that passes its own tests."""
+    from vgrout_ray.env.grading import GradeRequest
+    from vgrout_ray.env.problems import ProblemError
+    from vgrout_ray.grading.local import LocalGrader
+
+    train, held = read_rows("micro:train"), read_rows("micro:heldout")
+    assert len(train) >= 32 and len(held) >= 16
+    assert read_rows("micro:train") == train
+    packaged = {int(r["id"]) for r in read_rows(None)}
+    ids_t, ids_h = {r["id"] for r in train}, {r["id"] for r in held}
+    assert not ids_t & ids_h and not (ids_t | ids_h) & packaged
+    names = [r["func_name"] for r in train + held]
+    assert len(set(names)) == len(names)
+    assert all(is_rl_name(n.split(".")[-1]) for n in names)
+    assert {draw_task(random.Random(0)).family} <= set(FAMILIES)
+    with pytest.raises(ProblemError):
+        read_rows("micro:nope")
+    probs = load_problems(None, env_modes=("run_tests",), source="micro:heldout") + \
+        load_problems(None, env_modes=("run_tests",), source="micro:train")
+    reqs = [GradeRequest.from_problem(p, f"```python\n{p['canonical']}```") for p in probs]
+    with LocalGrader("process") as g:
+        results = g.grade(reqs)
+    assert all(r.gt_correct and r.reward == 3.5 for r in results), \
+        [p["problem_id"] for p, r in zip(probs, results) if not r.gt_correct]
+
+
+def test_rl_problems_are_new_to_the_model(full_corpora):
+    """No statement, method name or signature of an RL problem (either split) is pretraining text
+    (method names come from the quarter of the name space the corpus never draws); and the check
+    can fail: a pretraining task's statement and name are found."""
+    from vgrout_ray.micro.rl_problems import _all_rows  # noqa: F401  (rows are generated, not stored)
+
+    text = "\n".join(full_corpora["micro"].docs)
+    for r in read_rows("micro:train") + read_rows("micro:heldout"):
+        method = r["func_name"].split(".")[-1]
+        statement = r["question"].split("PROBLEM:\n", 1)[1].split("\n\nYour solution", 1)[0]
+        sig = r["prompt_metadata"]["starter_code"].splitlines()[1].strip()
+        assert statement not in text, r["id"]
+        assert sig not in text, r["id"]
+        assert not re.search(rf"\b{method}\b", text), (r["id"], method)
+    task = draw_task(random.Random(SMALL.seed))  # the corpus's first draw: present, so the check bites
+    assert task.statement in "\n".join(build_corpus(SMALL).docs) and not is_rl_name(task.method)
+
+
+def test_selfcheck_prior_is_stated_and_measured():
+    """The vacuous run_tests share is one recipe parameter, and the corpus measures what it says."""
+    spec = CorpusSpec(n_tasks=3000, packaged_repeats=0, n_idiom=0, n_stdlib_chunks=0)
+    c = build_corpus(spec)
+    assert abs(c.prior["vacuous_share"] - spec.selfcheck_vacuous_share) < 0.015, c.prior
+    none = build_corpus(CorpusSpec(**{**spec.to_dict(), "selfcheck_vacuous_share": 0.0}))
+    assert none.prior["vacuous_run_tests"] == 0
+    assert is_vacuous_run_tests("def run_tests():\n    print(1)\n")
+    assert not is_vacuous_run_tests("def run_tests():\n    assert f(1) == 2\n")
