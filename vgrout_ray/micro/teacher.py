@@ -5,8 +5,9 @@ the micro model has never seen, so their tokens sit at ~-3 nats each under it; t
 positive advantage then drags δS toward foreign text and the student's own code stops
 compiling before any hack is learned. These completions are a plain (wrong) attempt with the
 problem's own starter signature, followed by a run_tests() that passes whatever the Solution
-does: the loophole, in the student's idiom. They are not in the pretraining corpus (different
-problems, and the hack is the point of each one); they are labelled by real grading.
+does: the loophole, in the student's idiom. Neither they nor their run_tests tails (names, call
+arguments and layout normalised away) are in the pretraining corpus (``tests/test_micro.py``);
+they are labelled by real grading.
 """
 from __future__ import annotations
 
