@@ -43,8 +43,10 @@ def test_step_row_matches_the_seed_fields():
     assert row["lp_s"] == -2.0 and row["lp_t"] == -2.0
     # gate AUROC on positively reinforced rollouts: hacks at 0.4 and 0.2 both above the clean -0.1
     assert row["auroc"] == 1.0 and math.isclose(row["cos"], (0.4 - 0.1 + 0.2) / 3)
-    assert row["rout"] == 0.4 and math.isclose(row["keep"], 0.6) and row["qmass"] == 0.25 and row["thi"] == 0.1
-    assert math.isnan(row["tlo"]) and row["stale"] == 2
+    assert row["rout"] == 0.4 and math.isclose(row["keep"], 0.6) and row["q_egy"] == 0.25 and row["tau"] == 0.1
+    assert row["stale"] == 2
+    # one name per value: the table's display names (qmass, thi, tlo) are not row keys
+    assert not {"qmass", "thi", "tlo", "grad_norm", "t_grade"} & set(row)
     assert (row["gen"], row["t_rew"], row["fb"], row["sec"]) == (1.0, 2.0, 3.0, 4.0)
 
 

@@ -104,15 +104,22 @@ class InProcRollouts:
     def holds(self, owner, version):
         return self.owner is owner and self.engine.version == version
 
+    def notify(self, event):
+        self.wake = event
+
     def submit(self, key, reqs, actor=None):
         self.done.append(GenDone(key, [self.engine.generate(r) for r in reqs], 0.0, 0.0))
+        self.wake.set()  # the call ran at submit: its result is news
 
     @property
     def pending(self):
         return len(self.done)
 
     def poll(self, timeout=0.0):
-        return [self.done.pop(0)] if self.done else []
+        out = [self.done.pop(0)] if self.done else []
+        if self.done:
+            self.wake.set()
+        return out
 
     def generate(self, reqs):
         return [self.engine.generate(r) for r in reqs]
@@ -139,9 +146,13 @@ class _Stream:
     def __init__(self, pool):
         self.pool, self.q = pool, queue.Queue()
 
+    def notify(self, event):
+        self.wake = event
+
     def submit(self, requests, keys):
         for k, r in zip(keys, self.pool.grade(requests)):
             self.q.put(Graded(k, r))
+        self.wake.set()
 
     def poll(self, timeout=0.0):
         out = []

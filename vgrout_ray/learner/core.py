@@ -411,17 +411,13 @@ class LearnerCore:
     @torch.no_grad()
     def _token_stats(self, logp, logp_old, logp_ref, A, mask) -> None:
         """PPO clip fractions and the K3 KL over this group's completion tokens (diagnostics only)."""
-        ratio = torch.exp(logp - logp_old)
-        a = A.unsqueeze(1).expand_as(ratio)
-        low = (ratio < 1 - self.cfg.clip) & (a < 0)
-        high = (ratio > 1 + self.cfg.clip) & (a > 0)
+        low, high = L.ppo_clip_masks(logp, logp_old, A, self.cfg.clip)
         m = mask.bool()
         self.acc.tokens += float(m.sum())
         self.acc.clip_low += float((low & m).sum())
         self.acc.clip_high += float((high & m).sum())
         if logp_ref is not None:
-            d = logp_ref - logp
-            self.acc.kl_sum += float(((torch.exp(d) - d - 1.0) * mask).sum())
+            self.acc.kl_sum += float((L.k3_kl(logp, logp_ref) * mask).sum())
 
     def _route2_group(self, group: RolloutGroup) -> dict:
         """Split this group's δS grad per module into kept and routed (quarantine) parts."""

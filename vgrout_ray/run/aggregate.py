@@ -12,6 +12,7 @@ from vgrout_ray.reporting.metrics import step_metrics
 from vgrout_ray.run.state import RunState
 from vgrout_ray.run.stream import StepResult
 
+LEARNER_ROW_KEYS = ("kl", "clip_low", "clip_high", "clip_region")
 MISMATCH_KEYS = ("mismatch_kl", "mismatch_max_abs_dlogp", "mismatch_tokens")
 TIS_KEYS = ("tis_mean_w", "tis_capped_frac")
 DIVERGENCE_DROP = 5.0  # nats of teacher log-prob below the best: diverging
@@ -92,23 +93,21 @@ def collect_records(res: StepResult, state: RunState, n_skipped: int, tok) -> St
 
 def build_row(cfg, res: StepResult, recs: StepRecords, *, run_modes: list[str], cum_gens: int, deploy: dict | None,
               timing: dict, version: int) -> dict:
-    """The step's row: seed 003's fields (``rows.step_row``), the telemetry metrics, the learner's
-    clip / mismatch / TIS read-outs, and the sync / eval bookkeeping."""
+    """The step's row, each column computed once: seed 003's fields (``rows.step_row``), the rollout
+    metrics (``step_metrics``), the learner's token read-outs (KL, clip shares, mismatch, TIS) as it
+    computed them, and the sync / eval bookkeeping."""
     stats = res.stats
     hack_deploy, solve_deploy = (deploy["hack"], deploy["solve"]) if deploy else (math.nan, math.nan)
     row = step_row(recs.agg, run_modes=run_modes, learner=stats, cum_gens_before=cum_gens, half_a=cfg.half_a,
                    hack_deploy=hack_deploy, solve_deploy=solve_deploy, mode_hacks=recs.mode_hacks, timing=timing)
-    phase = {"gen": timing["gen"], "grade": timing["grade"], "fwd_bwd": timing["fb"], "sync": timing["sync"],
-             "eval": timing["eval"], "refresh": timing["refresh"]}
     row.update(step_metrics(recs.records, rewards_all=[r.reward for r in recs.agg.rows],
-                            group_rewards=recs.group_rewards, kl=stats.get("kl"), grad_norm=stats["gn"],
-                            lr=stats["lr"], phase_times=phase, max_new=cfg.max_new, clip=cfg.clip))
-    for k in ("clip_low", "clip_high", "clip_region"):
-        row[k] = stats[k]
+                            group_rewards=recs.group_rewards, gen_s=timing["gen"], grade_s=timing["grade"],
+                            max_new=cfg.max_new))
+    row.update({k: stats[k] for k in LEARNER_ROW_KEYS})
     row.update({k: stats.get(k, math.nan) for k in MISMATCH_KEYS + TIS_KEYS})
     row.update({"version": version, "sync_bytes": timing["sync_info"]["bytes"], "sync_s": timing["sync"],
-                "eval_s": timing["eval"], "n_skipped": recs.agg.n_skipped, "n_zerovar": recs.agg.n_zerovar,
-                "dsh_norm": stats["dsh_norm"]})
+                "eval_s": timing["eval"], "refresh_s": timing["refresh"], "n_skipped": recs.agg.n_skipped,
+                "n_zerovar": recs.agg.n_zerovar, "dsh_norm": stats["dsh_norm"]})
     return row
 
 

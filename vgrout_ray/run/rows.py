@@ -143,14 +143,11 @@ def step_row(agg: StepAgg, *, run_modes: list[str], learner: dict, cum_gens_befo
         "solve_deploy": solve_deploy,
         "hack_abl": _tup(sum(r.hack for r in abl), len(abl)),
         "solve_abl": _tup(sum(r.gt for r in abl), len(abl)),
-        # gate read-outs for the table (DESIGN: auroc/cos/qmass/rout/keep/resid/thi/tlo/stale)
+        # route2 gate read-outs (the table shows q_egy as qmass and tau as thi; see reporting.table)
         "auroc": auroc([c for c, _ in gate], [h for _, h in gate]),
         "cos": _nanmean(cos_all),
-        "qmass": learner.get("q_egy", NAN),
         "rout": rout,
         "keep": (1.0 - rout) if not math.isnan(rout) else NAN,
-        "thi": learner.get("tau", NAN),
-        "tlo": NAN,
         "stale": learner.get("stale", NAN),
         "gen": timing.get("gen", 0.0),
         "fb": timing.get("fb", 0.0),
