@@ -66,6 +66,8 @@ class Run:
         self.data = load_run_data(cfg, self.graders.grade)
         self.sampler = PromptSampler(cfg, self.data, self.tok)
         self.eval_probs, self.eval_held_out = eval_problems(cfg, self.data.problems)
+        self.pool_texts = {pid: [r["completion"] for r in rows if r.get("completion")]
+                           for pid, rows in self.data.teacher_pool.items()}
         self._modes()
         self.learner = learner if learner is not None else LearnerClient.start(cfg, self.model_path, base)
         self.rollouts = rollouts if rollouts is not None else RolloutPool.from_config(
@@ -157,7 +159,7 @@ class Run:
 
     def _finish_step(self, res: StepResult, n_skipped: int, t0: float, timing: dict) -> dict:
         cfg, st, step = self.cfg, self.state, res.step
-        recs = collect_records(res, st, n_skipped, self.tok)
+        recs = collect_records(res, st, n_skipped, self.tok, self.pool_texts)
         deploy, t_eval = None, 0.0
         if cfg.is_eval_step(step):
             te = time.perf_counter()
