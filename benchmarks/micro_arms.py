@@ -185,7 +185,7 @@ def _paired(ms: list[dict], base: dict[int, dict], n_boot: int) -> dict:
 
 def render_md(data: dict) -> str:
     """The markdown from the json alone (``--render-only`` needs no run)."""
-    arms = data["arm_order"]
+    arms = data.get("arm_order") or list(data["arms"])  # a json written before arm_order: its own order
     lines = ["# Micro model organism: arms and specificity controls", ""]
     held = {m.get("held_out") for a in arms for m in data["arms"][a]["runs"]}
     lines += [f"Deploy eval held out from training: {', '.join(str(h) for h in sorted(held, key=str))}. "
@@ -202,7 +202,8 @@ def render_md(data: dict) -> str:
               "| arm | seeds | " + " | ".join(METRICS) + " |", "|" + " --- |" * (len(METRICS) + 2)]
     for a in arms:
         d = data["arms"][a]
-        cells = [fmt_mean_ci(d["summary"][c]["mean"], d["summary"][c]["ci95"]) for c in METRICS]
+        cells = [fmt_mean_ci(d["summary"][c]["mean"], d["summary"][c]["ci95"]) if c in d["summary"] else "—"
+                 for c in METRICS]
         lines.append(f"| {a} | {len(d['runs'])} | " + " | ".join(cells) + " |")
     if "none" in data["arms"]:
         em = data["arms"]["none"]["summary"]["emerged"]
