@@ -124,3 +124,13 @@ def test_deploy_record_carries_pre_eval_held_out_and_per_prompt(tmp_path):
     assert disk["per_prompt"] == [{"id": 7, "n": 2, "hack": 1, "solve": 0, "compile": 2, "clipped": 1}]
     assert disk["hack_s_copy"] == [1, 8] and disk["hack_s_novel"] == [3, 8]
     assert disk["controls"]["v_hack_random_seed"] == 2
+
+
+def test_quarantine_check_lets_controls_route_nothing():
+    summary.check_quarantine(SmokeConfig(intervention="route", v_hack_random_seed=1), 0.0)
+    summary.check_quarantine(SmokeConfig(intervention="route2", gate_anchor_teacher_only=True,
+                                         gate_route_anchors=False), 0.0)
+    with pytest.raises(AssertionError, match="never moved"):
+        summary.check_quarantine(SmokeConfig(intervention="route2"), 0.0)
+    with pytest.raises(AssertionError, match="never routes"):
+        summary.check_quarantine(SmokeConfig(intervention="erase", v_hack_random_seed=1), 0.5)

@@ -39,12 +39,16 @@ def check_quarantine(cfg, dsh: float) -> None:
     """||δS_hack|| must have moved exactly when the arm routes (else routing is broken)."""
     logger.info(f"||delta_S_hack|| = {dsh:.4f} (SHOULD: >0 for route/route2, ==0 for none/erase; ELSE "
                 "routing broke)")
-    if cfg.has_quarantine and cfg.v_hack_random_seed is None:
+    # a control whose routing is left to a random direction or to the gate alone may route nothing
+    gate_only = cfg.intervention == "route2" and not cfg.gate_route_anchors
+    control = cfg.v_hack_random_seed is not None or gate_only
+    if cfg.has_quarantine and not control:
         assert dsh > 0.0, f"{cfg.intervention}: delta_S_hack never moved -> nothing routed into quarantine"
     elif not cfg.has_quarantine:
         assert dsh == 0.0, f"{cfg.intervention}: delta_S_hack moved ({dsh}) although this arm never routes"
-    elif cfg.v_hack_random_seed is not None and dsh == 0.0:
-        logger.warning(f"{cfg.intervention} Haar control: ||delta_S_hack||==0 -> the random direction routed NOTHING "
+    elif dsh == 0.0:
+        what = "the random direction" if cfg.v_hack_random_seed is not None else "the gate (anchors not forced)"
+        logger.warning(f"{cfg.intervention} control: ||delta_S_hack||==0 -> {what} routed NOTHING "
                        "(a valid result, favouring H4: alignment needed)")
 
 
