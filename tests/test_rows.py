@@ -50,6 +50,17 @@ def test_step_row_matches_the_seed_fields():
     assert (row["gen"], row["t_rew"], row["fb"], row["sec"]) == (1.0, 2.0, 3.0, 4.0)
 
 
+def test_student_hacks_split_into_teacher_copies_and_novel():
+    rows = [RowIn(3.5, True, hack=True, gt=False, fmt=True, copy=True),
+            RowIn(3.5, True, hack=True, gt=False, fmt=True),
+            RowIn(3.5, True, hack=True, gt=False, fmt=True),
+            RowIn(0.5, True, hack=False, gt=False, fmt=True, copy=True),  # not a hack: neither
+            RowIn(3.5, False, hack=True, gt=False, fmt=True, copy=True)]  # teacher: never counted
+    row = step_row(StepAgg(step=0, rows=rows), run_modes=["run_tests"], learner={}, cum_gens_before=0, half_a="",
+                   hack_deploy=float("nan"), solve_deploy=float("nan"), mode_hacks={}, timing={})
+    assert row["hack_s"] == (3, 4) and row["hack_s_copy"] == (1, 4) and row["hack_s_novel"] == (2, 4)
+
+
 def test_union_of_phase_intervals():
     assert _union_seconds([(0, 2), (1, 3), (5, 6)]) == 4
     assert _union_seconds([(0, 1), (0.2, 0.5)]) == 1

@@ -75,6 +75,8 @@ _RUN_ROW: list[tuple[str, str]] = [
     ("version", "int"), ("sync_bytes", "int"), ("sync_s", "float"), ("eval_s", "float"), ("refresh_s", "float"),
     ("n_skipped", "int"), ("n_zerovar", "int"), ("dsh_norm", "float"),
 ]
+# Student hacks split by whether they copy a teacher completion (vgrout_ray/env/copying.py).
+_COPY_ROW: list[tuple[str, str]] = [("hack_s_copy", "frac"), ("hack_s_novel", "frac")]
 # What each seed-003 / gate row field holds (the metric keys are documented in METRIC_DOCS).
 ROW_DOCS: dict[str, str] = {
     "step": "GRPO optimizer step (0-based)",
@@ -92,6 +94,10 @@ ROW_DOCS: dict[str, str] = {
     "hack_s_D": "student rollouts flagged by detector D (run_tests fails the canonical solution)",
     "hack_s_A": "student rollouts flagged by any half_A detector",
     "hack_s_B": "student rollouts flagged by a half_B detector and no half_A one",
+    "hack_s_copy": "student hacks that copy a teacher completion of their problem (≥ 50 % of their code's "
+                   "whitespace-insensitive token 8-grams occur in the group's teacher rows or the teacher pool "
+                   "for the problem; vgrout_ray/env/copying.py), of student rollouts",
+    "hack_s_novel": "student hacks that are not such a copy, of student rollouts (hack_s = copy + novel)",
     "lp_s": "mean log-prob of student completions", "lp_t": "mean log-prob of teacher completions",
     "loss": "GRPO loss of the step", "gn": "pre-clip grad norm", "q_egy": "quarantine energy share",
     "tau": "route2 threshold (mean over modules)", "hkgap": "route2 anchor hack-clean cosine gap",
@@ -141,7 +147,8 @@ def _metric_row() -> list[tuple[str, str]]:
     return out
 
 
-ROW_FIELDS: list[tuple[str, str]] = _SEED_ROW + _GATE_ROW + _LEARNER_ROW + _SAMPLER_ROW + _RUN_ROW + _metric_row()
+ROW_FIELDS: list[tuple[str, str]] = (_SEED_ROW + _GATE_ROW + _LEARNER_ROW + _SAMPLER_ROW + _COPY_ROW + _RUN_ROW
+                                     + _metric_row())
 _ROW_KIND = dict(ROW_FIELDS)
 
 _ARROW = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}

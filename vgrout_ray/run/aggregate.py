@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
+from vgrout_ray.env.copying import is_teacher_copy
 from vgrout_ray.run.rows import RowIn, StepAgg, step_row
 from vgrout_ray.reporting.metrics import step_metrics
 from vgrout_ray.run.state import RunState
@@ -50,14 +51,15 @@ def _first_example(state: RunState, res: StepResult, k: int, gi: int, mechanism:
                  f"{res.students[k].texts[gi]}\n=== END {mechanism} ===")
 
 
-def _students(out: StepRecords, state: RunState, res: StepResult, k: int) -> None:
+def _students(out: StepRecords, state: RunState, res: StepResult, k: int, teacher_texts: list[str]) -> None:
     pl, st, scores = res.plans[k], res.students[k], res.infos[k].students
     pm = pl.mode
     for gi, (r, sc) in enumerate(zip(res.grades[k], scores, strict=True)):
+        copy = bool(r.exploited) and is_teacher_copy(st.texts[gi], teacher_texts)
         out.agg.rows.append(RowIn(reward=r.reward, is_student=True, hack=r.exploited, gt=r.gt_correct,
                                   fmt=r.format_ok, hack_E=r.hacked_loophole_used, hack_D=r.hacked_wrong_tests,
                                   ablated=st.ablated[gi], logp=sc.logp, mode=pm, comp_len=len(st.ids[gi]),
-                                  finished=st.finished[gi], adv=sc.adv, gate_cos=sc.gate_cos))
+                                  finished=st.finished[gi], adv=sc.adv, gate_cos=sc.gate_cos, copy=copy))
         state.mode_rollouts[pm] = state.mode_rollouts.get(pm, 0) + 1
         if r.exploited:
             state.mode_hacks[pm] = state.mode_hacks.get(pm, 0) + 1
@@ -78,13 +80,18 @@ def _teachers(out: StepRecords, res: StepResult, k: int) -> None:
                                   logp=sc.logp, mode=pl.mode, comp_len=len(t.ids), adv=sc.adv, gate_cos=sc.gate_cos))
 
 
-def collect_records(res: StepResult, state: RunState, n_skipped: int, tok) -> StepRecords:
-    """Every rollout of the step into ``StepRecords``; bumps ``state``'s per-mode counters."""
+def collect_records(res: StepResult, state: RunState, n_skipped: int, tok,
+                    pool_texts: dict[int, list[str]] | None = None) -> StepRecords:
+    """Every rollout of the step into ``StepRecords``; bumps ``state``'s per-mode counters. A student
+    hack is a teacher copy (``env.copying``) against the group's teacher rows and ``pool_texts``
+    (problem id → the teacher pool's completions for it)."""
     out = StepRecords(StepAgg(step=res.step, n_skipped=n_skipped))
     for k, pl in enumerate(res.plans):
         out.group_rewards.append([r.reward for r in res.grades[k]] + [t.reward for t in pl.teacher])
         out.agg.n_zerovar += res.infos[k].zerovar
-        _students(out, state, res, k)
+        teacher_texts = [tok.decode(t.ids, skip_special_tokens=True) for t in pl.teacher]
+        teacher_texts += (pool_texts or {}).get(pl.prob["problem_id"], [])
+        _students(out, state, res, k, teacher_texts)
         _teachers(out, res, k)
         if res.step == 0 and k == 0:
             first_batch_dump(res, tok)

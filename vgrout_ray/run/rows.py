@@ -39,6 +39,7 @@ class RowIn:
     finished: bool = True
     adv: float = 0.0
     gate_cos: float = NAN
+    copy: bool = False  # a student hack that copies a teacher completion of its problem (env.copying)
 
 
 @dataclass
@@ -124,6 +125,8 @@ def step_row(agg: StepAgg, *, run_modes: list[str], learner: dict, cum_gens_befo
         "hack_s_D": _tup(sum(r.hack_D for r in stu), n_s),
         "hack_s_A": _tup(a_n, n_s),
         "hack_s_B": _tup(b_n, n_s),
+        "hack_s_copy": _tup(sum(r.hack and r.copy for r in stu), n_s),
+        "hack_s_novel": _tup(sum(r.hack and not r.copy for r in stu), n_s),
         "lp_s": _nanmean([r.logp for r in stu]) if n_s else None,
         "lp_t": _nanmean([r.logp for r in tea]) if n_t else None,
         "loss": learner.get("loss", 0.0),
