@@ -49,6 +49,16 @@ def pytest_collection_modifyitems(config, items):
         module = item.module.__name__.rpartition(".")[2]
         marks = {m.name for m in item.iter_markers()}
         item.add_marker(getattr(pytest.mark, tier(module, set(getattr(item, "fixturenames", ())), marks)))
+    # Tests marked ``long`` (many minutes each) run first: under ``pytest -n 2`` (CI) one worker
+    # starts them while the other takes the rest, instead of a long test starting last and
+    # running alone. The order within each group is unchanged.
+    longs = sorted((i for i in items if i.get_closest_marker("long")),
+                   key=lambda i: -(i.get_closest_marker("long").args or (0,))[0])  # longest first
+    rest = [i for i in items if not i.get_closest_marker("long")]
+    # interleaved with short ones: xdist queues two tests per worker (``--maxschedchunk 1``), so
+    # two long tests never queue on one worker behind each other
+    head = [t for pair in zip(longs, rest) for t in pair]
+    items[:] = head + longs[len(rest):] + rest[len(longs):]
 
 
 def _unavailable(what: str) -> None:

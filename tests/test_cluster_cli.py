@@ -120,6 +120,7 @@ def test_actors_waiting_for_resources_held_elsewhere_are_reported_and_stop_the_r
     print(f"driver stopped with exit 4 after {took:.1f} s")
 
 
+@pytest.mark.long(4)  # minutes, on 2 busy cores
 @pytest.mark.slow
 def test_local_run_ignores_a_live_and_then_a_stale_ray_start_head(head2, tmp_path):
     """No address: the driver starts its own cluster although the machine's current-cluster file

@@ -266,6 +266,7 @@ def test_substrate_teacher_pool_from_shared_data(ray_head, tmp_path, shared_data
     assert "v_hack pairs cover run_tests: run_tests IN-dist" in log
 
 
+@pytest.mark.long(6)  # minutes, on 2 busy cores
 @pytest.mark.slow
 def test_killed_run_and_killed_learner_resume_to_the_uninterrupted_rows(ray_head, tmp_path):
     """Two faults in one run, each resumed from the run dir; the final rows equal an uninterrupted run's.
@@ -367,6 +368,7 @@ MICRO_CI = ["--model", "micro-ci", "--steps", "16", "--eval-ablate-every", "0", 
 LP_T_MARGIN = 0.1  # nats per token: mean lp_t over the last 4 steps minus the first 4
 
 
+@pytest.mark.long(15)  # minutes, on 2 busy cores
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # the session's micro-ci build (7-15 min on 2 cores) counts here too, then ~7 min of run
 def test_micro_vanilla_learns_and_hacks(ray_head, tmp_path, micro_ci_cache):

@@ -205,6 +205,7 @@ def _env() -> dict:
     return env
 
 
+@pytest.mark.long(5)  # minutes, on 2 busy cores
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # 85 s on 2 quiet cores; 15.5 min measured on 2 cores under a load average of ~15
 def test_small_sweep_survives_a_failed_run_and_resumes_it(tmp_path, tiny):

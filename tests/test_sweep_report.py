@@ -111,6 +111,7 @@ def test_board_lines_and_progress():
 SMOKE = ["--steps", "2", "--prompts-per-step", "2", "--eval-ablate-every", "0", "--v-hack-refresh-every", "0"]
 
 
+@pytest.mark.long(6)  # minutes, on 2 busy cores
 @pytest.mark.slow
 def test_sweep_report_on_real_smoke_runs(tmp_path):
     """Two real smoke-driver runs (none and route, 2 steps each, each on the local Ray cluster the
