@@ -49,9 +49,11 @@ def pytest_collection_modifyitems(config, items):
         module = item.module.__name__.rpartition(".")[2]
         marks = {m.name for m in item.iter_markers()}
         item.add_marker(getattr(pytest.mark, tier(module, set(getattr(item, "fixturenames", ())), marks)))
-    # Tests marked ``long`` (many minutes each) run first: under ``pytest -n 2`` (CI) one worker
-    # starts them while the other takes the rest, instead of a long test starting last and
-    # running alone. The order within each group is unchanged.
+    # Under ``pytest -n 2`` (TEST_WORKERS=2) tests marked ``long`` (many minutes each) run first, so
+    # a worker starts them at once instead of one starting last and running alone. The order
+    # within each group is unchanged.
+    if not getattr(config.option, "numprocesses", None):
+        return  # one process: keep the collection order (module fixtures set up once)
     longs = sorted((i for i in items if i.get_closest_marker("long")),
                    key=lambda i: -(i.get_closest_marker("long").args or (0,))[0])  # longest first
     rest = [i for i in items if not i.get_closest_marker("long")]
