@@ -54,19 +54,29 @@ def ray_head():
         c.stop()
 
 
+# ``--svd-cache`` of the session's tiny model: smoke runs reuse its model and SVD factors instead
+# of building them again in every driver process (set by the fixture below)
+SVD_CACHE: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_svd_cache(tiny):
+    SVD_CACHE[:] = ["--svd-cache", str(tiny.parent)]
+
+
 def _env(cluster: CliCluster) -> dict:
     return cluster.client_env(PYTHONUNBUFFERED="1")
 
 
 def _driver(workdir: Path, cluster: CliCluster, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=workdir,
+    return subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args, *SVD_CACHE], cwd=workdir,
                           env=_env(cluster), capture_output=True, text=True, timeout=timeout)
 
 
 def _job_submit(workdir: Path, cluster: CliCluster, *args: str) -> subprocess.CompletedProcess:
     """``ray job submit --working-dir .`` from the repo; outputs and logs land under ``workdir``."""
     return subprocess.run(["ray", "job", "submit", "--address", cluster.dashboard_url, "--working-dir", ".", "--",
-                           "python", "-m", "vgrout_ray.driver", "smoke", *args, "--out-dir", str(workdir / "out"),
+                           "python", "-m", "vgrout_ray.driver", "smoke", *args, *SVD_CACHE, "--out-dir", str(workdir / "out"),
                            "--logs-dir", str(workdir / "logs")],
                           cwd=REPO, capture_output=True, text=True, timeout=900, env=_env(cluster))
 
@@ -154,7 +164,7 @@ def _driver_with_kills(workdir: Path, cluster: CliCluster, kills, *args: str, ou
     (output in ``stdout``) and the pids found for each kill."""
     out_path, found = workdir / out_name, []
     with open(out_path, "w") as sink:
-        p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=workdir,
+        p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args, *SVD_CACHE], cwd=workdir,
                              env=_env(cluster), stdout=sink, stderr=subprocess.STDOUT)
         for n_rows, victim in kills:
             deadline, pids = time.time() + 300, []
@@ -287,7 +297,7 @@ def test_killed_run_and_killed_learner_resume_to_the_uninterrupted_rows(ray_head
     full = read_rows(ref)
     b = tmp_path / "b"
     b.mkdir()
-    p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=b, env=_env(ray_head),
+    p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args, *SVD_CACHE], cwd=b, env=_env(ray_head),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     run = _wait_rows(b, 3)
     os.killpg(p.pid, signal.SIGKILL)
@@ -368,9 +378,9 @@ MICRO_CI = ["--model", "micro-ci", "--steps", "16", "--eval-ablate-every", "0", 
 LP_T_MARGIN = 0.1  # nats per token: mean lp_t over the last 4 steps minus the first 4
 
 
-@pytest.mark.long(15)  # minutes, on 2 busy cores
+@pytest.mark.long(12)  # minutes, on 2 busy cores
 @pytest.mark.slow
-@pytest.mark.timeout(2700)  # the session's micro-ci build (7-17 min on 2 cores) counts here too, then 7-15 min of run
+@pytest.mark.timeout(2700)  # the session's micro-ci build (6 min on 2 quiet cores) counts here too, then 5.5 min of run
 def test_micro_vanilla_learns_and_hacks(ray_head, tmp_path, micro_ci_cache):
     p = subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "micro", "--intervention", "none", *MICRO_CI,
                         "--svd-cache", str(micro_ci_cache)], cwd=tmp_path, env=_env(ray_head),
