@@ -70,8 +70,8 @@ class RolloutPool:
     @classmethod
     def from_config(cls, cfg, model_path: str, factors=None) -> "RolloutPool":
         """Actors as ``cfg.rollout`` / ``cfg.cluster`` ask (backend, CPUs, GPUs, custom resource).
-        ``factors``: an ObjectRef of the learner's (U, Vh) (``LearnerClient.factors_ref``) that every
-        actor, replacements included, hooks with instead of computing an SVD; None: each computes."""
+        ``factors``: the learner's (U, Vh) as ``LearnerClient.factors_later()`` gives them; every
+        actor, replacements included, hooks with them instead of computing an SVD. None: each computes."""
         from vgrout_ray.rollout.actor import RolloutActor
 
         rc = cfg.rollout

@@ -61,7 +61,12 @@ class Run:
         cfg = self.cfg
         self.model_path = resolve_model(cfg.model, cfg.svd_cache)
         self.tok = load_tokenizer(self.model_path)
-        # the grader pool first: the scripted teacher pool is graded with it
+        # The learner and rollout actors are created first (neither call waits for them): they start
+        # their processes and load the model while the grader pool starts and grades the scripted
+        # teacher pool, instead of one after the other. info() below is the first wait.
+        self.learner = learner if learner is not None else LearnerClient.start(cfg, self.model_path, base)
+        self.rollouts = rollouts if rollouts is not None else RolloutPool.from_config(
+            cfg, self.model_path, factors=self.learner.factors_later())
         self.graders = graders if graders is not None else GraderPool.from_config(cfg.grader)
         self.data = load_run_data(cfg, self.graders.grade)
         self.sampler = PromptSampler(cfg, self.data, self.tok)
@@ -69,9 +74,6 @@ class Run:
         self.pool_texts = {pid: [r["completion"] for r in rows if r.get("completion")]
                            for pid, rows in self.data.teacher_pool.items()}
         self._modes()
-        self.learner = learner if learner is not None else LearnerClient.start(cfg, self.model_path, base)
-        self.rollouts = rollouts if rollouts is not None else RolloutPool.from_config(
-            cfg, self.model_path, factors=self.learner.factors_ref())
         info = self.learner.info()
         logger.info(f"learner: {info['device']} on node {info['node_id'][:8]}, base from {info.get('base', '?')}, "
                     f"{info['modules']} modules, "
@@ -101,7 +103,9 @@ class Run:
         self.tables = RunTables(self.run_dir)
         if resumed:
             self.tables.truncate_to(self.state.next_step - 1)
-        self.evidence = EvidenceWriter(self.run_dir, modes=self.run_modes,
+        # figures refresh at most every 15 s while the run goes (their CPU is the actors' on a small
+        # machine); finalize always draws the last rows
+        self.evidence = EvidenceWriter(self.run_dir, modes=self.run_modes, min_interval_s=15.0,
                                        title=f"{cfg.arm} · {cfg.preset_name} · seed {cfg.seed}")
         self.recent_records: list[dict] = []
         self.sinks = make_sinks(cfg.to_dict(), self.run_dir, wandb=cfg.wandb, wandb_mode=cfg.wandb_mode,
