@@ -27,6 +27,7 @@ from vgrout_ray.reporting.metrics import METRIC_DOCS, doc_for, quantiles, step_m
 from vgrout_ray.reporting.parquet import (PARTS_DIR, ROLLOUT_SCHEMA, ROW_SCHEMA, RunTables, read_rollouts,
                                           read_rows, schema_markdown)
 from tests.synthetic_telemetry import synth_run
+from tests.helpers import wait_until
 from vgrout_ray.reporting.table import StepLogger, format_cell, rows_markdown, setup_logging
 
 REPO = Path(__file__).resolve().parents[1]
@@ -465,6 +466,30 @@ def test_evidence_min_interval(tmp_path, monkeypatch):
     assert ev.flush(2)
     ev.close()  # close() itself does not wait out the interval: the last render runs at once
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.28
+
+
+def test_evidence_finalize_draws_the_newest_rows_once(tmp_path, monkeypatch):
+    """finalize draws an update still waiting out min_interval_s at once, and does not draw again
+    rows the worker already drew (a render costs seconds of CPU at the end of every run)."""
+    calls = []
+    monkeypatch.setattr(E.EvidenceWriter, "render", lambda self, rows, evals: calls.append(len(rows)))
+    monkeypatch.setattr(E, "save_figure", lambda *a, **k: None)
+    ev = E.EvidenceWriter(tmp_path, min_interval_s=60.0)
+    ev.update([{"step": 0}])
+    assert wait_until(lambda: calls == [1], timeout=5)
+    ev.update([{"step": 0}, {"step": 1}])  # waits out the 60 s floor
+    t0 = time.monotonic()
+    ev.finalize(None, [])
+    assert time.monotonic() - t0 < 5 and calls == [1, 2]
+    ev.close()
+    ev2 = E.EvidenceWriter(tmp_path)
+    ev2.update([{"step": 0}])
+    assert ev2.flush(5) and calls == [1, 2, 1]
+    ev2.finalize(None, [])
+    assert calls == [1, 2, 1]  # already current
+    ev2.finalize(None, [], rows=[{"step": 0}, {"step": 1}, {"step": 2}])
+    assert calls == [1, 2, 1, 3]  # rows passed in are always drawn
+    ev2.close()
 
 
 def test_evidence_plots_tolerate_empty_inputs(tmp_path):
