@@ -30,6 +30,15 @@ QUICK = ["--steps", "2", "--eval-ablate-every", "0", "--v-hack-refresh-every", "
 SMALL = ["--cluster.learner-cpus", "0.5", "--rollout.cpus-per-actor", "0.5"]
 
 
+# the session's tiny model and SVD factors, reused by every run here (set by the fixture below)
+SVD: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_svd_cache(tiny):
+    SVD[:] = [tiny.parent]
+
+
 @pytest.fixture(scope="module")
 def head2():
     """A 2-CPU head with the jobs dashboard; yields (cluster, RAY_TMPDIR whose ray/ holds its file)."""
@@ -43,7 +52,7 @@ def _submit(c: CliCluster, work: Path, *args: str, timeout: float = 900) -> tupl
     t0 = time.monotonic()
     p = subprocess.run(["ray", "job", "submit", "--address", c.dashboard_url, "--working-dir", ".", "--",
                         "python", "-m", "vgrout_ray.driver", "smoke", *args, "--out-dir", str(work / "out"),
-                        "--logs-dir", str(work / "logs"), "--svd-cache", str(work / "svd")],
+                        "--logs-dir", str(work / "logs"), "--svd-cache", str(SVD[0])],
                        cwd=REPO, capture_output=True, text=True, timeout=timeout,
                        env=c.client_env(PYTHONUNBUFFERED="1"))
     return p, time.monotonic() - t0
@@ -54,7 +63,7 @@ def _local_driver(root: str, c: CliCluster, work: Path, *args: str) -> subproces
     env = {k: v for k, v in c.env.items() if k != "RAY_ADDRESS"}
     env.update(RAY_TMPDIR=root, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args, "--out-dir", str(work / "out"),
-                           "--logs-dir", str(work / "logs"), "--svd-cache", str(work / "svd")],
+                           "--logs-dir", str(work / "logs"), "--svd-cache", str(SVD[0])],
                           cwd=work, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -105,7 +114,7 @@ def test_actors_waiting_for_resources_held_elsewhere_are_reported_and_stop_the_r
         p = subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "smoke", *QUICK, *SMALL,
                             "--cluster.pending-warn-s", "3", "--cluster.pending-fail-s", "12",
                             "--out-dir", str(tmp_path / "out"), "--logs-dir", str(tmp_path / "logs"),
-                            "--svd-cache", str(tmp_path / "svd")],
+                            "--svd-cache", str(SVD[0])],
                            cwd=tmp_path, env=c.client_env(PYTHONUNBUFFERED="1"), capture_output=True, text=True,
                            timeout=600)
         took = time.monotonic() - t0

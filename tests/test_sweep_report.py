@@ -113,7 +113,7 @@ SMOKE = ["--steps", "2", "--prompts-per-step", "2", "--eval-ablate-every", "0", 
 
 @pytest.mark.long(6)  # minutes, on 2 busy cores
 @pytest.mark.slow
-def test_sweep_report_on_real_smoke_runs(tmp_path):
+def test_sweep_report_on_real_smoke_runs(tmp_path, tiny):
     """Two real smoke-driver runs (none and route, 2 steps each, each on the local Ray cluster the
     driver starts itself) aggregated into a sweep report."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
@@ -123,7 +123,8 @@ def test_sweep_report_on_real_smoke_runs(tmp_path):
         work = tmp_path / arm
         work.mkdir()
         p = subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "smoke", "--intervention", arm,
-                            "--seed", "7", *SMOKE, "--out-dir", str(work / "out"), "--logs-dir", str(work / "logs")],
+                            "--seed", "7", *SMOKE, "--out-dir", str(work / "out"), "--logs-dir", str(work / "logs"),
+                            "--svd-cache", str(tiny.parent)],
                            cwd=work, env=env, capture_output=True, text=True, timeout=900)
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
         (d,) = sorted((work / "out" / "runs").iterdir())
