@@ -3,8 +3,9 @@
 - ``ray job submit`` of a smoke run fails within 60 s with the fit message, or completes with
   ``--grader.fit-to-cluster``;
 - an actor that waits for resources held by someone else is reported and the run stops;
-- a local run (no address) while that head is up, and after it was SIGKILLed so that its
-  current-cluster file is stale, starts its own cluster and completes.
+- a local run (no address) while that head is up starts its own cluster and completes; after the
+  head was SIGKILLed, so that its current-cluster file is stale, the driver's connect step still
+  starts a working cluster of its own.
 
 The head's ``--temp-dir`` is ``<X>/ray`` and the local drivers run with ``RAY_TMPDIR=<X>``: the head's
 current-cluster file is exactly where Ray looks for it from those drivers (as ``/tmp/ray`` is for a
@@ -133,24 +134,35 @@ def test_actors_waiting_for_resources_held_elsewhere_are_reported_and_stop_the_r
 @pytest.mark.slow
 def test_local_run_ignores_a_live_and_then_a_stale_ray_start_head(head2, tmp_path):
     """No address: the driver starts its own cluster although the machine's current-cluster file
-    names a `ray start` head, first running, then SIGKILLed (file left behind)."""
+    names a `ray start` head. While the head runs, a whole smoke run completes on its own cluster;
+    after the head is SIGKILLed (file left behind), the driver's connect step again starts a
+    working cluster of its own (the run after it is the same as in the first case)."""
     c, root = head2
     cc = Path(root) / "ray" / "ray_current_cluster"
     named = cc.read_text().strip()
     assert named.endswith(f":{c.gcs_port}")  # what a plain `ray start --head` leaves behind
-    for name in ("live", "stale"):
-        if name == "stale":
-            c.kill_node("head")
-            assert cc.exists()
-        work = tmp_path / name
-        work.mkdir()
-        p = _local_driver(root, c, work, *QUICK)
-        assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
-        log = _log(work)
-        assert "Ray: started a fresh local cluster for this run" in log
-        assert f"not the `ray start` cluster named in {cc} ({named}" in log
-        run = next((work / "out" / "runs").iterdir())
-        assert [r["step"] for r in read_rows(run)] == [0, 1]
+    work = tmp_path / "live"
+    work.mkdir()
+    p = _local_driver(root, c, work, *QUICK)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    log = _log(work)
+    assert "Ray: started a fresh local cluster for this run" in log
+    assert f"not the `ray start` cluster named in {cc} ({named}" in log
+    run = next((work / "out" / "runs").iterdir())
+    assert [r["step"] for r in read_rows(run)] == [0, 1]
+
+    c.kill_node("head")
+    assert cc.exists()
+    env = {k: v for k, v in c.env.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_TMPDIR=root, PYTHONUNBUFFERED="1")
+    code = ("import ray\nfrom vgrout_ray.config import parse_config\nfrom vgrout_ray.driver import connect_ray\n"
+            "choice = connect_ray(parse_config(['smoke']))\n"
+            "print('local', choice.local, 'answer', ray.get(ray.remote(lambda: 6 * 7).remote()))\nray.shutdown()")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0 and "local True answer 42" in p.stdout, out[-3000:]
+    assert "Ray: started a fresh local cluster for this run" in out
+    assert f"not the `ray start` cluster named in {cc} ({named}" in out
 
 
 @pytest.mark.slow
