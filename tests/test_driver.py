@@ -359,12 +359,21 @@ def _wait_rows(workdir: Path, n: int, timeout: float = 600) -> Path:
 
 
 @pytest.fixture(scope="session")
-def micro_ci_cache(tmp_path_factory) -> Path:
-    """The CI-size micro model, built once per session (minutes) into a shared cache folder."""
+def micro_ci_cache(request) -> Path:
+    """The CI-size micro model's cache folder. In one pytest process its build started in the
+    background with the session (conftest) and is waited for here; otherwise it is built here."""
     from vgrout_ray.micro.build import ensure_micro_model
 
-    root = Path(os.environ.get("VGROUT_MICRO_CACHE", tmp_path_factory.getbasetemp() / "micro_cache"))
-    ensure_micro_model(root, "micro-ci")
+    from .conftest import MICRO_CI_BUILD, micro_ci_root
+
+    started = request.config.stash.get(MICRO_CI_BUILD, None)
+    if started is not None:
+        proc, log, log_path = started
+        rc = proc.wait(timeout=2400)
+        log.close()
+        assert rc == 0, f"background micro-ci build failed (rc {rc}):\n" + log_path.read_text()[-3000:]
+    root = micro_ci_root(request.config)
+    ensure_micro_model(root, "micro-ci")  # a cache hit after the background build
     return root
 
 
