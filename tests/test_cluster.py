@@ -1,6 +1,7 @@
 """Which cluster a run uses, whether its actors fit, and the report of actors that wait for resources."""
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -112,6 +113,8 @@ def test_pending_actor_is_reported_with_its_resources_and_fails_after_the_limit(
         def ping(self):
             return 1
 
+    # as under a shell's background job (`cmd &`): SIGINT ignored; the watch must interrupt anyway
+    old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
     slow = SlowInit.remote(str(started))
     # the claim is about an actor that already has its worker: on a loaded machine the worker
     # process can take over warn_s to start, and until then the actor is rightly reported as pending
@@ -135,7 +138,9 @@ def test_pending_actor_is_reported_with_its_resources_and_fails_after_the_limit(
         assert not any("SlowInit" in r for r in watch.reports), watch.reports
     finally:
         watch.stop()
+        signal.signal(signal.SIGINT, old_sigint)
         ray.kill(waiter)
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # the watch's handler is gone again
     assert ray.get(slow.ping.remote(), timeout=60) == 1
     ray.kill(slow)
 
