@@ -55,7 +55,7 @@ def pytest_collection_modifyitems(config, items):
     if not getattr(config.option, "numprocesses", None):
         # one process: the collection order (module fixtures set up once), except that the tests
         # that need the micro-ci model run last and the model is built meanwhile (below)
-        micro = [i for i in items if "micro_ci_cache" in getattr(i, "fixturenames", ())]
+        micro = [i for i in items if _needs_micro_ci(i)]
         items[:] = [i for i in items if i not in micro] + micro
         return
     longs = sorted((i for i in items if i.get_closest_marker("long")),
@@ -68,6 +68,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 MICRO_CI_BUILD = pytest.StashKey()
+
+
+def _needs_micro_ci(item) -> bool:
+    return "micro_ci_cache" in getattr(item, "fixturenames", ())
 
 
 def micro_ci_root(config) -> Path:
@@ -94,14 +98,16 @@ def _start_micro_ci_build(config) -> None:
 def pytest_collection_finish(session):
     opt = session.config.option
     if (not getattr(opt, "numprocesses", None) and not (opt.collectonly or opt.setuponly or opt.setupplan)
-            and any("micro_ci_cache" in getattr(i, "fixturenames", ()) for i in session.items)):
+            and any(_needs_micro_ci(i) for i in session.items)):
         _start_micro_ci_build(session.config)
 
 
 def pytest_sessionfinish(session):
     started = session.config.stash.get(MICRO_CI_BUILD, None)
-    if started is not None and started[0].poll() is None:
-        started[0].kill()  # a session that stopped before the micro test
+    if started is not None:
+        if started[0].poll() is None:
+            started[0].kill()  # a session that stopped before the micro test
+        started[1].close()
 
 
 def _unavailable(what: str) -> None:

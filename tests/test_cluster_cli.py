@@ -59,10 +59,16 @@ def _submit(c: CliCluster, work: Path, *args: str, timeout: float = 900) -> tupl
     return p, time.monotonic() - t0
 
 
-def _local_driver(root: str, c: CliCluster, work: Path, *args: str) -> subprocess.CompletedProcess:
-    """A driver with no address (RAY_ADDRESS unset) that sees the head's current-cluster file."""
+def _local_env(root: str, c: CliCluster) -> dict:
+    """No address (RAY_ADDRESS unset), and the head's current-cluster file where Ray looks for it."""
     env = {k: v for k, v in c.env.items() if k != "RAY_ADDRESS"}
     env.update(RAY_TMPDIR=root, PYTHONUNBUFFERED="1")
+    return env
+
+
+def _local_driver(root: str, c: CliCluster, work: Path, *args: str) -> subprocess.CompletedProcess:
+    """A driver with no address that sees the head's current-cluster file."""
+    env = _local_env(root, c)
     return subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args, "--out-dir", str(work / "out"),
                            "--logs-dir", str(work / "logs"), "--svd-cache", str(SVD[0])],
                           cwd=work, env=env, capture_output=True, text=True, timeout=900)
@@ -153,8 +159,7 @@ def test_local_run_ignores_a_live_and_then_a_stale_ray_start_head(head2, tmp_pat
 
     c.kill_node("head")
     assert cc.exists()
-    env = {k: v for k, v in c.env.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_TMPDIR=root, PYTHONUNBUFFERED="1")
+    env = _local_env(root, c)
     code = ("import ray\nfrom vgrout_ray.config import parse_config\nfrom vgrout_ray.driver import connect_ray\n"
             "choice = connect_ray(parse_config(['smoke']))\n"
             "print('local', choice.local, 'answer', ray.get(ray.remote(lambda: 6 * 7).remote()))\nray.shutdown()")
