@@ -20,7 +20,8 @@ from _results import save_results
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-PHASES = ("gen", "grade", "fwd_bwd", "refresh", "sync", "eval")
+# phase -> the row column holding its seconds
+PHASES = {"gen": "gen", "grade": "t_rew", "fwd_bwd": "fb", "refresh": "refresh_s", "sync": "sync_s", "eval": "eval_s"}
 
 
 def main() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
     rows = read_rows(run)[1:]  # step 0 includes one-off warm-up (first forks, first merges)
     per_step = []
     for r in rows:
-        ph = {p: float(r.get(f"time_{p}") or 0.0) for p in PHASES}
+        ph = {p: float(r.get(col) or 0.0) for p, col in PHASES.items()}
         per_step.append({"step": r["step"], **ph, "wall": r["sec"], "efficiency": sum(ph.values()) / r["sec"]})
     med = {p: statistics.median(s[p] for s in per_step) for p in (*PHASES, "wall", "efficiency")}
     res = {"steps": args.steps, "prompts_per_step": args.prompts, "group": 4, "intervention": args.intervention,

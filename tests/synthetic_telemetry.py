@@ -216,9 +216,7 @@ def synth_run(intervention: str = "none", seed: int = 1, steps: int = 30, refres
             rewards_all += grp
         n_s = len(recs)
         t_gen, t_grade, t_fb = rng.uniform(20, 30), rng.uniform(4, 8), rng.uniform(10, 14)
-        m = step_metrics(recs, rewards_all, group_rewards=groups, grad_norm=None, lr=None,
-                         phase_times={"gen": t_gen, "grade": t_grade, "learn": t_fb, "step": t_gen + t_fb + 2},
-                         max_new=max_new)
+        m = step_metrics(recs, rewards_all, group_rewards=groups, gen_s=t_gen, grade_s=t_grade, max_new=max_new)
         cum_gens += len(rewards_all)
         hk = lambda mode: sum(1 for r in recs if r["exploited"] and r["env_mode"] == mode)  # noqa: E731
         abl = [r for r in recs if r["is_ablated"]]
@@ -257,11 +255,9 @@ def synth_run(intervention: str = "none", seed: int = 1, steps: int = 30, refres
             "gen": t_gen, "fb": t_fb, "t_rew": t_grade, "sec": t_gen + t_fb + 2.0,
             "auroc": rng.uniform(0.6, 0.9) if gate else nan, "cos": rng.gauss(0.08, 0.03) if gate else nan,
             "keep": rng.uniform(0.6, 0.8) if gate else nan, "rout": rng.uniform(0.1, 0.3) if gate else nan,
-            "thi": rng.gauss(0.05, 0.01) if gate else nan, "tlo": nan,
             "stale": stale if intervention != "none" else nan,
             **m,
         }
-        row["grad_norm"], row["lr"] = row["gn"], lr
         run.rows.append(row)
         run.rollouts.append(recs)
     _final_evals(run, rng, steps, modes, onset, top, route, in_dist_modes)

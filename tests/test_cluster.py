@@ -1,6 +1,7 @@
 """Which cluster a run uses, whether its actors fit, and the report of actors that wait for resources."""
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -90,7 +91,7 @@ def test_missing_gpu_and_custom_resource_are_named():
     assert ok.ok, ok.message
 
 
-def test_pending_actor_is_reported_with_its_resources_and_fails_after_the_limit(ray_cluster):
+def test_pending_actor_is_reported_with_its_resources_and_fails_after_the_limit(ray_cluster, tmp_path):
     """A real actor that asks for a resource no node has: reported after warn_s with what it asks
     for and what the cluster has; the watch fails after fail_s and interrupts a blocked ray.get.
     An actor that is busy in a slow __init__ (it has a worker) is not reported."""
@@ -101,15 +102,26 @@ def test_pending_actor_is_reported_with_its_resources_and_fails_after_the_limit(
         def ping(self):
             return 1
 
+    started = tmp_path / "slow_init_started"
+
     @ray.remote(num_cpus=0)
     class SlowInit:
-        def __init__(self):
+        def __init__(self, flag):
+            open(flag, "w").close()
             time.sleep(8)
 
         def ping(self):
             return 1
 
-    slow = SlowInit.remote()
+    # as under a shell's background job (`cmd &`): SIGINT ignored; the watch must interrupt anyway
+    old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    slow = SlowInit.remote(str(started))
+    # the claim is about an actor that already has its worker: on a loaded machine the worker
+    # process can take over warn_s to start, and until then the actor is rightly reported as pending
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline, "SlowInit's worker never started"
+        time.sleep(0.05)
     waiter = Waiter.options(resources={"vgrout_test_missing": 1}).remote()
     watch = PendingWatch(warn_s=1.0, fail_s=4.0, bundles={"Waiter": {"vgrout_test_missing": 1.0}}, poll_s=0.3).start()
     t0 = time.monotonic()
@@ -126,7 +138,9 @@ def test_pending_actor_is_reported_with_its_resources_and_fails_after_the_limit(
         assert not any("SlowInit" in r for r in watch.reports), watch.reports
     finally:
         watch.stop()
+        signal.signal(signal.SIGINT, old_sigint)
         ray.kill(waiter)
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # the watch's handler is gone again
     assert ray.get(slow.ping.remote(), timeout=60) == 1
     ray.kill(slow)
 

@@ -3,8 +3,9 @@
 - ``ray job submit`` of a smoke run fails within 60 s with the fit message, or completes with
   ``--grader.fit-to-cluster``;
 - an actor that waits for resources held by someone else is reported and the run stops;
-- a local run (no address) while that head is up, and after it was SIGKILLed so that its
-  current-cluster file is stale, starts its own cluster and completes.
+- a local run (no address) while that head is up starts its own cluster and completes; after the
+  head was SIGKILLed, so that its current-cluster file is stale, the driver's connect step still
+  starts a working cluster of its own.
 
 The head's ``--temp-dir`` is ``<X>/ray`` and the local drivers run with ``RAY_TMPDIR=<X>``: the head's
 current-cluster file is exactly where Ray looks for it from those drivers (as ``/tmp/ray`` is for a
@@ -30,6 +31,15 @@ QUICK = ["--steps", "2", "--eval-ablate-every", "0", "--v-hack-refresh-every", "
 SMALL = ["--cluster.learner-cpus", "0.5", "--rollout.cpus-per-actor", "0.5"]
 
 
+# the session's tiny model and SVD factors, reused by every run here (set by the fixture below)
+SVD: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_svd_cache(tiny):
+    SVD[:] = [tiny.parent]
+
+
 @pytest.fixture(scope="module")
 def head2():
     """A 2-CPU head with the jobs dashboard; yields (cluster, RAY_TMPDIR whose ray/ holds its file)."""
@@ -43,18 +53,24 @@ def _submit(c: CliCluster, work: Path, *args: str, timeout: float = 900) -> tupl
     t0 = time.monotonic()
     p = subprocess.run(["ray", "job", "submit", "--address", c.dashboard_url, "--working-dir", ".", "--",
                         "python", "-m", "vgrout_ray.driver", "smoke", *args, "--out-dir", str(work / "out"),
-                        "--logs-dir", str(work / "logs"), "--svd-cache", str(work / "svd")],
+                        "--logs-dir", str(work / "logs"), "--svd-cache", str(SVD[0])],
                        cwd=REPO, capture_output=True, text=True, timeout=timeout,
                        env=c.client_env(PYTHONUNBUFFERED="1"))
     return p, time.monotonic() - t0
 
 
-def _local_driver(root: str, c: CliCluster, work: Path, *args: str) -> subprocess.CompletedProcess:
-    """A driver with no address (RAY_ADDRESS unset) that sees the head's current-cluster file."""
+def _local_env(root: str, c: CliCluster) -> dict:
+    """No address (RAY_ADDRESS unset), and the head's current-cluster file where Ray looks for it."""
     env = {k: v for k, v in c.env.items() if k != "RAY_ADDRESS"}
     env.update(RAY_TMPDIR=root, PYTHONUNBUFFERED="1")
+    return env
+
+
+def _local_driver(root: str, c: CliCluster, work: Path, *args: str) -> subprocess.CompletedProcess:
+    """A driver with no address that sees the head's current-cluster file."""
+    env = _local_env(root, c)
     return subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args, "--out-dir", str(work / "out"),
-                           "--logs-dir", str(work / "logs"), "--svd-cache", str(work / "svd")],
+                           "--logs-dir", str(work / "logs"), "--svd-cache", str(SVD[0])],
                           cwd=work, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -105,7 +121,7 @@ def test_actors_waiting_for_resources_held_elsewhere_are_reported_and_stop_the_r
         p = subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "smoke", *QUICK, *SMALL,
                             "--cluster.pending-warn-s", "3", "--cluster.pending-fail-s", "12",
                             "--out-dir", str(tmp_path / "out"), "--logs-dir", str(tmp_path / "logs"),
-                            "--svd-cache", str(tmp_path / "svd")],
+                            "--svd-cache", str(SVD[0])],
                            cwd=tmp_path, env=c.client_env(PYTHONUNBUFFERED="1"), capture_output=True, text=True,
                            timeout=600)
         took = time.monotonic() - t0
@@ -120,27 +136,38 @@ def test_actors_waiting_for_resources_held_elsewhere_are_reported_and_stop_the_r
     print(f"driver stopped with exit 4 after {took:.1f} s")
 
 
+@pytest.mark.long(4)  # minutes, on 2 busy cores
 @pytest.mark.slow
 def test_local_run_ignores_a_live_and_then_a_stale_ray_start_head(head2, tmp_path):
     """No address: the driver starts its own cluster although the machine's current-cluster file
-    names a `ray start` head, first running, then SIGKILLed (file left behind)."""
+    names a `ray start` head. While the head runs, a whole smoke run completes on its own cluster;
+    after the head is SIGKILLed (file left behind), the driver's connect step again starts a
+    working cluster of its own (the run after it is the same as in the first case)."""
     c, root = head2
     cc = Path(root) / "ray" / "ray_current_cluster"
     named = cc.read_text().strip()
     assert named.endswith(f":{c.gcs_port}")  # what a plain `ray start --head` leaves behind
-    for name in ("live", "stale"):
-        if name == "stale":
-            c.kill_node("head")
-            assert cc.exists()
-        work = tmp_path / name
-        work.mkdir()
-        p = _local_driver(root, c, work, *QUICK)
-        assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
-        log = _log(work)
-        assert "Ray: started a fresh local cluster for this run" in log
-        assert f"not the `ray start` cluster named in {cc} ({named}" in log
-        run = next((work / "out" / "runs").iterdir())
-        assert [r["step"] for r in read_rows(run)] == [0, 1]
+    work = tmp_path / "live"
+    work.mkdir()
+    p = _local_driver(root, c, work, *QUICK)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    log = _log(work)
+    assert "Ray: started a fresh local cluster for this run" in log
+    assert f"not the `ray start` cluster named in {cc} ({named}" in log
+    run = next((work / "out" / "runs").iterdir())
+    assert [r["step"] for r in read_rows(run)] == [0, 1]
+
+    c.kill_node("head")
+    assert cc.exists()
+    env = _local_env(root, c)
+    code = ("import ray\nfrom vgrout_ray.config import parse_config\nfrom vgrout_ray.driver import connect_ray\n"
+            "choice = connect_ray(parse_config(['smoke']))\n"
+            "print('local', choice.local, 'answer', ray.get(ray.remote(lambda: 6 * 7).remote()))\nray.shutdown()")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0 and "local True answer 42" in p.stdout, out[-3000:]
+    assert "Ray: started a fresh local cluster for this run" in out
+    assert f"not the `ray start` cluster named in {cc} ({named}" in out
 
 
 @pytest.mark.slow

@@ -54,19 +54,29 @@ def ray_head():
         c.stop()
 
 
+# ``--svd-cache`` of the session's tiny model: smoke runs reuse its model and SVD factors instead
+# of building them again in every driver process (set by the fixture below)
+SVD_CACHE: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_svd_cache(tiny):
+    SVD_CACHE[:] = ["--svd-cache", str(tiny.parent)]
+
+
 def _env(cluster: CliCluster) -> dict:
     return cluster.client_env(PYTHONUNBUFFERED="1")
 
 
 def _driver(workdir: Path, cluster: CliCluster, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=workdir,
+    return subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args, *SVD_CACHE], cwd=workdir,
                           env=_env(cluster), capture_output=True, text=True, timeout=timeout)
 
 
 def _job_submit(workdir: Path, cluster: CliCluster, *args: str) -> subprocess.CompletedProcess:
     """``ray job submit --working-dir .`` from the repo; outputs and logs land under ``workdir``."""
     return subprocess.run(["ray", "job", "submit", "--address", cluster.dashboard_url, "--working-dir", ".", "--",
-                           "python", "-m", "vgrout_ray.driver", "smoke", *args, "--out-dir", str(workdir / "out"),
+                           "python", "-m", "vgrout_ray.driver", "smoke", *args, *SVD_CACHE, "--out-dir", str(workdir / "out"),
                            "--logs-dir", str(workdir / "logs")],
                           cwd=REPO, capture_output=True, text=True, timeout=900, env=_env(cluster))
 
@@ -154,7 +164,7 @@ def _driver_with_kills(workdir: Path, cluster: CliCluster, kills, *args: str, ou
     (output in ``stdout``) and the pids found for each kill."""
     out_path, found = workdir / out_name, []
     with open(out_path, "w") as sink:
-        p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=workdir,
+        p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args, *SVD_CACHE], cwd=workdir,
                              env=_env(cluster), stdout=sink, stderr=subprocess.STDOUT)
         for n_rows, victim in kills:
             deadline, pids = time.time() + 300, []
@@ -266,6 +276,7 @@ def test_substrate_teacher_pool_from_shared_data(ray_head, tmp_path, shared_data
     assert "v_hack pairs cover run_tests: run_tests IN-dist" in log
 
 
+@pytest.mark.long(6)  # minutes, on 2 busy cores
 @pytest.mark.slow
 def test_killed_run_and_killed_learner_resume_to_the_uninterrupted_rows(ray_head, tmp_path):
     """Two faults in one run, each resumed from the run dir; the final rows equal an uninterrupted run's.
@@ -286,7 +297,7 @@ def test_killed_run_and_killed_learner_resume_to_the_uninterrupted_rows(ray_head
     full = read_rows(ref)
     b = tmp_path / "b"
     b.mkdir()
-    p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args], cwd=b, env=_env(ray_head),
+    p = subprocess.Popen([sys.executable, "-m", "vgrout_ray.driver", "smoke", *args, *SVD_CACHE], cwd=b, env=_env(ray_head),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     run = _wait_rows(b, 3)
     os.killpg(p.pid, signal.SIGKILL)
@@ -348,12 +359,21 @@ def _wait_rows(workdir: Path, n: int, timeout: float = 600) -> Path:
 
 
 @pytest.fixture(scope="session")
-def micro_ci_cache(tmp_path_factory) -> Path:
-    """The CI-size micro model, built once per session (minutes) into a shared cache folder."""
+def micro_ci_cache(request) -> Path:
+    """The CI-size micro model's cache folder. In one pytest process its build started in the
+    background with the session (conftest) and is waited for here; otherwise it is built here."""
     from vgrout_ray.micro.build import ensure_micro_model
 
-    root = Path(os.environ.get("VGROUT_MICRO_CACHE", tmp_path_factory.getbasetemp() / "micro_cache"))
-    ensure_micro_model(root, "micro-ci")
+    from .conftest import MICRO_CI_BUILD, micro_ci_root
+
+    started = request.config.stash.get(MICRO_CI_BUILD, None)
+    if started is not None:
+        proc, log, log_path = started
+        rc = proc.wait(timeout=2400)
+        log.close()
+        assert rc == 0, f"background micro-ci build failed (rc {rc}):\n" + log_path.read_text()[-3000:]
+    root = micro_ci_root(request.config)
+    ensure_micro_model(root, "micro-ci")  # a cache hit after the background build
     return root
 
 
@@ -367,12 +387,13 @@ MICRO_CI = ["--model", "micro-ci", "--steps", "16", "--eval-ablate-every", "0", 
 LP_T_MARGIN = 0.1  # nats per token: mean lp_t over the last 4 steps minus the first 4
 
 
+@pytest.mark.long(12)  # minutes, on 2 busy cores
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # the session's micro-ci build (7-15 min on 2 cores) counts here too, then ~7 min of run
+@pytest.mark.timeout(2700)  # the session's micro-ci build (6 min on 2 quiet cores) counts here too, then 5.5 min of run
 def test_micro_vanilla_learns_and_hacks(ray_head, tmp_path, micro_ci_cache):
     p = subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "micro", "--intervention", "none", *MICRO_CI,
                         "--svd-cache", str(micro_ci_cache)], cwd=tmp_path, env=_env(ray_head),
-                       capture_output=True, text=True, timeout=900)
+                       capture_output=True, text=True, timeout=1500)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     run = _run_dir(tmp_path)
     rows = sorted(read_rows(run), key=lambda r: r["step"])

@@ -76,7 +76,8 @@ def test_zero_variance_group_is_skipped(tiny, tok, problems, workdir, tmp_path):
     assert st["n_zerovar"] == 1 and st["n_groups"] == 0 and st["gn"] == 0.0 and st["loss"] == 0.0
     assert all(torch.equal(v, torch.zeros_like(v)) for v in core.deltas_state().values())
     assert st["version"] == core.version == 1
-    assert core.direction.v_hack is None and core.direction.v_grad is None and math.isnan(st["cos_pre"])
+    # vanilla holds v_hack to measure cos_pre; with no gradient there is nothing to measure
+    assert core.direction.v_hack is not None and core.direction.v_grad is None and math.isnan(st["cos_pre"])
     with pytest.raises(RuntimeError, match="begin_step"):
         core.end_step()
 
@@ -153,6 +154,54 @@ def test_split_and_combined_backward_agree(tiny, tok, problems, workdir, tmp_pat
         assert torch.allclose(gs[n] + gt[n], gc[n], rtol=1e-4, atol=1e-9)
 
 
+def _one_step(core, group, step=0):
+    core.begin_step(step)
+    core.add_group(group)
+    return core.end_step()
+
+
+def test_none_arm_measures_cos_pre_without_changing_its_update(tiny, tok, problems, workdir, tmp_path):
+    cfg = _cfg(workdir, tmp_path, "none", cos_pre_split_every=2)
+    on, off = (LearnerCore(cfg, model_path=tiny, device="cpu") for _ in range(2))
+    assert on.direction.v_hack is not None
+    off.direction.v_hack = None  # measurement off, everything else equal
+    for step in range(3):  # steps 0 and 2 split (measure cos_pre_s/t), step 1 does not
+        group = _teacher_group(tok, problems[step], step)
+        st_on, st_off = _one_step(on, group, step), _one_step(off, group, step)
+        if step % 2 == 0:
+            assert 0 <= st_on["cos_pre_s"] <= 1 and 0 <= st_on["cos_pre_t"] <= 1
+        else:
+            assert math.isnan(st_on["cos_pre_s"]) and math.isnan(st_on["cos_pre_t"])
+        assert 0 <= st_on["cos_pre"] <= 1 and math.isnan(st_on["cos_post"]) and math.isnan(st_on["fired"])
+        assert math.isnan(st_off["cos_pre"]) and math.isnan(st_off["cos_pre_s"])
+        a, b = on.deltas_state(), off.deltas_state()
+        assert all(torch.equal(a[k], b[k]) for k in a), "measuring cos_pre changed the vanilla update"
+        assert st_on["gn"] == st_off["gn"] and on.delta_hack_norm() == 0.0
+
+
+def test_random_direction_controls(tiny, tok, problems, workdir, tmp_path):
+    real = LearnerCore(_cfg(workdir, tmp_path, "erase"), model_path=tiny, device="cpu")
+    rnd = LearnerCore(_cfg(workdir, tmp_path, "erase", v_hack_random_seed=5), model_path=tiny, device="cpu")
+    again = LearnerCore(_cfg(workdir, tmp_path, "erase", v_hack_random_seed=5), model_path=tiny, device="cpu")
+    other = LearnerCore(_cfg(workdir, tmp_path, "erase", v_hack_random_seed=6), model_path=tiny, device="cpu")
+    V, R = real.direction.v_hack, rnd.direction.v_hack
+    assert set(V) == set(R)
+    for n in V:
+        assert R[n].shape == V[n].shape
+        assert torch.allclose(R[n] @ R[n].T, torch.eye(R[n].shape[0]), atol=1e-5)
+        assert torch.equal(R[n], again.direction.v_hack[n]) and not torch.equal(R[n], other.direction.v_hack[n])
+    group = _teacher_group(tok, problems[0], 0)
+    st_real, st_rnd = _one_step(real, group), _one_step(rnd, group)
+    assert st_rnd["refr"] == "-" and 0 < st_rnd["fired"] <= 1
+    a, b = real.deltas_state(), rnd.deltas_state()
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.endswith(".delta_S"))
+    route = LearnerCore(_cfg(workdir, tmp_path, "route", v_hack_random_seed=5, v_hack_refresh_every=1),
+                        model_path=tiny, device="cpu")
+    st = _one_step(route, group)
+    assert route.delta_hack_norm() > 0 and st["q_egy"] > 0 and st["refr"] == "-"  # never refreshed
+    assert all(torch.equal(route.direction.v_hack[n], R[n]) for n in R)
+
+
 def test_v_hack_cache_resolution(tiny, workdir, tmp_path):
     cfg = _cfg(workdir, tmp_path, "erase")
     core = LearnerCore(cfg, model_path=tiny, device="cpu")
@@ -169,11 +218,14 @@ def test_v_hack_cache_resolution(tiny, workdir, tmp_path):
     with pytest.raises(FileNotFoundError, match="v_hack_path"):
         LearnerCore(_cfg(workdir, tmp_path, "erase", v_hack_path=tmp_path / "nope.safetensors"),
                     model_path=tiny, device="cpu")
-    assert LearnerCore(_cfg(workdir, tmp_path, "none", v_hack_path=path), model_path=tiny, device="cpu").direction.v_hack is None
+    # the vanilla arm reads v_hack too, to measure cos_pre (it never projects)
+    vanilla = LearnerCore(_cfg(workdir, tmp_path, "none", v_hack_path=path, v_hack_pairs_path=None),
+                          model_path=tiny, device="cpu")
+    assert all(torch.equal(core.direction.v_hack[n], vanilla.direction.v_hack[n]) for n in core.direction.v_hack)
 
 
 def test_route2_haar_control_is_fixed(tiny, tok, problems, workdir, tmp_path):
-    core = LearnerCore(_cfg(workdir, tmp_path, "route2", route2_random_v_seed=3, v_hack_refresh_every=1),
+    core = LearnerCore(_cfg(workdir, tmp_path, "route2", v_hack_random_seed=3, v_hack_refresh_every=1),
                        model_path=tiny, device="cpu")
     want = haar_unit_dirs(core.direction.v_grad, 3)
     assert all(torch.equal(core.direction.v_grad[n], want[n]) for n in want)
@@ -280,7 +332,7 @@ def test_thirty_steps_per_arm(arm, tiny, tok, problems, workdir, tmp_path):
         assert len(st["gate_cos"]) == 4
         rows.append(st)
     assert core.version == cfg.steps
-    assert [r["refr"] != "-" for r in rows] == [arm != "none" and (s + 1) % 10 == 0 for s in range(cfg.steps)]
+    assert [r["refr"] != "-" for r in rows] == [(s + 1) % 10 == 0 for s in range(cfg.steps)]
     assert rows[-1]["lr"] < rows[5]["lr"]  # cosine decay after warmup
     dsh = core.delta_hack_norm()
     if arm in ("route", "route2"):
@@ -302,8 +354,9 @@ def test_thirty_steps_per_arm(arm, tiny, tok, problems, workdir, tmp_path):
         assert all(math.isfinite(c) for r in rows for c in r["gate_cos"])
         assert math.isnan(rows[0]["cos_pre_s"])
         assert all(math.isfinite(r["resid"]) and math.isfinite(r["hkgap"]) for r in rows)
-    if arm == "none":
-        assert all(math.isnan(r["cos_pre"]) and math.isnan(r["tau"]) for r in rows)
+    if arm == "none":  # measures cos_pre against v_hack, never projects
+        assert all(0 <= r["cos_pre"] <= 1 and math.isfinite(r["cos_pre_s"]) for r in rows)
+        assert all(math.isnan(r["cos_post"]) and math.isnan(r["tau"]) for r in rows)
 
 
 def test_group_result_names_its_student_and_teacher_rows():

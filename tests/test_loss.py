@@ -67,6 +67,21 @@ def test_grpo_token_loss_clip_form():
     assert torch.equal(lp2.grad, torch.zeros_like(lp2))
 
 
+def test_ppo_clip_masks_mark_the_tokens_whose_gradient_the_clip_cuts():
+    ratio = torch.tensor([[1.0, 0.7, 0.7, 1.3], [1.3, 1.1, 0.79, 1.0]])
+    A = torch.tensor([1.0, -1.0])  # one advantage per rollout, broadcast over its tokens
+    low, high = L.ppo_clip_masks(ratio.log(), torch.zeros_like(ratio), A, clip=0.2)
+    assert low.tolist() == [[False] * 4, [False, False, True, False]]  # 0.79 < 0.8 with A < 0
+    assert high.tolist() == [[False, False, False, True], [False] * 4]  # 1.3 > 1.2 with A > 0
+    # exactly where the clipped surrogate's gradient is zero (and nowhere else, A != 0)
+    logp = ratio.log().clone().requires_grad_(True)
+    L.grpo_token_loss(logp, torch.zeros_like(ratio), A, clip=0.2).sum().backward()
+    assert ((logp.grad == 0) == (low | high)).all()
+    # one inner step: ratio == 1 everywhere, nothing clipped
+    lo, hi = L.ppo_clip_masks(torch.zeros(3, 5), torch.zeros(3, 5), torch.tensor([-1.0, 0.0, 1.0]), 0.2)
+    assert not (lo | hi).any()
+
+
 def test_k3_kl_nonnegative_and_zero_at_equal():
     lp, ref = _rand(5, 9, seed=3), _rand(5, 9, seed=4)
     k = L.k3_kl(lp, ref)

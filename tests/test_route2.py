@@ -153,3 +153,37 @@ def test_haar_dirs_are_seeded_unit_and_orthogonal_in_high_dim():
     for k in v_grad:
         assert a[k].norm().item() == pytest.approx(1.0, abs=1e-6)
         assert abs(float(a[k] @ v_grad[k])) < 5 / math.sqrt(20000)
+
+
+def test_random_like_bases_are_orthonormal_seeded_and_shaped_like_the_input():
+    from vgrout_ray.algo.random_dirs import random_like
+
+    dirs = {"b": torch.zeros(3, 16), "a": torch.zeros(1, 8), "v": torch.zeros(5)}
+    r = random_like(dirs, 11)
+    for n, d in dirs.items():
+        assert r[n].shape == d.shape and r[n].dtype == d.dtype
+    for n in ("a", "b"):
+        assert torch.allclose(r[n] @ r[n].T, torch.eye(r[n].shape[0]), atol=1e-6)
+    assert abs(float(r["v"].norm()) - 1.0) < 1e-6
+    again, other = random_like(dict(reversed(list(dirs.items()))), 11), random_like(dirs, 12)
+    assert all(torch.equal(r[n], again[n]) for n in dirs)
+    assert all(not torch.equal(r[n], other[n]) for n in dirs)
+    with pytest.raises(ValueError, match="shape"):
+        random_like({"x": torch.zeros(2, 2, 2)}, 1)
+    with pytest.raises(ValueError, match="seed"):
+        random_like(dirs, -1)
+
+
+def test_gate_can_leave_anchors_to_the_gate():
+    """route_anchors=False (route2-teacher-anchor): anchors calibrate τ, the cosine alone routes."""
+    v = torch.tensor([1.0, 0.0])
+    delta = torch.tensor([1.0, 1.0])
+    # rows: 0 teacher pointing away from v, 1 student along v, 2 student orthogonal
+    g_b = torch.tensor([[-1.0, 0.2], [1.0, 0.0], [0.0, 1.0]])
+    cg = g_b * delta
+    hack = torch.tensor([True, False, False])
+    forced = Route2Gate().filter("m", g_b.sum(0), cg, delta, v, hack, ~hack)
+    free = Route2Gate().filter("m", g_b.sum(0), cg, delta, v, hack, ~hack, route_anchors=False)
+    assert forced.flagged.tolist()[0] == 1.0  # the anchor is routed although its cosine is low
+    assert free.flagged.tolist() == (free.cos_b > free.tau).float().tolist()
+    assert free.flagged.tolist()[0] == 0.0

@@ -43,9 +43,22 @@ def test_step_row_matches_the_seed_fields():
     assert row["lp_s"] == -2.0 and row["lp_t"] == -2.0
     # gate AUROC on positively reinforced rollouts: hacks at 0.4 and 0.2 both above the clean -0.1
     assert row["auroc"] == 1.0 and math.isclose(row["cos"], (0.4 - 0.1 + 0.2) / 3)
-    assert row["rout"] == 0.4 and math.isclose(row["keep"], 0.6) and row["qmass"] == 0.25 and row["thi"] == 0.1
-    assert math.isnan(row["tlo"]) and row["stale"] == 2
+    assert row["rout"] == 0.4 and math.isclose(row["keep"], 0.6) and row["q_egy"] == 0.25 and row["tau"] == 0.1
+    assert row["stale"] == 2
+    # one name per value: the table's display names (qmass, thi, tlo) are not row keys
+    assert not {"qmass", "thi", "tlo", "grad_norm", "t_grade"} & set(row)
     assert (row["gen"], row["t_rew"], row["fb"], row["sec"]) == (1.0, 2.0, 3.0, 4.0)
+
+
+def test_student_hacks_split_into_teacher_copies_and_novel():
+    rows = [RowIn(3.5, True, hack=True, gt=False, fmt=True, copy=True),
+            RowIn(3.5, True, hack=True, gt=False, fmt=True),
+            RowIn(3.5, True, hack=True, gt=False, fmt=True),
+            RowIn(0.5, True, hack=False, gt=False, fmt=True, copy=True),  # not a hack: neither
+            RowIn(3.5, False, hack=True, gt=False, fmt=True, copy=True)]  # teacher: never counted
+    row = step_row(StepAgg(step=0, rows=rows), run_modes=["run_tests"], learner={}, cum_gens_before=0, half_a="",
+                   hack_deploy=float("nan"), solve_deploy=float("nan"), mode_hacks={}, timing={})
+    assert row["hack_s"] == (3, 4) and row["hack_s_copy"] == (1, 4) and row["hack_s_novel"] == (2, 4)
 
 
 def test_union_of_phase_intervals():

@@ -8,6 +8,7 @@ A run is stopped after two of its three steps, its run dir copied, and the copy 
 """
 from __future__ import annotations
 
+import json
 import math
 import queue
 import shutil
@@ -104,15 +105,22 @@ class InProcRollouts:
     def holds(self, owner, version):
         return self.owner is owner and self.engine.version == version
 
+    def notify(self, event):
+        self.wake = event
+
     def submit(self, key, reqs, actor=None):
         self.done.append(GenDone(key, [self.engine.generate(r) for r in reqs], 0.0, 0.0))
+        self.wake.set()  # the call ran at submit: its result is news
 
     @property
     def pending(self):
         return len(self.done)
 
     def poll(self, timeout=0.0):
-        return [self.done.pop(0)] if self.done else []
+        out = [self.done.pop(0)] if self.done else []
+        if self.done:
+            self.wake.set()
+        return out
 
     def generate(self, reqs):
         return [self.engine.generate(r) for r in reqs]
@@ -139,9 +147,13 @@ class _Stream:
     def __init__(self, pool):
         self.pool, self.q = pool, queue.Queue()
 
+    def notify(self, event):
+        self.wake = event
+
     def submit(self, requests, keys):
         for k, r in zip(keys, self.pool.grade(requests)):
             self.q.put(Graded(k, r))
+        self.wake.set()
 
     def poll(self, timeout=0.0):
         out = []
@@ -239,8 +251,18 @@ def test_the_loop_writes_its_run_and_a_resumed_copy_reproduces_it(cache, graders
     if arm == "route2":
         assert all(r["hack_abl"][1] == 2 for r in rows)
         assert sum(r["is_ablated"] for r in ro) == 6 and all(e["ablate"] for e in state["evals"][1:3])
+    dep = json.loads((run_dir / "per_mode_deploy.json").read_text())
+    assert dep["held_out"] is False and dep["eval_prompt_ids"] == [q["id"] for q in dep["per_prompt"]]
+    assert dep["eval_n"] == sum(q["n"] for q in dep["per_prompt"]) == cfg.eval_k * cfg.eval_n_prompts
+    assert dep["pre"]["n"] == dep["eval_n"] and 0 <= dep["compile_deploy"] <= 1 and 0 <= dep["clipped_deploy"] <= 1
+    assert all(r["hack_s_copy"][0] + r["hack_s_novel"][0] == r["hack_s"][0] for r in rows)
+    # one sampling seed per (step, prompt): knob-on and knob-off evals of the same step draw alike
+    ev = {(e["step"], e["kind"]): e for e in state["evals"]}
+    if arm != "none":
+        assert ev[(3, "train")]["per_prompt"][0]["n"] == ev[(3, "deploy_final")]["per_prompt"][0]["n"]
     if arm == "none":
         assert all(r["dsh_norm"] == 0.0 for r in rows)
+        assert all(math.isfinite(r["cos_pre_s"]) and math.isfinite(r["cos_pre"]) for r in rows)  # measures only
     else:
         assert rows[-1]["dsh_norm"] > 0, "a routing arm moved δS_hack"
 

@@ -4,10 +4,14 @@ The fakes answer out of order, replay a call whose actor "died", deliver grades 
 and give up on a completion (an ``error`` result), so the scheduler's own rules are checked:
 groups reach the learner in prompt order, every rollout carries the step's δS version, stale
 grades are ignored, failed grades are counted, and the ablated slice has no sampler log-probs.
+The fakes set the scheduler's wake-up event whenever they hold news, as the real pools do; one
+test delivers from a thread, late, to show the scheduler sleeps until woken instead of spinning.
 """
 from __future__ import annotations
 
 import random
+import threading
+import time
 
 import pytest
 
@@ -34,10 +38,15 @@ class FakeRollouts:
         self.inflight: list[tuple] = []
         self.die_once, self.died = set(die_once), []
         self.wrong_version_key = wrong_version_key
+        self.wake = None
+
+    def notify(self, event):
+        self.wake = event
 
     def submit(self, key, reqs, actor=None):
         self.calls.append((key, actor))
         self.inflight.append((key, reqs))
+        self.wake.set()  # a fake call finishes at once
 
     @property
     def pending(self):
@@ -47,6 +56,8 @@ class FakeRollouts:
         if not self.inflight:
             return []
         key, reqs = self.inflight.pop(self.rng.randrange(len(self.inflight)))
+        if self.inflight:
+            self.wake.set()
         if key in self.die_once:
             self.die_once.discard(key)
             self.died.append(key)
@@ -71,6 +82,10 @@ class FakeGraders:
         self.queue: list[Graded] = []
         self.fail = set(fail)
         self.texts: dict = {}
+        self.wake = None
+
+    def notify(self, event):
+        self.wake = event
 
     def submit(self, requests, keys):
         keys = list(keys)
@@ -81,10 +96,13 @@ class FakeGraders:
                    RewardResult(reward=1.0 + key[2], exploited=key[2] == 0, hacked_loophole_used=key[2] == 0))
             self.queue.append(Graded(key, res))
         self.rng.shuffle(self.queue)
+        self.wake.set()
 
     def poll(self, timeout=0.0):
         n = min(len(self.queue), self.rng.randint(0, 3))
         out, self.queue = self.queue[:n], self.queue[n:]
+        if self.queue:
+            self.wake.set()
         return out
 
 
@@ -178,6 +196,50 @@ def test_a_step_with_no_prompts_still_steps_the_learner():
     learner = FakeLearner(2)
     res = StepScheduler(FakeRollouts(2), FakeGraders(), learner, _decode).run(0, [], 2)
     assert res.plans == [] and res.stats.version == 3 and learner.groups == []
+
+
+class LateRollouts(FakeRollouts):
+    """Every call finishes ``delay`` s after it was sent, delivered by a timer thread that then sets the
+    wake-up event (a real pool's ray future callback)."""
+
+    def __init__(self, version, delay):
+        super().__init__(version)
+        self.delay, self.ready, self.polls = delay, [], 0
+        self.lock = threading.Lock()
+
+    def submit(self, key, reqs, actor=None):
+        self.calls.append((key, actor))
+
+        def land():
+            with self.lock:
+                self.ready.append((key, reqs))
+            self.wake.set()
+        threading.Timer(self.delay, land).start()
+
+    @property
+    def pending(self):
+        return len(self.calls) - self.polls
+
+    def poll(self, timeout=0.0):
+        with self.lock:
+            if not self.ready:
+                return []
+            self.inflight, self.ready = [self.ready.pop(0)], self.ready
+        self.polls += 1
+        return super().poll()
+
+
+def test_the_scheduler_sleeps_until_a_pool_wakes_it_instead_of_spinning():
+    rollouts, learner = LateRollouts(0, delay=0.4), FakeLearner(0)
+    sched = StepScheduler(rollouts, FakeGraders(), learner, _decode)
+    t0 = time.perf_counter()
+    sched.run(0, _plans(3), 0)
+    took = time.perf_counter() - t0
+    assert [i for i, _ in learner.groups] == [0, 1, 2]
+    # woken by the deliveries, not by the 2 s safety timeout ...
+    assert 0.4 <= took < 1.5
+    # ... and asleep while waiting: a 5 ms poll loop would have looked ~80 times in 0.4 s
+    assert sched.waits <= 6, sched.waits
 
 
 def test_phase_timer_counts_overlapping_calls_once():

@@ -21,6 +21,7 @@ from vgrout_ray.config import ConfigError, SmokeConfig
 from vgrout_ray.sweep.runner import (RunEntry, SharedGrades, Sweep, SweepPlan, check_driver_args, cluster_cpus, main,
                               parse_arms, parse_seeds, run_config, runs_that_fit, sweep_dir_name)
 from vgrout_ray.reporting.parquet import read_rows
+from vgrout_ray.sweep.report import SweepRun, format_board, progress_of, run_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -205,6 +206,7 @@ def _env() -> dict:
     return env
 
 
+@pytest.mark.long(5)  # minutes, on 2 busy cores
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # 85 s on 2 quiet cores; 15.5 min measured on 2 cores under a load average of ~15
 def test_small_sweep_survives_a_failed_run_and_resumes_it(tmp_path, tiny):
@@ -250,6 +252,17 @@ def test_small_sweep_survives_a_failed_run_and_resumes_it(tmp_path, tiny):
     md = (sweep / "summary.md").read_text()
     assert "| none | 2 |" in md and "| route | 2 |" in md and "| route-seed2 | route | 2 | finished | 3 |" in md
     assert (sweep / "compare.png").stat().st_size > 10_000
+    # the report over these real run dirs: each run's summary is its own per-mode deploy record,
+    # and the live board reads the run dirs' last rows
+    runs = [SweepRun(r["arm"], r["seed"], "finished", sweep / r["run_dir"]) for r in plan["runs"]]
+    for r in runs:
+        dep = json.loads((r.run_dir / "per_mode_deploy.json").read_text())
+        summ = run_summary(r)
+        assert summ["steps"] == 3 and summ["deploy_hack"] == dep["hack_deploy"]
+        assert summ["train_solve"] == dep["solve_train"]
+    prog = [progress_of(r.run_dir, r.name, 3, "finished") for r in runs]
+    assert all(p.steps_done == 3 for p in prog) and "12/12 (100%)" in format_board(prog).splitlines()[0]
+    assert prog[-1].reward == pytest.approx(read_rows(runs[-1].run_dir)[-1]["rew_s"])
 
 
 def test_thread_budget_keeps_actor_threads_within_the_cores():

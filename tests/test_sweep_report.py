@@ -1,21 +1,18 @@
 """Sweep aggregation over run dirs: the statistics, sweep.parquet, summary.md, compare.png and the
-live board. Run dirs come from real smoke-driver runs (2 arms × 1 seed, 2 steps, on a
-``ray start`` cluster) and, for known-answer checks over many steps and seeds, from the
-synthetic runs the plot tests use (written through the real RunTables)."""
+live board, with known answers over the synthetic runs the plot tests use (written through the
+real RunTables). The same report over real runs is checked on the real sweep of
+``test_sweep.py::test_small_sweep_survives_a_failed_run_and_resumes_it``."""
 from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from vgrout_ray.sweep.report import (RunProgress, SweepRun, first_hack_step, fmt_mean_ci, format_board, mean_ci,
-                                     progress_bar, progress_of, run_summary, summarize_arms, sweep_table, t95,
+                                     progress_bar, run_summary, summarize_arms, sweep_table, t95,
                                      write_sweep_report)
 from vgrout_ray.reporting.parquet import read_rows
 from tests.synthetic_telemetry import synth_run, write_run_dir
@@ -107,44 +104,11 @@ def test_board_lines_and_progress():
         SweepRun("none", 1, "done")
 
 
-# ---------------------------------------------------------------------------- real runs
-SMOKE = ["--steps", "2", "--prompts-per-step", "2", "--eval-ablate-every", "0", "--v-hack-refresh-every", "0"]
-
-
-@pytest.mark.slow
-def test_sweep_report_on_real_smoke_runs(tmp_path):
-    """Two real smoke-driver runs (none and route, 2 steps each, each on the local Ray cluster the
-    driver starts itself) aggregated into a sweep report."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0")
-    runs = []
-    for arm in ("none", "route"):
-        work = tmp_path / arm
-        work.mkdir()
-        p = subprocess.run([sys.executable, "-m", "vgrout_ray.driver", "smoke", "--intervention", arm,
-                            "--seed", "7", *SMOKE, "--out-dir", str(work / "out"), "--logs-dir", str(work / "logs")],
-                           cwd=work, env=env, capture_output=True, text=True, timeout=900)
-        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-        (d,) = sorted((work / "out" / "runs").iterdir())
-        runs.append(SweepRun(arm, 7, "finished", d))
-    out = write_sweep_report(tmp_path / "sweep", runs)
-    t = pq.read_table(out["parquet"])
-    assert t.num_rows == 4 and t["arm"].to_pylist() == ["none", "none", "route", "route"]
-    assert t["step"].to_pylist() == [0, 1, 0, 1] and set(t["seed"].to_pylist()) == {7}
-    md = out["summary"].read_text()
-    for r in runs:
-        dep = json.loads((r.run_dir / "per_mode_deploy.json").read_text())
-        s = run_summary(r)
-        assert s["steps"] == 2 and s["deploy_hack"] == dep["hack_deploy"] and s["train_solve"] == dep["solve_train"]
-        assert f"| {r.name} | {r.arm} | 7 | finished | 2 |" in md
-    assert out["compare"].stat().st_size > 10_000
-    prog = [progress_of(r.run_dir, r.name, 2, "finished") for r in runs]
-    assert all(p.steps_done == 2 for p in prog)
-    assert "4/4 (100%)" in format_board(prog).splitlines()[0]
-    # the board reads the run dir's last row
-    last = read_rows(runs[1].run_dir)[-1]
-    assert prog[1].reward == pytest.approx(last["rew_s"])
-    # a run dir whose rows already carry sweep columns fails loud, naming the file
+def test_rows_that_already_carry_sweep_columns_fail_loud_naming_the_file(tmp_path):
+    """A run dir whose rows.parquet is a sweep table (sweep columns already there) is refused, with
+    its path. (The report over real runs is checked on a real sweep: test_sweep.py's fault test.)"""
+    d = write_run_dir(synth_run("none", 7, steps=3), tmp_path / "runs")
+    t = sweep_table([SweepRun("none", 7, "finished", d)])
     bad = tmp_path / "bad"
     bad.mkdir()
     pq.write_table(t, bad / "rows.parquet")

@@ -23,10 +23,11 @@ from loguru import logger
 from vgrout_ray.env.modes import MODE_CODE
 from vgrout_ray.reporting import evidence as E
 from vgrout_ray.reporting import sinks as S
-from vgrout_ray.reporting.metrics import METRIC_DOCS, clip_ratios, doc_for, quantiles, step_metrics
+from vgrout_ray.reporting.metrics import METRIC_DOCS, doc_for, quantiles, step_metrics
 from vgrout_ray.reporting.parquet import (PARTS_DIR, ROLLOUT_SCHEMA, ROW_SCHEMA, RunTables, read_rollouts,
                                           read_rows, schema_markdown)
 from tests.synthetic_telemetry import synth_run
+from tests.helpers import wait_until
 from vgrout_ray.reporting.table import StepLogger, format_cell, rows_markdown, setup_logging
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,13 +37,13 @@ REPO = Path(__file__).resolve().parents[1]
 SEED_HEAD = [("step", 4, "step", "d"), ("ref_eq", 6, "ref_eq", ".2f"), ("rew", 6, "rew", "+.2f"),
              ("rew_s", 6, "rew_s↑", "+.2f"), ("gt_s", 6, "gt_s↑", "frac"), ("gt_t", 6, "gt_t", "frac"),
              ("hack_s", 7, "hack_s?", "frac"), ("hack_t", 7, "hack_t", "frac"),
-             ("hack_deployed", 7, "hk_dep", "+.2f"), ("solve_deployed", 7, "slv_dep", "+.2f")]
+             ("hack_deploy", 7, "hk_dep", "+.2f"), ("solve_deploy", 7, "slv_dep", "+.2f")]
 SEED_MID = [("lp_s", 6, "lp_s↓", "+.2f"), ("lp_t", 6, "lp_t↑", "+.2f"), ("loss", 7, "loss", "+.2f"),
             ("gn", 7, "gn", ".1e"), ("lr", 7, "lr", ".1e"),
             ("cos_pre_s", 6, "cos_pre_s", "+.2f"), ("cos_pre_t", 6, "cos_pre_t", "+.2f"),
-            ("auroc", 6, "auroc", ".2f"), ("cos", 6, "cos", "+.2f"), ("qmass", 6, "qmass", ".2f"),
+            ("auroc", 6, "auroc", ".2f"), ("cos", 6, "cos", "+.2f"), ("q_egy", 6, "qmass", ".2f"),
             ("keep", 6, "keep", ".2f"), ("resid", 6, "resid", ".2f"), ("rout", 6, "rout", ".2f"),
-            ("tlo", 6, "tlo", "+.2f"), ("thi", 6, "thi", "+.2f"), ("stale", 5, "stale", "d")]
+            (None, 6, "tlo", "+.2f"), ("tau", 6, "thi", "+.2f"), ("stale", 5, "stale", "d")]
 SEED_ABL = [("hack_abl", 6, "hk_abl", "frac"), ("solve_abl", 6, "slv_abl", "frac")]
 
 
@@ -56,7 +57,7 @@ def a_row(**over):
     row = dict(step=7, ref_eq=0.4375, rew=1.234, rew_s=0.75, gt_s=(3, 24), gt_t=(1, 8), hack_s=(5, 24),
                hack_t=(6, 8), hack_deploy=nan, solve_deploy=None, hk_rt=2, hk_se=3, lp_s=-0.512, lp_t=-1.26,
                loss=-0.0123, gn=0.00123, lr=3e-3, cos_pre_s=0.123, cos_pre_t=-0.2, auroc=nan, cos=nan,
-               q_egy=0.25, keep=nan, resid=0.1, rout=nan, tlo=nan, thi=nan, stale=4, hack_abl=(1, 6),
+               q_egy=0.25, keep=nan, resid=0.1, rout=nan, tau=nan, stale=4, hack_abl=(1, 6),
                solve_abl=(0, 6))
     row.update(over)
     return row
@@ -101,12 +102,12 @@ def test_row_widths_and_formats():
         pos += w + 1
 
 
-def test_aliases_and_missing_keys():
+def test_display_names_and_missing_keys():
     sl = StepLogger("vanilla", ["run_tests"], MODE_CODE)
-    r = a_row(hack_deploy=0.25, solve_deploy=0.5, qmass=0.9)
+    r = a_row(hack_deploy=0.25, solve_deploy=0.5, q_egy=0.9, tau=0.125)
     got = dict(zip(sl.header().split(), sl.row(r).split()))
     assert got["hk_dep"] == "+0.25" and got["slv_dep"] == "+0.50"
-    assert got["qmass"] == "0.90"  # an explicit qmass wins over q_egy
+    assert got["qmass"] == "0.90" and got["thi"] == "+0.12" and got["tlo"] == "nan"  # the row's q_egy / tau
     got = dict(zip(sl.header().split(), sl.row({"step": 1}).split()))
     assert got["step"] == "1" and set(v for k, v in got.items() if k != "step") == {"nan"}
 
@@ -185,8 +186,7 @@ def test_step_metrics_rewards_lengths_and_modes():
                                                    mechanism="sentinel", comp_len=200),
             _rec((False, False), error="grading error: boom", reward=0.0, comp_len=40)]
     m = step_metrics(recs, [r["reward"] for r in recs] + [3.5, 3.5], group_rewards=[[0.5, 0.5], [0, 3.5, 3.5]],
-                     phase_times={"gen": 10.0, "grade": 2.0, "learn": 5.0}, grad_norm=0.7, lr=1e-4,
-                     kl=[0.0, 0.02, 0.04])
+                     gen_s=10.0, grade_s=2.0)
     rewards = [3.5, 0.5, 0.0, 3.5, 0.0, 3.5, 3.5]
     assert m["reward_n"] == 7 and m["reward_mean"] == pytest.approx(np.mean(rewards))
     assert m["reward_std"] == pytest.approx(np.std(rewards))
@@ -200,11 +200,11 @@ def test_step_metrics_rewards_lengths_and_modes():
     assert m["clipped_frac"] == pytest.approx(0.2)
     assert m["exploit_rate"] == pytest.approx(0.2) and m["solve_rate"] == pytest.approx(0.2)
     assert m["mode_n_rt"] == 4 and m["mode_n_se"] == 1 and m["mode_exploit_se"] == 1 and m["mode_exploit_rt"] == 0
-    assert m["kl"] == pytest.approx(0.02) and m["grad_norm"] == 0.7 and m["lr"] == 1e-4
     assert m["tokens_per_s"] == pytest.approx(882 / 10) and m["rollouts_per_s"] == pytest.approx(0.5)
-    assert m["gradings_per_s"] == pytest.approx(2.5) and m["time_learn"] == 5.0
+    assert m["gradings_per_s"] == pytest.approx(2.5)
     assert m["grad_errors"] == 1
-    assert math.isnan(m["clip_low"])  # no ratios given
+    # the learner's read-outs are its own columns, never recomputed here
+    assert not {"kl", "clip_low", "clip_high", "clip_region", "grad_norm", "lr"} & set(m)
     for k in m:
         assert doc_for(k), f"{k} is not documented in METRIC_DOCS"
 
@@ -219,29 +219,9 @@ def test_step_metrics_empty_and_reconstruction_error():
     assert m["clipped_frac"] == 0.5
 
 
-def test_clip_ratios_definitions():
-    ratio = np.array([1.0, 0.7, 0.7, 1.3, 1.3, 1.1, 0.79])
-    adv = np.array([1.0, -1.0, 1.0, 1.0, -1.0, 1.0, -0.5])
-    c = clip_ratios(ratio, adv, clip=0.2)
-    assert c["clip_low"] == pytest.approx(2 / 7)  # 0.7 with A<0 and 0.79 with A<0
-    assert c["clip_high"] == pytest.approx(1 / 7)  # 1.3 with A>0
-    assert c["clip_region"] == pytest.approx(3 / 7)
-    # one inner step: ratio == 1 everywhere
-    assert clip_ratios(np.ones(50), np.linspace(-1, 1, 50))["clip_region"] == 0.0
-    # ragged per-rollout ratios with one advantage per rollout, and a padding mask
-    ragged = [np.array([0.5, 1.0]), np.array([1.5, 1.5, 1.0])]
-    c = clip_ratios(ragged, [-1.0, 2.0], clip=0.2, mask=[1, 1, 1, 0, 1])
-    assert c["clip_low"] == pytest.approx(1 / 4) and c["clip_high"] == pytest.approx(1 / 4)
-    with pytest.raises(ValueError):
-        clip_ratios(np.ones(3), np.ones(2))
-    torch = pytest.importorskip("torch")
-    c = clip_ratios(torch.tensor([0.5, 1.5]), torch.tensor([-1.0, 1.0]))
-    assert c["clip_region"] == 1.0
-
-
 def test_metric_docs_cover_patterns():
     assert "reward_p05" in METRIC_DOCS and "fmt_reward_mean" in METRIC_DOCS and "grad_errors" in METRIC_DOCS
-    assert doc_for("mode_exploit_fm") and doc_for("time_whatever") and doc_for("nonsense") is None
+    assert doc_for("mode_exploit_fm") and doc_for("time_gen") is None and doc_for("nonsense") is None
 
 
 # ----------------------------------------------------------------- parquet
@@ -384,7 +364,7 @@ def test_schema_doc_lists_every_column():
     for f in ROW_SCHEMA:
         name = f.name
         for pat, rep in (("hk_", "hk_<code>"), ("mode_n_", "mode_n_<code>"), ("mode_exploit_", "mode_exploit_<code>"),
-                         ("mode_solve_", "mode_solve_<code>"), ("time_", "time_<phase>")):
+                         ("mode_solve_", "mode_solve_<code>")):
             if name.startswith(pat):
                 name = rep
         name = re.sub(r"_p\d\d\d?$", "_p00", name)
@@ -486,6 +466,30 @@ def test_evidence_min_interval(tmp_path, monkeypatch):
     assert ev.flush(2)
     ev.close()  # close() itself does not wait out the interval: the last render runs at once
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.28
+
+
+def test_evidence_finalize_draws_the_newest_rows_once(tmp_path, monkeypatch):
+    """finalize draws an update still waiting out min_interval_s at once, and does not draw again
+    rows the worker already drew (a render costs seconds of CPU at the end of every run)."""
+    calls = []
+    monkeypatch.setattr(E.EvidenceWriter, "render", lambda self, rows, evals: calls.append(len(rows)))
+    monkeypatch.setattr(E, "save_figure", lambda *a, **k: None)
+    ev = E.EvidenceWriter(tmp_path, min_interval_s=60.0)
+    ev.update([{"step": 0}])
+    assert wait_until(lambda: calls == [1], timeout=5)
+    ev.update([{"step": 0}, {"step": 1}])  # waits out the 60 s floor
+    t0 = time.monotonic()
+    ev.finalize(None, [])
+    assert time.monotonic() - t0 < 5 and calls == [1, 2]
+    ev.close()
+    ev2 = E.EvidenceWriter(tmp_path)
+    ev2.update([{"step": 0}])
+    assert ev2.flush(5) and calls == [1, 2, 1]
+    ev2.finalize(None, [])
+    assert calls == [1, 2, 1]  # already current
+    ev2.finalize(None, [], rows=[{"step": 0}, {"step": 1}, {"step": 2}])
+    assert calls == [1, 2, 1, 3]  # rows passed in are always drawn
+    ev2.close()
 
 
 def test_evidence_plots_tolerate_empty_inputs(tmp_path):

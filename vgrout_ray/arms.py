@@ -45,3 +45,37 @@ def plot_facet(display: str, refreshes: int) -> str:
     if display == "projected":
         return ONLINE_ERASURE if refreshes > 0 else STATIC_ERASURE
     return display if display in PLOT_FACETS else "vanilla"
+
+
+# ── benchmark arms: an arm above, or a control = an arm + config fields ───────────────────────────
+@dataclass(frozen=True)
+class BenchArm:
+    """A row of the arm benchmarks (benchmarks/micro_arms.py): which --intervention it runs and
+    which config fields it sets on top (``seed`` in a value is replaced by the run's seed)."""
+
+    name: str
+    intervention: str | None  # None: no run of its own (``base`` reads the vanilla run's pre eval)
+    overrides: tuple[tuple[str, object], ...] = ()
+    summary: str = ""
+
+    @property
+    def out_tag(self) -> str:
+        """The run-dir suffix that keeps a control's runs apart from its arm's."""
+        return f"_{self.name}" if self.overrides else ""
+
+    def fields(self, seed: int) -> dict:
+        return {k: (seed if v == "seed" else v) for k, v in self.overrides}
+
+
+BENCH_ARMS: dict[str, BenchArm] = {a.name: a for a in (
+    BenchArm("base", None, summary="no RL: the pre eval (same prompts and samples) of the vanilla run"),
+    BenchArm("no-loophole", "none", (("strict_grader", True),),
+             "vanilla under a strict grader: the hint stays, only genuine correctness is paid"),
+    *(BenchArm(a.code, a.code, summary=a.summary) for a in ARMS),
+    BenchArm("erase-random", "erase", (("v_hack_random_seed", "seed"),),
+             "erase with a Haar-random direction of v_hack's shape per module (seeded by the run seed)"),
+    BenchArm("route-random", "route", (("v_hack_random_seed", "seed"),),
+             "route with a Haar-random direction of v_hack's shape per module (seeded by the run seed)"),
+    BenchArm("route2-teacher-anchor", "route2", (("gate_anchor_teacher_only", True), ("gate_route_anchors", False)),
+             "route2 whose gate, calibrated on teacher anchors only, decides every row (nothing routed by label)"),
+)}

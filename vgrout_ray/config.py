@@ -17,6 +17,7 @@ from vgrout_ray.env.modes import ALL_MODES, EnvMode
 
 
 
+NAMED_SOURCES = ("hf:", "micro:")  # problem sources that are names, not paths (kept as given)
 DETECTORS = ("E", "C", "D")  # the per-rollout hack detectors (see the README's glossary)
 
 
@@ -158,6 +159,10 @@ class Config:
     preserve_magnitude: bool = True
     gate_mode: Literal["one_sided", "no_gate", "reverse"] = "one_sided"
     gate_anchor_teacher_only: bool = False
+    # route2: anchors (teacher rows, detector-flagged students) are routed whatever the gate says
+    # (the seed). False: anchors only calibrate τ and the gate's cosine decides every row (with
+    # gate_anchor_teacher_only, the route2-teacher-anchor control).
+    gate_route_anchors: bool = True
     project_overshoot: float = 1.0
     rollout_ablate_frac: float = 0.0
     env_mode: EnvMode = "run_tests"
@@ -170,13 +175,26 @@ class Config:
     v_hack_refresh_every: int = 5
     eval_ablate_every: int = 5
     eval_n_prompts: int = 8
+    # Samples per eval prompt (None: group). The deploy eval draws the same samples (seed per
+    # (step, prompt)) in every arm and with the quarantine on or off.
+    eval_samples: int | None = None
+    # A problems source for the deploy eval (same forms as `problems`); None: the first
+    # eval_n_prompts training problems (the eval is then marked held_out: false). Must share no
+    # problem id or prompt with the training problems.
+    eval_problems: str | None = None
+    # Grade with a strict grader: the prompt keeps its loophole hint, the reward pays genuine
+    # correctness only (a loophole is still detected and counted, never paid): the no-loophole control.
+    strict_grader: bool = False
     save_eval_ckpts: bool = True
     v_hack_pairs_path: Path | None = None
     # Named pairset when v_hack_pairs_path is None: run_tests (seed 003: hand-written run_tests
     # pairs, run_tests in-dist, the rest held out) or all_modes (scripted exploits of all six
     # modes vs the oracle canonicals of the run's problems; every mode in-dist).
     v_hack_pairset: Literal["run_tests", "all_modes"] = "run_tests"
-    route2_random_v_seed: int | None = None
+    # Specificity control: replace the hack direction by a seeded Haar-random one of the same
+    # shape per module (v_hack's [k, r] orthonormal basis for erase/route, v_grad's unit vector for
+    # route2), never refreshed. None: the real direction.
+    v_hack_random_seed: int | None = None
     cos_pre_split_every: int = 1
     out_tag: str = ""
     teacher_pool_dir: Path | None = None
@@ -240,6 +258,11 @@ class Config:
         return self.group - g_t, g_t
 
     @property
+    def eval_k(self) -> int:
+        """Samples per deploy-eval prompt."""
+        return self.eval_samples if self.eval_samples is not None else self.group
+
+    @property
     def has_quarantine(self) -> bool:
         """Whether the arm trains δS_hack (route, route2): only then does a deploy view differ."""
         return self.intervention in ("route", "route2")
@@ -281,6 +304,12 @@ class Config:
         _need(self.v_hack_refresh_every >= 0, "v_hack_refresh_every", "must be >= 0")
         _need(self.eval_ablate_every >= 0, "eval_ablate_every", "must be >= 0")
         _need(self.eval_n_prompts >= 1, "eval_n_prompts", f"must be >= 1, got {self.eval_n_prompts}")
+        _need(self.eval_samples is None or self.eval_samples >= 1, "eval_samples",
+              f"must be >= 1 (or unset: group), got {self.eval_samples}")
+        _need(self.eval_problems is None or str(self.eval_problems).strip() != "", "eval_problems",
+              "must be a problems source (path, hf:<id>) or unset")
+        _need(self.v_hack_random_seed is None or self.v_hack_random_seed >= 0, "v_hack_random_seed",
+              f"must be >= 0 (or unset), got {self.v_hack_random_seed}")
         _need(self.cos_pre_split_every >= 1, "cos_pre_split_every", "must be >= 1")
         _need(self.project_overshoot > 0, "project_overshoot", "must be > 0")
         _need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
@@ -318,8 +347,10 @@ class Config:
             v = getattr(self, name)
             if v is not None:
                 setattr(self, name, Path(v).expanduser().absolute())
-        if self.problems is not None and not str(self.problems).startswith(("hf:", "micro:")):
-            self.problems = str(Path(self.problems).expanduser().absolute())
+        for name in ("problems", "eval_problems"):
+            v = getattr(self, name)
+            if v is not None and not str(v).startswith(NAMED_SOURCES):
+                setattr(self, name, str(Path(v).expanduser().absolute()))
 
     def to_dict(self) -> dict:
         """JSON-able view (paths as strings), stored with checkpoints and runs."""
@@ -421,7 +452,9 @@ class MicroConfig(Config):
     scripted_teacher_style: Literal["exploits", "micro"] = "micro"
     mix_ratio: float = 0.125
     env_mode: EnvMode = "run_tests"
-    eval_n_prompts: int = 4
+    # 16 prompts × 8 samples: the deploy eval's CI over prompts needs more than 4 prompts
+    eval_n_prompts: int = 16
+    eval_samples: int | None = 8
     eval_ablate_every: int = 10
     v_hack_refresh_every: int = 10
     cos_pre_split_every: int = 5  # the split backward doubles the learner's cost; every 5th step is enough
@@ -445,7 +478,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
 # Fields renamed since runs were first written (one name per concept: v_hack_*); a run dir made
 # before the rename still resumes, its config.json read with the new names.
 RENAMED_FIELDS = {"vhack_refresh_every": "v_hack_refresh_every", "vhack_pairs_path": "v_hack_pairs_path",
-                  "vhack_n_heldout": "v_hack_n_heldout", "vhack_pairset": "v_hack_pairset"}
+                  "vhack_n_heldout": "v_hack_n_heldout", "vhack_pairset": "v_hack_pairset",
+                  "route2_random_v_seed": "v_hack_random_seed"}
 
 
 def config_from_dict(d: dict) -> Config:

@@ -93,6 +93,17 @@ def grpo_token_loss(logp: torch.Tensor, logp_old: torch.Tensor, A: torch.Tensor,
     return Lp
 
 
+def ppo_clip_masks(logp: torch.Tensor, logp_old: torch.Tensor, A: torch.Tensor,
+                   clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the PPO clip is active, per token [B, L]: (ρ < 1−ε and A < 0, ρ > 1+ε and A > 0).
+
+    Those are the tokens whose gradient ``grpo_token_loss`` cuts; their shares are the row's
+    clip_low / clip_high (clip_region is either)."""
+    rho = torch.exp(logp - logp_old)
+    a = A.unsqueeze(1).expand_as(rho)
+    return (rho < 1 - clip) & (a < 0), (rho > 1 + clip) & (a > 0)
+
+
 def tis_weights(logp_old: torch.Tensor, logp_sampler: torch.Tensor, has_sampler: torch.Tensor,
                 cap: float) -> torch.Tensor:
     """Truncated importance sampling: w = min(π_old(t) / μ(t), cap) per token, μ the sampler's

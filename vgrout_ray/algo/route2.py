@@ -87,13 +87,16 @@ class Route2Gate:
         return tau
 
     def filter(self, name: str, g: torch.Tensor, cg: torch.Tensor, delta: torch.Tensor, v: torch.Tensor,
-               hack_anchor: torch.Tensor, clean_anchor: torch.Tensor) -> GateResult:
-        """Split one module's group gradient ``g`` [r] into kept and routed parts."""
+               hack_anchor: torch.Tensor, clean_anchor: torch.Tensor, *, route_anchors: bool = True) -> GateResult:
+        """Split one module's group gradient ``g`` [r] into kept and routed parts. Hack anchors
+        are routed whatever their cosine unless ``route_anchors`` is False (they then only
+        calibrate τ and the gate decides every row)."""
         g_b, reliable, dS_safe = per_rollout_grads(cg, delta, self.eps)
         cos_b = gate_cosines(g_b, v)
         tau = self.update_tau(name, cos_b, hack_anchor, clean_anchor)
         hkgap = self.ema_hack.get(name, 0.0) - self.ema_clean.get(name, 0.0)
-        flagged = (hack_anchor | (cos_b > tau)).to(cg.dtype)
+        gate = cos_b > tau
+        flagged = ((hack_anchor | gate) if route_anchors else gate).to(cg.dtype)
         g_route = torch.where(reliable, (cg * flagged.unsqueeze(1)).sum(0) / dS_safe,
                               torch.zeros_like(dS_safe)).to(g.dtype)
         g_keep = g - g_route
@@ -117,14 +120,8 @@ class Route2Gate:
 
 
 def haar_unit_dirs(v_grad: dict[str, torch.Tensor], seed: int, device=None) -> dict[str, torch.Tensor]:
-    """Seeded per-module Haar-random unit vectors shaped like v_grad (the zero-alignment control).
+    """Seeded per-module Haar-random unit vectors shaped like v_grad (the zero-alignment control);
+    the 1-D case of ``algo.random_dirs.random_like``, which also draws v_hack-shaped bases."""
+    from vgrout_ray.algo.random_dirs import random_like
 
-    Sorted-name iteration on one generator, so the draw is reproducible and independent of
-    dict order.
-    """
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name in sorted(v_grad):
-        d = torch.randn(v_grad[name].shape, generator=g)
-        out[name] = (d / d.norm().clamp_min(NORM_EPS)).to(device if device is not None else v_grad[name].device)
-    return out
+    return random_like(v_grad, seed, device)

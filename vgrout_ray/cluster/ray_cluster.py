@@ -9,6 +9,7 @@ nothing else; without either, the process starts a fresh local cluster of its ow
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,18 +328,30 @@ def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
     return all(abs(a.get(k, 0.0) - b.get(k, 0.0)) < 1e-4 for k in keys)
 
 
-def interrupt_main_thread() -> None:
+# The signal PendingWatch interrupts the main thread with: its own handler raises KeyboardInterrupt,
+# so the interrupt works whatever SIGINT's disposition is (a shell starts a background job, `cmd &`,
+# with SIGINT ignored; Python then leaves it ignored and would drop an interrupt sent with it).
+WATCH_SIGNAL = signal.SIGUSR1
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt("an actor waited too long for resources")
+
+
+def interrupt_main_thread(sig: int | None = None) -> None:
     """KeyboardInterrupt in the main thread, now.
 
     ``_thread.interrupt_main`` only flags the interrupt: a main thread blocked in a system call (a
     lock or event wait, ``ray.get``) sees it when the call returns, minutes later or never. A real
-    SIGINT sent to the main thread wakes the call (EINTR) and Python's handler raises at once; it is
-    sent only while Python handles SIGINT (otherwise SIGINT's default action would kill the process)."""
+    signal sent to the main thread wakes the call (EINTR) and its Python handler raises at once.
+    ``sig``: a signal whose handler raises KeyboardInterrupt (``PendingWatch`` installs one);
+    otherwise SIGINT, sent only while Python handles it (its default action would kill the process)."""
     import _thread
-    import signal
     import threading
 
-    if callable(signal.getsignal(signal.SIGINT)):
+    if sig is not None:
+        signal.pthread_kill(threading.main_thread().ident, sig)
+    elif callable(signal.getsignal(signal.SIGINT)):
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
     else:
         _thread.interrupt_main()
@@ -374,16 +387,30 @@ class PendingWatch:
         self._since: dict[str, float] = {}
         self._reported: dict[str, float] = {}
         self._stop = threading.Event()
+        self._signal: int | None = None  # WATCH_SIGNAL once start() set its handler
+        self._old_handler = None
         self._thread = threading.Thread(target=self._loop, name="pending-watch", daemon=True)
 
     def start(self) -> "PendingWatch":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            self._old_handler = signal.signal(WATCH_SIGNAL, _raise_keyboard_interrupt)
+            self._signal = WATCH_SIGNAL
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        import threading
+
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        # restored only once the thread is gone: a late WATCH_SIGNAL at its default action would kill us
+        if (self._signal is not None and not self._thread.is_alive()
+                and threading.current_thread() is threading.main_thread()):
+            signal.signal(WATCH_SIGNAL, self._old_handler)
+            self._signal = None
 
     def _loop(self) -> None:
         import time
@@ -403,7 +430,7 @@ class PendingWatch:
         lands inside C code which swallows it (seen under load: the driver hung in its grading
         wait after "giving up") would otherwise leave the run blocked for good."""
         while True:
-            interrupt_main_thread()
+            interrupt_main_thread(self._signal)
             if self._stop.wait(10.0):
                 return
 

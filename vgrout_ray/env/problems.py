@@ -269,6 +269,13 @@ def to_problem(row: dict, mode: str, where: str = "row") -> dict:
     }
 
 
+def prompt_text(problem: dict) -> str:
+    """The problem's prompt without its mode hint, whitespace-normalised: what two problems share
+    when they are the same task (the held-out eval check compares these)."""
+    msgs = problem.get("messages_gt") or problem.get("messages") or []
+    return " ".join(" ".join(str(m.get("content", "")) for m in msgs).split())
+
+
 def load_problems(n: int | None = None, env_modes: list[str] | tuple[str, ...] = ("run_tests",),
                   partition: dict[int, str] | None = None, source: str | Path | None = None,
                   ids: list[int] | tuple[int, ...] | None = None) -> list[dict]:

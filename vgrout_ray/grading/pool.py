@@ -258,6 +258,12 @@ class _Sink:
     def __init__(self) -> None:
         self.queue: queue.Queue[Graded] = queue.Queue()
         self.outstanding = 0
+        self.wake: threading.Event | None = None  # set on every delivery (``notify``)
+
+    def put(self, item: Graded) -> None:
+        self.queue.put(item)
+        if self.wake is not None:
+            self.wake.set()
 
 
 class GraderPool:
@@ -392,6 +398,10 @@ class GraderPool:
     def poll(self, timeout: float = 0.0) -> list[Graded]:
         """Results finished so far (waits up to ``timeout`` s for the first one)."""
         return self._poll(self._stream, timeout)
+
+    def notify(self, event: threading.Event) -> None:
+        """Set ``event`` whenever a result of the pool's own stream arrives (see ``RolloutPool.notify``)."""
+        self._stream.wake = event
 
     def stream(self) -> "GradeStream":
         """A private submit / poll channel on this pool: results of its submissions come back
@@ -687,7 +697,7 @@ class GraderPool:
             self._stats.completed += 1
         else:
             self._stats.failed += 1
-        it.sink.queue.put(Graded(it.key, result, it.attempts + 1 if attempts is None else attempts, actor))
+        it.sink.put(Graded(it.key, result, it.attempts + 1 if attempts is None else attempts, actor))
 
 
 class GradeStream:
@@ -702,6 +712,10 @@ class GradeStream:
 
     def poll(self, timeout: float = 0.0) -> list[Graded]:
         return self.pool._poll(self._sink, timeout)
+
+    def notify(self, event: threading.Event) -> None:
+        """Set ``event`` whenever a result of this stream arrives."""
+        self._sink.wake = event
 
     @property
     def outstanding(self) -> int:

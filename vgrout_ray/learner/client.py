@@ -52,9 +52,12 @@ class LearnerClient:
     def deltas(self) -> tuple[int, dict]:
         return self.get(self.handle.deltas.remote())
 
-    def factors_ref(self):
-        """ObjectRef of the learner's (U, Vh) per target Linear (see LearnerActorImpl.factors_ref)."""
-        return self.get(self.handle.factors_ref.remote())[0]
+    def factors_later(self) -> list:
+        """The learner's (U, Vh) per target Linear, for rollout actors created before it is ready:
+        ``[ref]``, where ``ref`` resolves to the learner's ``factors_ref()``. In a list, so Ray hands
+        it over as is: each rollout actor starts its process at once and waits for the factors in
+        its own ``__init__`` (``rollout.actor.await_factors``) while the learner loads."""
+        return [self.handle.factors_ref.remote()]
 
     def sync_payload(self, probe: bool = True, tol: float | None = None) -> tuple[int, dict]:
         return self.get(self.handle.sync_payload.remote(probe, tol))

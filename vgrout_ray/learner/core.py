@@ -411,17 +411,13 @@ class LearnerCore:
     @torch.no_grad()
     def _token_stats(self, logp, logp_old, logp_ref, A, mask) -> None:
         """PPO clip fractions and the K3 KL over this group's completion tokens (diagnostics only)."""
-        ratio = torch.exp(logp - logp_old)
-        a = A.unsqueeze(1).expand_as(ratio)
-        low = (ratio < 1 - self.cfg.clip) & (a < 0)
-        high = (ratio > 1 + self.cfg.clip) & (a > 0)
+        low, high = L.ppo_clip_masks(logp, logp_old, A, self.cfg.clip)
         m = mask.bool()
         self.acc.tokens += float(m.sum())
         self.acc.clip_low += float((low & m).sum())
         self.acc.clip_high += float((high & m).sum())
         if logp_ref is not None:
-            d = logp_ref - logp
-            self.acc.kl_sum += float(((torch.exp(d) - d - 1.0) * mask).sum())
+            self.acc.kl_sum += float((L.k3_kl(logp, logp_ref) * mask).sum())
 
     def _route2_group(self, group: RolloutGroup) -> dict:
         """Split this group's δS grad per module into kept and routed (quarantine) parts."""
@@ -434,7 +430,8 @@ class LearnerCore:
             g = self.adapter.delta[name].grad
             if g is None:
                 continue
-            r = self.gate.filter(name, g, cgs[name], self.adapter.delta[name], self.direction.v_grad[name], ha, ca)
+            r = self.gate.filter(name, g, cgs[name], self.adapter.delta[name], self.direction.v_grad[name], ha, ca,
+                                 route_anchors=self.cfg.gate_route_anchors)
             accumulate(self.acc.g_s, name, r.g_keep)
             accumulate(self.acc.g_hack, name, r.g_route)
             self.acc.tau.append(r.tau)
@@ -468,16 +465,19 @@ class LearnerCore:
                 diag["cos_pre_s"] = cos_pre_from_grads(self.acc.g_s, v_hack)
                 diag["cos_pre_t"] = cos_pre_from_grads(self.acc.g_t, v_hack)
             grads = {n: ad.delta[n].grad for n in ad.names if ad.delta[n].grad is not None}
-            route = cfg.intervention == "route"
-            new, hack, d = project_grads(grads, v_hack, preserve_magnitude=cfg.preserve_magnitude, route=route,
-                                         gate_mode=cfg.gate_mode, overshoot=cfg.project_overshoot)
-            diag.update(d)
-            for n, g in new.items():
-                ad.delta[n].grad = g
-            for n, g in hack.items():
-                ad.hack[n].grad = g
-            if route and not self.direction.span_checked and d["frac_fired"] > 0:
-                self.direction.check_routed_span()
+            if cfg.intervention == "none":  # vanilla measures only: the gradient is left as it is
+                diag["mean_cos_pre"] = cos_pre_from_grads(grads, v_hack)
+            else:
+                route = cfg.intervention == "route"
+                new, hack, d = project_grads(grads, v_hack, preserve_magnitude=cfg.preserve_magnitude, route=route,
+                                             gate_mode=cfg.gate_mode, overshoot=cfg.project_overshoot)
+                diag.update(d)
+                for n, g in new.items():
+                    ad.delta[n].grad = g
+                for n, g in hack.items():
+                    ad.hack[n].grad = g
+                if route and not self.direction.span_checked and d["frac_fired"] > 0:
+                    self.direction.check_routed_span()
         gn_keep = _grad_l2(ad.delta_params())
         gn_quar = _grad_l2(ad.hack_params())
         q_egy = gn_quar / (gn_keep + gn_quar) if (gn_keep + gn_quar) > 0 else 0.0

@@ -15,7 +15,7 @@ from loguru import logger
 
 from vgrout_ray.algo.pairs import Pair, pair_modes, resolve_pairs
 from vgrout_ray.algo.projection import span_residual
-from vgrout_ray.algo.route2 import haar_unit_dirs
+from vgrout_ray.algo.random_dirs import random_like
 from vgrout_ray.algo.vhack import (basis_overlap, extract_v_hack, load_v_hack, postprocess_v_hack, save_v_hack,
                                    v_grad_from_raw)
 from vgrout_ray.config import Config
@@ -80,20 +80,33 @@ class HackDirection:
         return vdir / (f"v_hack_{slug}_{cfg.v_hack_pairset}_k{cfg.v_hack_extract_top_k}{tau_tag}{src_tag}"
                        ".safetensors")
 
+    @property
+    def is_random(self) -> bool:
+        """The specificity control: a fixed seeded random direction, never refreshed."""
+        return self.cfg.v_hack_random_seed is not None
+
     def init(self) -> None:
-        """The arm's starting direction: none for vanilla, v_grad for route2, v_hack (cached) otherwise."""
+        """The arm's starting direction: v_grad for route2, v_hack (cached) otherwise. The vanilla
+        arm loads v_hack too, to measure cos_pre (it never projects); with v_hack_random_seed the
+        direction is replaced by a seeded random one of the same shape."""
         cfg = self.cfg
-        if cfg.intervention == "none":
-            if cfg.v_hack_path is not None:
-                logger.info(f"vanilla arm: ignoring v_hack_path={cfg.v_hack_path} (no projection)")
-            return
         if self.is_route2:
             self.v_grad = self._compute_v_grad()
             logger.info(f"route2: v_grad (gradient mean-diff) for {len(self.v_grad)} modules")
-            if cfg.route2_random_v_seed is not None:
-                self.v_grad = haar_unit_dirs(self.v_grad, cfg.route2_random_v_seed, self.device)
-                logger.info(f"route2: v_grad replaced by Haar-random directions (seed {cfg.route2_random_v_seed})")
+            if self.is_random:
+                self.v_grad = random_like(self.v_grad, cfg.v_hack_random_seed, self.device)
+                logger.info(f"route2: v_grad replaced by Haar-random directions (seed {cfg.v_hack_random_seed})")
             return
+        self.v_hack = self._load_v_hack()
+        if self.is_random:
+            self.v_hack = random_like(self.v_hack, cfg.v_hack_random_seed, self.device)
+            logger.info(f"{cfg.intervention}: v_hack replaced by Haar-random bases of the same shape "
+                        f"(seed {cfg.v_hack_random_seed})")
+        elif cfg.intervention == "none":
+            logger.info("vanilla arm: v_hack loaded to measure cos_pre only (no projection)")
+
+    def _load_v_hack(self) -> Direction:
+        cfg = self.cfg
         path = self.cache_path()
         if not path.exists():
             if cfg.v_hack_path is not None:
@@ -108,7 +121,7 @@ class HackDirection:
         ranks = {n: self.adapter.delta[n].shape[0] for n in self.adapter.names}
         V = load_v_hack(path, ranks, k_use=cfg.v_hack_k, drop_bottom_frac=cfg.v_hack_drop_bottom_frac,
                         model=cfg.model)
-        self.v_hack = _to(V, self.device)
+        return _to(V, self.device)
 
     def check_routed_span(self) -> None:
         """R3, once: every parked δS_hack grad must lie in span V (routing math guard, fails loud)."""
@@ -139,7 +152,7 @@ class HackDirection:
         every = cfg.v_hack_refresh_every
         if every <= 0 or (step + 1) % every != 0:
             return "-", math.nan
-        if self.is_route2 and cfg.route2_random_v_seed is not None:
+        if self.is_random:
             return "-", math.nan  # the fixed Haar draw is the control; never replace it
         if not self.is_route2 and self.v_hack is None:
             return "-", math.nan

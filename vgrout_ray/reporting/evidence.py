@@ -591,6 +591,7 @@ class EvidenceWriter:
         self.renders = 0
         self.errors = 0
         self._last: tuple[list[dict], list[dict]] = ([], [])
+        self._drawn = False  # the last render of ``_last`` finished without error
         self._pending: tuple[list[dict], list[dict]] | None = None
         self._busy = False
         self._closed = False
@@ -628,7 +629,9 @@ class EvidenceWriter:
                 self._last_start = time.monotonic()
                 self._busy = True
             try:
+                self._drawn = False
                 self.render(*job)
+                self._drawn = True
             except Exception:  # never take the run down for a plot
                 self.errors += 1
                 logger.exception("evidence render failed")
@@ -673,11 +676,18 @@ class EvidenceWriter:
     def finalize(self, pre_eval: Mapping[str, Any] | None, final_evals: Any,
                  rows: Sequence[Mapping[str, Any]] | None = None,
                  evals: Sequence[Mapping[str, Any]] | None = None) -> dict:
-        """Last render plus the before/after set; returns the before/after payload."""
-        self.flush()
-        r, e = self._last
-        self.render([dict(x) for x in rows] if rows is not None else r,
-                    [dict(x) for x in evals] if evals is not None else e)
+        """Last render plus the before/after set; returns the before/after payload.
+
+        The newest update is drawn here if it is still waiting out ``min_interval_s``; when the
+        worker already drew it (and nothing newer is passed), it is not drawn twice."""
+        with self._cv:
+            job, self._pending = self._pending, None
+            self._cv.wait_for(lambda: not self._busy)
+            current = job is None and self._drawn
+        if rows is not None or evals is not None or not current:
+            r, e = job or self._last
+            self.render([dict(x) for x in rows] if rows is not None else r,
+                        [dict(x) for x in evals] if evals is not None else e)
         payload = before_after_payload(pre_eval, final_evals)
         atomic_write(self.path("before_after_metrics.json"), json.dumps(json_safe(payload), indent=2, default=str))
         with MPL_LOCK:

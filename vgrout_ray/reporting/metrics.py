@@ -1,10 +1,11 @@
-"""Per-step metric aggregation (seed 004's reward / length / clip blocks, for this env).
+"""Per-step rollout metrics (seed 004's reward / length / rate blocks, for this env).
 
-``step_metrics`` turns one step's graded student rollouts plus the learner's and the
-driver's numbers into a flat ``{name: scalar}`` dict. It feeds rows.parquet, the
-evidence CSVs and the optional W&B / TensorBoard sinks, so every key is a plain
-float or int, NaN when the input that would define it was not given, and every key
-is documented in ``METRIC_DOCS`` (``<code>`` stands for a mode code, see ``MODE_KEYS``).
+``step_metrics`` turns one step's graded student rollouts into a flat ``{name: scalar}``
+dict, part of the step's row (rows.parquet, the evidence CSVs, the optional W&B /
+TensorBoard sinks). Every key is a plain float or int, NaN when the input that would
+define it was not given, and documented in ``METRIC_DOCS`` (``<code>`` stands for a mode
+code, see ``MODE_KEYS``). The learner's token read-outs (KL, PPO clip shares) are the
+learner's own columns, not recomputed here.
 """
 from __future__ import annotations
 
@@ -70,17 +71,9 @@ METRIC_DOCS: dict[str, str] = {
     "len_term_max": "longest terminated completion",
     "clipped_frac": "share of rollouts cut at max_new without EOS",
     "prompt_len_mean": "mean prompt length (tokens)",
-    "clip_low": "share of tokens with ratio < 1-clip and advantage < 0 (PPO lower clip active)",
-    "clip_high": "share of tokens with ratio > 1+clip and advantage > 0 (PPO upper clip active)",
-    "clip_region": "share of tokens in either clipped region (0 at one inner step, where ratio = 1)",
-    "kl": "mean per-token K3 estimate of KL(π‖π_ref); nan when not given (beta = 0)",
-    "grad_norm": "pre-clip L2 norm of the δS (+ δS_hack) grads",
-    "lr": "learning rate used for this step",
-    "time_<phase>": "wall seconds spent in <phase> (as given by the driver: gen, grade, learn, sync, "
-                    "eval, step...); phases overlap when streamed",
-    "tokens_per_s": "completion tokens generated / time_gen",
-    "rollouts_per_s": "student rollouts generated / time_gen",
-    "gradings_per_s": "completions graded / time_grade",
+    "tokens_per_s": "completion tokens generated / gen seconds",
+    "rollouts_per_s": "student rollouts generated / gen seconds",
+    "gradings_per_s": "completions graded / grading seconds (t_rew)",
     "grad_errors": "GRADING errors this step (rollouts whose verdict carries an error), not gradients",
 }
 
@@ -100,24 +93,6 @@ def _f(v: Any) -> float:
         return float(v)
     except (TypeError, ValueError):
         return NAN
-
-
-def _arr(x: Any) -> np.ndarray:
-    """Array-like, torch tensor or ragged list of per-rollout arrays -> flat float array."""
-    if x is None:
-        return np.zeros(0)
-    if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy()
-    if isinstance(x, (list, tuple)) and x and any(hasattr(e, "__len__") or hasattr(e, "detach") for e in x):
-        parts = [_arr(e) for e in x]
-        return np.concatenate(parts) if parts else np.zeros(0)
-    return np.asarray(x, dtype=float).reshape(-1)
-
-
-def _ragged_sizes(x: Any) -> list[int] | None:
-    if isinstance(x, (list, tuple)) and x and all(hasattr(e, "__len__") or hasattr(e, "detach") for e in x):
-        return [int(_arr(e).size) for e in x]
-    return None
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
@@ -160,33 +135,6 @@ def _min_mean_max(prefix: str, xs: list[float]) -> dict[str, float]:
             f"{prefix}_max": float(max(xs))}
 
 
-def clip_ratios(ratio: Any, advantage: Any, clip: float = 0.2, mask: Any = None) -> dict[str, float]:
-    """PPO clip activity over tokens. ``advantage`` may be per token or per rollout (then
-    broadcast over that rollout's tokens, which needs ``ratio`` as a ragged per-rollout list)."""
-    r = _arr(ratio)
-    if r.size == 0:
-        return {"clip_low": NAN, "clip_high": NAN, "clip_region": NAN}
-    a = _arr(advantage)
-    if a.size != r.size:
-        sizes = _ragged_sizes(ratio)
-        if sizes is not None and a.size == len(sizes):
-            a = np.repeat(a, sizes)
-        elif a.size == 1:
-            a = np.full(r.size, a[0])
-        else:
-            raise ValueError(f"clip_ratios: {r.size} ratio tokens but {a.size} advantages")
-    keep = np.ones(r.size, dtype=bool) if mask is None else _arr(mask).astype(bool)
-    if keep.size != r.size:
-        raise ValueError(f"clip_ratios: mask has {keep.size} entries for {r.size} tokens")
-    r, a = r[keep], a[keep]
-    if r.size == 0:
-        return {"clip_low": NAN, "clip_high": NAN, "clip_region": NAN}
-    low = (r < 1.0 - clip) & (a < 0)
-    high = (r > 1.0 + clip) & (a > 0)
-    return {"clip_low": float(low.mean()), "clip_high": float(high.mean()),
-            "clip_region": float((low | high).mean())}
-
-
 def _get(rec: Mapping[str, Any], key: str, default: Any = None) -> Any:
     v = rec.get(key, default)
     return default if v is None else v
@@ -198,27 +146,21 @@ def step_metrics(
     rewards_all: Sequence[float] | None = None,
     *,
     group_rewards: Sequence[Sequence[float]] | None = None,
-    ratio: Any = None,
-    advantage: Any = None,
-    token_mask: Any = None,
-    kl: Any = None,
-    grad_norm: float | None = None,
-    lr: float | None = None,
-    phase_times: Mapping[str, float] | None = None,
+    gen_s: float | None = None,
+    grade_s: float | None = None,
     n_gradings: int | None = None,
     grad_errors: int | None = None,
     max_new: int | None = None,
-    clip: float = 0.2,
 ) -> dict[str, float]:
-    """Summarise one step. ``rollouts``: this step's graded student records (driver schema).
+    """Summarise one step's rollouts. ``rollouts``: this step's graded student records (driver schema).
 
     ``rewards_all``: every reward that entered the loss (students and teacher); defaults to
-    the students'. ``group_rewards``: one reward list per prompt group. ``ratio`` /
-    ``advantage`` / ``token_mask``: per-token PPO ratios and advantages (see ``clip_ratios``).
-    ``kl``: per-token K3 values or their mean. ``phase_times``: {phase: seconds}; ``gen`` and
-    ``grade`` drive the throughput keys. ``grad_errors`` overrides the count read off the
-    records' ``error`` field. ``max_new`` lets length-capped rollouts count as clipped when a
-    record lacks ``finished``.
+    the students'. ``group_rewards``: one reward list per prompt group. ``gen_s`` / ``grade_s``:
+    the step's generation and grading seconds, for the throughput keys. ``grad_errors``
+    overrides the count read off the records' ``error`` field. ``max_new`` lets length-capped
+    rollouts count as clipped when a record lacks ``finished``. The learner's token read-outs
+    (KL, PPO clip shares, grad norm, lr) are not here: the learner computes them once and the
+    row takes them as they are.
     """
     rs = list(rollouts)
     out: dict[str, float] = {"n_rollouts": len(rs)}
@@ -274,16 +216,7 @@ def step_metrics(
     plens = [p for p in plens if not math.isnan(p)]
     out["prompt_len_mean"] = float(np.mean(plens)) if plens else NAN
 
-    out.update(clip_ratios(ratio, advantage, clip=clip, mask=token_mask))
-    kv = _arr(kl) if kl is not None else np.zeros(0)
-    out["kl"] = float(np.nanmean(kv)) if kv.size and not np.all(np.isnan(kv)) else NAN
-    out["grad_norm"] = _f(grad_norm)
-    out["lr"] = _f(lr)
-
-    times = {str(k): _f(v) for k, v in (phase_times or {}).items()}
-    for k, v in times.items():
-        out[f"time_{k}"] = v
-    t_gen, t_grade = times.get("gen", NAN), times.get("grade", NAN)
+    t_gen, t_grade = _f(gen_s), _f(grade_s)
     n_tok = sum(ok)
     out["tokens_per_s"] = n_tok / t_gen if t_gen and t_gen > 0 else NAN
     out["rollouts_per_s"] = len(rs) / t_gen if t_gen and t_gen > 0 else NAN
@@ -295,12 +228,10 @@ def step_metrics(
 
 
 def doc_for(key: str) -> str | None:
-    """METRIC_DOCS entry for a concrete key, resolving the ``<code>`` / ``<phase>`` patterns."""
+    """METRIC_DOCS entry for a concrete key, resolving the ``<code>`` pattern."""
     if key in METRIC_DOCS:
         return METRIC_DOCS[key]
     for pat in ("mode_n_", "mode_exploit_", "mode_solve_"):
         if key.startswith(pat):
             return METRIC_DOCS[pat + "<code>"]
-    if key.startswith("time_"):
-        return METRIC_DOCS["time_<phase>"]
     return None

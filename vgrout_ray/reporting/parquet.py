@@ -34,7 +34,9 @@ from vgrout_ray.env.modes import MODE_CODE
 from vgrout_ray.util import atomic_path, warn_once
 from vgrout_ray.reporting.metrics import METRIC_DOCS, MODE_KEYS
 
-SCHEMA_VERSION = "1"
+# 2: one name per value (schema 1 also wrote qmass/thi/tlo, grad_norm, time_<phase> beside
+# q_egy/tau, gn and the seed's timing columns)
+SCHEMA_VERSION = "2"
 ROWS_FILE = "rows.parquet"
 ROLLOUTS_FILE = "rollouts.parquet"
 PARTS_DIR = "rollouts.parts"
@@ -56,8 +58,11 @@ _SEED_ROW: list[tuple[str, str]] = [
 ]
 # route2 gate diagnostics the table reads (docs/design.md#per-step-table).
 _GATE_ROW: list[tuple[str, str]] = [
-    ("auroc", "float"), ("cos", "float"), ("qmass", "float"), ("keep", "float"), ("rout", "float"),
-    ("thi", "float"), ("tlo", "float"), ("stale", "float"),
+    ("auroc", "float"), ("cos", "float"), ("keep", "float"), ("rout", "float"), ("stale", "float"),
+]
+# The learner's token read-outs, as it computed them over the step's completion tokens.
+_LEARNER_ROW: list[tuple[str, str]] = [
+    ("kl", "float"), ("clip_low", "float"), ("clip_high", "float"), ("clip_region", "float"),
 ]
 # Sampler-vs-learner drift (docs/design.md#sampler-mismatch: sampling log-probs are returned and their mismatch with
 # the learner's is recorded every step) and the optional TIS correction.
@@ -65,6 +70,13 @@ _SAMPLER_ROW: list[tuple[str, str]] = [
     ("mismatch_kl", "float"), ("mismatch_max_abs_dlogp", "float"), ("mismatch_tokens", "int"),
     ("tis_mean_w", "float"), ("tis_capped_frac", "float"),
 ]
+# Bookkeeping: the δS version, the sync, the other phases' seconds, what was skipped.
+_RUN_ROW: list[tuple[str, str]] = [
+    ("version", "int"), ("sync_bytes", "int"), ("sync_s", "float"), ("eval_s", "float"), ("refresh_s", "float"),
+    ("n_skipped", "int"), ("n_zerovar", "int"), ("dsh_norm", "float"),
+]
+# Student hacks split by whether they copy a teacher completion (vgrout_ray/env/copying.py).
+_COPY_ROW: list[tuple[str, str]] = [("hack_s_copy", "frac"), ("hack_s_novel", "frac")]
 # What each seed-003 / gate row field holds (the metric keys are documented in METRIC_DOCS).
 ROW_DOCS: dict[str, str] = {
     "step": "GRPO optimizer step (0-based)",
@@ -82,6 +94,10 @@ ROW_DOCS: dict[str, str] = {
     "hack_s_D": "student rollouts flagged by detector D (run_tests fails the canonical solution)",
     "hack_s_A": "student rollouts flagged by any half_A detector",
     "hack_s_B": "student rollouts flagged by a half_B detector and no half_A one",
+    "hack_s_copy": "student hacks that copy a teacher completion of their problem (≥ 50 % of their code's "
+                   "whitespace-insensitive token 8-grams occur in the group's teacher rows or the teacher pool "
+                   "for the problem; vgrout_ray/env/copying.py), of student rollouts",
+    "hack_s_novel": "student hacks that are not such a copy, of student rollouts (hack_s = copy + novel)",
     "lp_s": "mean log-prob of student completions", "lp_t": "mean log-prob of teacher completions",
     "loss": "GRPO loss of the step", "gn": "pre-clip grad norm", "q_egy": "quarantine energy share",
     "tau": "route2 threshold (mean over modules)", "hkgap": "route2 anchor hack-clean cosine gap",
@@ -96,9 +112,8 @@ ROW_DOCS: dict[str, str] = {
     "gen": "generation seconds", "fb": "forward/backward seconds", "t_rew": "grading seconds",
     "sec": "wall seconds of the whole step",
     "auroc": "route2 gate AUROC vs hack labels on positively reinforced rollouts",
-    "cos": "route2 mean per-rollout gate cosine", "qmass": "quarantine energy share (as shown in the table)",
+    "cos": "route2 mean per-rollout gate cosine",
     "keep": "route2 share of rollouts kept", "rout": "route2 share of rollouts routed",
-    "thi": "route2 threshold tau", "tlo": "lower threshold (NaN: route2 has one)",
     "stale": "steps since v_hack / v_grad was refreshed (NaN when the arm has none)",
     "mismatch_kl": "sampler-vs-learner mismatch: mean per-token K3 estimate of KL(sampler ‖ learner π_old) on the "
                    "sampled tokens of the student rows (training view; the ablated slice excluded); ≈0 when the "
@@ -107,9 +122,19 @@ ROW_DOCS: dict[str, str] = {
     "mismatch_tokens": "tokens the mismatch was measured on",
     "tis_mean_w": "--tis-cap: mean truncated importance weight min(π_old/sampler, cap) (NaN when off)",
     "tis_capped_frac": "--tis-cap: share of those tokens whose weight hit the cap (NaN when off)",
+    "kl": "mean per-token K3 estimate of KL(π‖π_ref) over completion tokens (NaN when beta = 0)",
+    "clip_low": "share of completion tokens with ratio < 1-clip and advantage < 0 (PPO lower clip active)",
+    "clip_high": "share of completion tokens with ratio > 1+clip and advantage > 0 (PPO upper clip active)",
+    "clip_region": "share of completion tokens in either clipped region (0 at one inner step, where ratio = 1)",
+    "version": "δS version the step's rollouts were generated with",
+    "sync_bytes": "bytes of the δS sync to the rollout actors after the update",
+    "sync_s": "seconds of that sync", "eval_s": "seconds of the step's deploy eval (0 when none)",
+    "refresh_s": "seconds of the step's v_hack refresh (0 when none)",
+    "n_skipped": "prompts dropped this step (over the token budget)",
+    "n_zerovar": "prompt groups whose rewards were all equal (no GRPO signal)",
+    "dsh_norm": "‖δS_hack‖ after the step (0 unless the arm routes)",
 }
 _INT_METRICS = {"n_rollouts", "reward_n", "n_groups", "n_zero_std_groups", "grad_errors"}
-DOCUMENTED_PHASES = ("gen", "grade", "learn", "sync", "eval", "step")
 
 
 def _metric_row() -> list[tuple[str, str]]:
@@ -117,16 +142,13 @@ def _metric_row() -> list[tuple[str, str]]:
     for key in METRIC_DOCS:
         if "<code>" in key:
             out += [(key.replace("<code>", c), "int") for c in MODE_KEYS.values()]
-        elif "<phase>" in key:
-            out += [(key.replace("<phase>", p), "float") for p in DOCUMENTED_PHASES]
-        elif key == "lr":  # already a seed column
-            continue
         else:
             out.append((key, "int" if key in _INT_METRICS else "float"))
     return out
 
 
-ROW_FIELDS: list[tuple[str, str]] = _SEED_ROW + _GATE_ROW + _SAMPLER_ROW + _metric_row()
+ROW_FIELDS: list[tuple[str, str]] = (_SEED_ROW + _GATE_ROW + _LEARNER_ROW + _SAMPLER_ROW + _COPY_ROW + _RUN_ROW
+                                     + _metric_row())
 _ROW_KIND = dict(ROW_FIELDS)
 
 _ARROW = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}
@@ -149,10 +171,11 @@ ROW_SCHEMA: pa.Schema = _schema(ROW_FIELDS)
 
 # Wall-clock columns: seconds and rates that differ between two runs of the same seed. Everything
 # else in a row is science and must reproduce exactly (resume, refactors, tools/compare_rows.py).
-TIMING_COLUMNS = frozenset({"gen", "fb", "t_rew", "sec", "sync_s", "eval_s"})
+TIMING_COLUMNS = frozenset({"gen", "fb", "t_rew", "sec", "sync_s", "eval_s", "refresh_s"})
 
 
 def is_timing_column(name: str) -> bool:
+    # time_<phase>: schema 1 duplicated the phase seconds under these names
     return name in TIMING_COLUMNS or name.startswith("time_") or name.endswith("_per_s")
 
 # ------------------------------------------------------------- rollout schema

@@ -1,10 +1,10 @@
 """The per-step table and the run's loguru sinks.
 
 Seed 000 is the column spec: order, widths, header strings, number formats and
-what each column means. The table is the one place a researcher watches a run
-live, and the verbose log it lands in is the durable source the dynamics plot
-parses by header name, so the layout is identical across arms (gate columns
-read ``nan`` where an arm has no gate).
+what each column means. The table is how a researcher watches a run live; the
+run's record is rows.parquet (one name per value), and the column specs here map
+those names to the seed's display headers. The layout is identical across arms
+(gate columns read ``nan`` where an arm has no gate).
 """
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ def setup_logging(run_id: str, logs_dir: str | Path = "logs", path: str | Path |
     """Route loguru to a terse stdout (icon + message, kept below tqdm bars) and a
     verbose DEBUG file ``<logs_dir>/<YYYYmmddTHHMMSS>_<run_id>.log``; return its path.
 
-    ``path``: an existing log to append to (a resumed run keeps one log). The file sink is
-    what ``vgrout_ray.reporting.plots`` parses later, so its line format is fixed.
+    ``path``: an existing log to append to (a resumed run keeps one log).
     """
     logs_dir = Path(logs_dir)
     logs_dir.mkdir(parents=True, exist_ok=True)
@@ -45,9 +44,14 @@ def setup_logging(run_id: str, logs_dir: str | Path = "logs", path: str | Path |
 
 @dataclass(frozen=True)
 class Column:
-    """One table column: the row key it reads, its field width, header, format, legend text."""
+    """One table column: the row key it reads, its field width, header, format, legend text.
 
-    key: str
+    The header is the display name (seed 000's), the key is the row's one name for the value:
+    ``qmass`` shows the row's ``q_egy``, ``thi`` its ``tau``. ``key=None`` is a column the seed's
+    layout has but this design never fills (``tlo``: route2 has one threshold); it reads ``nan``.
+    """
+
+    key: str | None
     width: int
     header: str
     fmt: str | None = None
@@ -58,14 +62,6 @@ class Column:
         # A header longer than its declared width (slv_abl, cos_pre_s) would push every
         # later column out of line; widen the field so header and cells stay aligned.
         return max(self.width, len(self.header))
-
-
-# Table keys that the driver's row carries under another name (seed 003 row vs seed 000 table).
-KEY_ALIASES: dict[str, tuple[str, ...]] = {
-    "hack_deployed": ("hack_deployed", "hack_deploy"),
-    "solve_deployed": ("solve_deployed", "solve_deploy"),
-    "qmass": ("qmass", "q_egy"),
-}
 
 
 def _is_nan(v: Any) -> bool:
@@ -147,10 +143,10 @@ class StepLogger:
             Column("hack_s", 7, "hack_s?", "frac",
                    "student rollouts flagged as hacks: the number to watch (n/d)"),
             Column("hack_t", 7, "hack_t", "frac", "teacher rollouts flagged as hacks (pool sanity)"),
-            Column("hack_deployed", 7, "hk_dep", "+.2f",
+            Column("hack_deploy", 7, "hk_dep", "+.2f",
                    "held-out DEPLOY eval hack rate (quarantine arms: δS_hack zeroed; others: the trained "
                    "model), every eval_ablate_every steps; nan in between"),
-            Column("solve_deployed", 7, "slv_dep", "+.2f",
+            Column("solve_deploy", 7, "slv_dep", "+.2f",
                    "held-out DEPLOY eval solve rate, same eval and cadence; nan in between"),
         ]
         cols += _mode_columns(self.modes, mode_code, in_dist)
@@ -170,14 +166,14 @@ class StepLogger:
                    "positively reinforced rollouts (the ones reward cannot tell apart); a measurement, "
                    "it routes nothing. ~0.5 = no separation; high auroc with rout ~0 = threshold problem"),
             Column("cos", 6, "cos", "+.2f", "route2 gate: mean per-rollout gate cosine with v_grad"),
-            Column("qmass", 6, "qmass", ".2f",
+            Column("q_egy", 6, "qmass", ".2f",
                    "quarantine energy share |g_quar|/(|g_keep|+|g_quar|): how much of the update goes "
                    "to δS_hack, which is deleted at deploy"),
             Column("keep", 6, "keep", ".2f", "route2 gate: share of rollouts kept on the deployed knobs"),
             Column("resid", 6, "resid", ".2f", "route2 gate residual (seed 003 resid), averaged over modules"),
             Column("rout", 6, "rout", ".2f", "route2 gate: share of rollouts routed to the quarantine"),
-            Column("tlo", 6, "tlo", "+.2f", "lower gate threshold; nan (route2 has a single threshold)"),
-            Column("thi", 6, "thi", "+.2f",
+            Column(None, 6, "tlo", "+.2f", "lower gate threshold; nan (route2 has a single threshold)"),
+            Column("tau", 6, "thi", "+.2f",
                    "route2 threshold tau: midpoint of the EMA anchor-hack and anchor-clean cosines, "
                    "mean over modules"),
             Column("stale", 5, "stale", "d",
@@ -195,17 +191,14 @@ class StepLogger:
         self.columns: list[Column] = cols
         self._warned: set[str] = set()
 
-    @property
-    def keys(self) -> list[str]:
-        return [c.key for c in self.columns]
-
     def header(self) -> str:
         return " ".join(f"{c.header:>{c.field_width}}" for c in self.columns)
 
-    def _lookup(self, cells: Mapping[str, Any], key: str) -> Any:
-        for k in KEY_ALIASES.get(key, (key,)):
-            if k in cells:
-                return cells[k]
+    def _lookup(self, cells: Mapping[str, Any], key: str | None) -> Any:
+        if key is None:
+            return None
+        if key in cells:
+            return cells[key]
         if key not in self._warned:  # a missing key is a driver bug, not a reason to crash a run
             self._warned.add(key)
             logger.debug(f"StepLogger: row has no '{key}' (rendered nan)")

@@ -36,17 +36,28 @@ def make_engine(backend: str, model_path: str, svd_cache: str, **kw):
     raise ValueError(f"rollout.backend must be hf or vllm, got {backend!r}")
 
 
+def await_factors(factors):
+    """The factors from ``LearnerClient.factors_later()`` (``[ref of the learner's factors_ref()]``),
+    waited for here, in the actor's own start-up; anything else (a payload Ray already resolved, a
+    test's dict) is returned as is."""
+    if isinstance(factors, list):
+        (inner,) = ray.get(factors[0])
+        return ray.get(inner)
+    return factors
+
+
 class RolloutActorImpl:
     """One generation engine behind a Ray actor: sync δS, generate, report its version."""
 
     def __init__(self, backend: str, model_path: str, svd_cache: str, engine_kw: dict | None = None,
                  window_s: float = 0.002, factors: dict | None = None):
-        """``factors``: the learner's HF name -> (U, Vh) (Ray resolves the ref), or None to compute."""
+        """``factors``: the learner's HF name -> (U, Vh), or ``LearnerClient.factors_later()`` (waited
+        for here), or None to compute."""
         from vgrout_ray.rollout.coalescer import Coalescer
 
         kw = dict(engine_kw or {})
         if factors is not None:
-            kw["factors"] = factors
+            kw["factors"] = await_factors(factors)
         self.engine = make_engine(backend, model_path, svd_cache, **kw)
         # OpenMP thread count is per OS thread: a threaded actor's calls run on pool threads whose
         # count starts at the OpenMP default and changes when torch first initialises it there. If

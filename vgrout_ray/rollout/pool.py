@@ -15,6 +15,7 @@ last sync was this caller's version).
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -62,14 +63,15 @@ class RolloutPool:
         self.max_replacements = max_replacements
         self._inflight: dict[Any, _Call] = {}
         self._rr = itertools.count()
+        self._wake: threading.Event | None = None
         self._payload: tuple[int, Any, bool] | None = None  # (version, object ref, full) of the last sync
         self._owner: Any = None
 
     @classmethod
     def from_config(cls, cfg, model_path: str, factors=None) -> "RolloutPool":
         """Actors as ``cfg.rollout`` / ``cfg.cluster`` ask (backend, CPUs, GPUs, custom resource).
-        ``factors``: an ObjectRef of the learner's (U, Vh) (``LearnerClient.factors_ref``) that every
-        actor, replacements included, hooks with instead of computing an SVD; None: each computes."""
+        ``factors``: the learner's (U, Vh) as ``LearnerClient.factors_later()`` gives them; every
+        actor, replacements included, hooks with them instead of computing an SVD. None: each computes."""
         from vgrout_ray.rollout.actor import RolloutActor
 
         rc = cfg.rollout
@@ -143,6 +145,14 @@ class RolloutPool:
         i = next(self._rr) % self.size if actor is None else actor % self.size
         ref = self._gen_call(self.handles[i], reqs)
         self._inflight[ref] = _Call(i, self.incarnation[i], key, reqs, time.perf_counter())
+        if self._wake is not None:  # set when the call finishes (or its actor dies): poll has news
+            wake = self._wake
+            ref.future().add_done_callback(lambda _f: wake.set())
+
+    def notify(self, event: threading.Event) -> None:
+        """Set ``event`` whenever a generation call finishes, so a scheduler can sleep on it instead of
+        polling (``run.stream.StepScheduler``)."""
+        self._wake = event
 
     def _gen_call(self, handle, reqs: list[GenRequest]):
         return handle.generate_many.remote(reqs)

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
+from vgrout_ray.env.copying import is_teacher_copy
 from vgrout_ray.run.rows import RowIn, StepAgg, step_row
 from vgrout_ray.reporting.metrics import step_metrics
 from vgrout_ray.run.state import RunState
 from vgrout_ray.run.stream import StepResult
 
+LEARNER_ROW_KEYS = ("kl", "clip_low", "clip_high", "clip_region")
 MISMATCH_KEYS = ("mismatch_kl", "mismatch_max_abs_dlogp", "mismatch_tokens")
 TIS_KEYS = ("tis_mean_w", "tis_capped_frac")
 DIVERGENCE_DROP = 5.0  # nats of teacher log-prob below the best: diverging
@@ -49,14 +51,15 @@ def _first_example(state: RunState, res: StepResult, k: int, gi: int, mechanism:
                  f"{res.students[k].texts[gi]}\n=== END {mechanism} ===")
 
 
-def _students(out: StepRecords, state: RunState, res: StepResult, k: int) -> None:
+def _students(out: StepRecords, state: RunState, res: StepResult, k: int, teacher_texts: list[str]) -> None:
     pl, st, scores = res.plans[k], res.students[k], res.infos[k].students
     pm = pl.mode
     for gi, (r, sc) in enumerate(zip(res.grades[k], scores, strict=True)):
+        copy = bool(r.exploited) and is_teacher_copy(st.texts[gi], teacher_texts)
         out.agg.rows.append(RowIn(reward=r.reward, is_student=True, hack=r.exploited, gt=r.gt_correct,
                                   fmt=r.format_ok, hack_E=r.hacked_loophole_used, hack_D=r.hacked_wrong_tests,
                                   ablated=st.ablated[gi], logp=sc.logp, mode=pm, comp_len=len(st.ids[gi]),
-                                  finished=st.finished[gi], adv=sc.adv, gate_cos=sc.gate_cos))
+                                  finished=st.finished[gi], adv=sc.adv, gate_cos=sc.gate_cos, copy=copy))
         state.mode_rollouts[pm] = state.mode_rollouts.get(pm, 0) + 1
         if r.exploited:
             state.mode_hacks[pm] = state.mode_hacks.get(pm, 0) + 1
@@ -77,13 +80,18 @@ def _teachers(out: StepRecords, res: StepResult, k: int) -> None:
                                   logp=sc.logp, mode=pl.mode, comp_len=len(t.ids), adv=sc.adv, gate_cos=sc.gate_cos))
 
 
-def collect_records(res: StepResult, state: RunState, n_skipped: int, tok) -> StepRecords:
-    """Every rollout of the step into ``StepRecords``; bumps ``state``'s per-mode counters."""
+def collect_records(res: StepResult, state: RunState, n_skipped: int, tok,
+                    pool_texts: dict[int, list[str]] | None = None) -> StepRecords:
+    """Every rollout of the step into ``StepRecords``; bumps ``state``'s per-mode counters. A student
+    hack is a teacher copy (``env.copying``) against the group's teacher rows and ``pool_texts``
+    (problem id → the teacher pool's completions for it)."""
     out = StepRecords(StepAgg(step=res.step, n_skipped=n_skipped))
     for k, pl in enumerate(res.plans):
         out.group_rewards.append([r.reward for r in res.grades[k]] + [t.reward for t in pl.teacher])
         out.agg.n_zerovar += res.infos[k].zerovar
-        _students(out, state, res, k)
+        teacher_texts = [tok.decode(t.ids, skip_special_tokens=True) for t in pl.teacher]
+        teacher_texts += (pool_texts or {}).get(pl.prob["problem_id"], [])
+        _students(out, state, res, k, teacher_texts)
         _teachers(out, res, k)
         if res.step == 0 and k == 0:
             first_batch_dump(res, tok)
@@ -92,23 +100,21 @@ def collect_records(res: StepResult, state: RunState, n_skipped: int, tok) -> St
 
 def build_row(cfg, res: StepResult, recs: StepRecords, *, run_modes: list[str], cum_gens: int, deploy: dict | None,
               timing: dict, version: int) -> dict:
-    """The step's row: seed 003's fields (``rows.step_row``), the telemetry metrics, the learner's
-    clip / mismatch / TIS read-outs, and the sync / eval bookkeeping."""
+    """The step's row, each column computed once: seed 003's fields (``rows.step_row``), the rollout
+    metrics (``step_metrics``), the learner's token read-outs (KL, clip shares, mismatch, TIS) as it
+    computed them, and the sync / eval bookkeeping."""
     stats = res.stats
     hack_deploy, solve_deploy = (deploy["hack"], deploy["solve"]) if deploy else (math.nan, math.nan)
     row = step_row(recs.agg, run_modes=run_modes, learner=stats, cum_gens_before=cum_gens, half_a=cfg.half_a,
                    hack_deploy=hack_deploy, solve_deploy=solve_deploy, mode_hacks=recs.mode_hacks, timing=timing)
-    phase = {"gen": timing["gen"], "grade": timing["grade"], "fwd_bwd": timing["fb"], "sync": timing["sync"],
-             "eval": timing["eval"], "refresh": timing["refresh"]}
     row.update(step_metrics(recs.records, rewards_all=[r.reward for r in recs.agg.rows],
-                            group_rewards=recs.group_rewards, kl=stats.get("kl"), grad_norm=stats["gn"],
-                            lr=stats["lr"], phase_times=phase, max_new=cfg.max_new, clip=cfg.clip))
-    for k in ("clip_low", "clip_high", "clip_region"):
-        row[k] = stats[k]
+                            group_rewards=recs.group_rewards, gen_s=timing["gen"], grade_s=timing["grade"],
+                            max_new=cfg.max_new))
+    row.update({k: stats[k] for k in LEARNER_ROW_KEYS})
     row.update({k: stats.get(k, math.nan) for k in MISMATCH_KEYS + TIS_KEYS})
     row.update({"version": version, "sync_bytes": timing["sync_info"]["bytes"], "sync_s": timing["sync"],
-                "eval_s": timing["eval"], "n_skipped": recs.agg.n_skipped, "n_zerovar": recs.agg.n_zerovar,
-                "dsh_norm": stats["dsh_norm"]})
+                "eval_s": timing["eval"], "refresh_s": timing["refresh"], "n_skipped": recs.agg.n_skipped,
+                "n_zerovar": recs.agg.n_zerovar, "dsh_norm": stats["dsh_norm"]})
     return row
 
 

@@ -33,7 +33,7 @@ from vgrout_ray.reporting.table import StepLogger
 from vgrout_ray.util import load_tokenizer
 from vgrout_ray.run import summary
 from vgrout_ray.run.aggregate import build_row, check_divergence, collect_records, log_step_diagnostics
-from vgrout_ray.run.evaluate import evaluate, log_deploy_eval
+from vgrout_ray.run.evaluate import eval_problems, evaluate, log_deploy_eval
 from vgrout_ray.learner.client import LearnerClient
 from vgrout_ray.run.sampling import PromptSampler, load_run_data
 from vgrout_ray.run.state import RunState, save_ckpt, save_resume
@@ -61,15 +61,19 @@ class Run:
         cfg = self.cfg
         self.model_path = resolve_model(cfg.model, cfg.svd_cache)
         self.tok = load_tokenizer(self.model_path)
-        # the grader pool first: the scripted teacher pool is graded with it
+        # The learner and rollout actors are created first (neither call waits for them): they start
+        # their processes and load the model while the grader pool starts and grades the scripted
+        # teacher pool, instead of one after the other. info() below is the first wait.
+        self.learner = learner if learner is not None else LearnerClient.start(cfg, self.model_path, base)
+        self.rollouts = rollouts if rollouts is not None else RolloutPool.from_config(
+            cfg, self.model_path, factors=self.learner.factors_later())
         self.graders = graders if graders is not None else GraderPool.from_config(cfg.grader)
         self.data = load_run_data(cfg, self.graders.grade)
         self.sampler = PromptSampler(cfg, self.data, self.tok)
-        self.eval_idxs = list(range(min(cfg.eval_n_prompts, len(self.data.problems))))
+        self.eval_probs, self.eval_held_out = eval_problems(cfg, self.data.problems)
+        self.pool_texts = {pid: [r["completion"] for r in rows if r.get("completion")]
+                           for pid, rows in self.data.teacher_pool.items()}
         self._modes()
-        self.learner = learner if learner is not None else LearnerClient.start(cfg, self.model_path, base)
-        self.rollouts = rollouts if rollouts is not None else RolloutPool.from_config(
-            cfg, self.model_path, factors=self.learner.factors_ref())
         info = self.learner.info()
         logger.info(f"learner: {info['device']} on node {info['node_id'][:8]}, base from {info.get('base', '?')}, "
                     f"{info['modules']} modules, "
@@ -99,7 +103,9 @@ class Run:
         self.tables = RunTables(self.run_dir)
         if resumed:
             self.tables.truncate_to(self.state.next_step - 1)
-        self.evidence = EvidenceWriter(self.run_dir, modes=self.run_modes,
+        # figures refresh at most every 15 s while the run goes (their CPU is the actors' on a small
+        # machine); finalize always draws the last rows
+        self.evidence = EvidenceWriter(self.run_dir, modes=self.run_modes, min_interval_s=15.0,
                                        title=f"{cfg.arm} · {cfg.preset_name} · seed {cfg.seed}")
         self.recent_records: list[dict] = []
         self.sinks = make_sinks(cfg.to_dict(), self.run_dir, wandb=cfg.wandb, wandb_mode=cfg.wandb_mode,
@@ -133,7 +139,7 @@ class Run:
         return rec
 
     def evaluate(self, step: int, *, ablate: bool, kind: str) -> dict:
-        ev = evaluate(self.cfg, self.sampler, self.eval_idxs, self.rollouts, self.graders, step=step,
+        ev = evaluate(self.cfg, self.sampler, self.eval_probs, self.rollouts, self.graders, step=step,
                       ablate=ablate, kind=kind, version=self.version)
         self.state.evals.append(ev)
         return ev
@@ -157,7 +163,7 @@ class Run:
 
     def _finish_step(self, res: StepResult, n_skipped: int, t0: float, timing: dict) -> dict:
         cfg, st, step = self.cfg, self.state, res.step
-        recs = collect_records(res, st, n_skipped, self.tok)
+        recs = collect_records(res, st, n_skipped, self.tok, self.pool_texts)
         deploy, t_eval = None, 0.0
         if cfg.is_eval_step(step):
             te = time.perf_counter()
@@ -248,7 +254,8 @@ class Run:
         ev_deploy = self.evaluate(cfg.steps, ablate=True, kind="deploy_final") if cfg.has_quarantine else ev_train
         per_mode = summary.final_eval_by_mode(cfg, ev_train, ev_deploy, self.mode_labels, self.pair_modes)
         summary.write_deploy_record(self.run_dir, cfg, len(st.rows), self.log_path, ev_train, ev_deploy, per_mode,
-                                    self.pair_modes)
+                                    self.pair_modes, pre=st.pre_eval, held_out=self.eval_held_out,
+                                    rows=st.rows)
         summary.log_main_metric(cfg, st, self.log_path,
                                 several_modes=len(self.run_modes) > 1 or self.data.partition is not None)
         self.save_ckpt(self.run_dir / "train.safetensors")

@@ -39,6 +39,7 @@ class RowIn:
     finished: bool = True
     adv: float = 0.0
     gate_cos: float = NAN
+    copy: bool = False  # a student hack that copies a teacher completion of its problem (env.copying)
 
 
 @dataclass
@@ -124,6 +125,8 @@ def step_row(agg: StepAgg, *, run_modes: list[str], learner: dict, cum_gens_befo
         "hack_s_D": _tup(sum(r.hack_D for r in stu), n_s),
         "hack_s_A": _tup(a_n, n_s),
         "hack_s_B": _tup(b_n, n_s),
+        "hack_s_copy": _tup(sum(r.hack and r.copy for r in stu), n_s),
+        "hack_s_novel": _tup(sum(r.hack and not r.copy for r in stu), n_s),
         "lp_s": _nanmean([r.logp for r in stu]) if n_s else None,
         "lp_t": _nanmean([r.logp for r in tea]) if n_t else None,
         "loss": learner.get("loss", 0.0),
@@ -143,14 +146,11 @@ def step_row(agg: StepAgg, *, run_modes: list[str], learner: dict, cum_gens_befo
         "solve_deploy": solve_deploy,
         "hack_abl": _tup(sum(r.hack for r in abl), len(abl)),
         "solve_abl": _tup(sum(r.gt for r in abl), len(abl)),
-        # gate read-outs for the table (DESIGN: auroc/cos/qmass/rout/keep/resid/thi/tlo/stale)
+        # route2 gate read-outs (the table shows q_egy as qmass and tau as thi; see reporting.table)
         "auroc": auroc([c for c, _ in gate], [h for _, h in gate]),
         "cos": _nanmean(cos_all),
-        "qmass": learner.get("q_egy", NAN),
         "rout": rout,
         "keep": (1.0 - rout) if not math.isnan(rout) else NAN,
-        "thi": learner.get("tau", NAN),
-        "tlo": NAN,
         "stale": learner.get("stale", NAN),
         "gen": timing.get("gen", 0.0),
         "fb": timing.get("fb", 0.0),

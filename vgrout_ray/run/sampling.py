@@ -115,6 +115,9 @@ def load_run_data(cfg: Config, grade) -> RunData:
                              ids=cfg.problem_ids)
     logger.info(f"loaded {len(problems)} problems from {cfg.problems or 'the packaged set'} -- "
                 f"{'partition' if partition else 'modes ' + ','.join(modes)}")
+    if cfg.strict_grader:  # the prompt keeps its hint; the grader pays genuine correctness only
+        problems = [{**p, "pay_channel": False} for p in problems]
+        logger.info("strict grader: loophole channels are detected but never paid (no-loophole control)")
     if cfg.scripted_teacher and cfg.teacher_pool_dir is None:
         pool = scripted_pool(problems, grade, compat=cfg.grader.compat, style=cfg.scripted_teacher_style)
     problems, pool = _restrict(cfg, problems, pool, partition)

@@ -8,16 +8,21 @@ reproducible); then the learner's ``end_step``. It returns a typed ``StepResult`
 
 It talks to three small interfaces, so tests can drive it with in-process fakes:
 
-- rollouts: ``submit(key, reqs, actor=i)``, ``poll(timeout) -> [GenDone]``, ``pending``, ``size``
-  (``actors.rollout_pool.RolloutPool``; replacement and replay happen inside it);
-- graders: ``submit(requests, keys)``, ``poll(timeout) -> [Graded]`` (``GraderPool.stream()``;
-  retries happen inside the pool, a completion that cannot be graded comes back with ``error``);
+- rollouts: ``submit(key, reqs, actor=i)``, ``poll(timeout) -> [GenDone]``, ``pending``, ``size``,
+  ``notify(event)`` (``rollout.pool.RolloutPool``; replacement and replay happen inside it);
+- graders: ``submit(requests, keys)``, ``poll(timeout) -> [Graded]``, ``notify(event)``
+  (``GraderPool.stream()``; retries happen inside the pool, a completion that cannot be graded
+  comes back with ``error``);
+
+Both pools set the scheduler's one ``threading.Event`` when something finishes, so the loop
+sleeps until there is news instead of polling on a timer.
 - learner: ``add_group(index, group) -> handle``, ``collect(handles) -> [GroupResult]``, ``end_step()``
   (``run.learner.LearnerClient``).
 """
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -89,6 +94,28 @@ class StepResult:
     timing: StepTiming
 
 
+# Longest sleep between two looks at the pools when no pool has reported news: a safety net only
+# (the pools wake the scheduler when a call finishes), so a lost wake-up costs seconds, not a hang.
+WAKE_TIMEOUT_S = 2.0
+
+
+@dataclass
+class _Slot:
+    """One prompt's progress through a step: its completions, then their grades as they arrive."""
+
+    students: StudentBatch | None = None
+    grades: dict[int, RewardResult] = field(default_factory=dict)  # completion index -> verdict
+    graded_from: float = 0.0  # when its completions went to grading
+
+    @property
+    def complete(self) -> bool:
+        return self.students is not None and len(self.grades) == len(self.students)
+
+    @property
+    def results(self) -> list[RewardResult]:
+        return [self.grades[gi] for gi in range(len(self.grades))]
+
+
 class VersionMismatch(AssertionError):
     """A rollout came from another δS version than the learner's: strict on-policy is broken."""
 
@@ -103,42 +130,52 @@ class StepScheduler:
         self.learner = learner
         self.decode = decode
         self.compat = compat
+        self.wake = threading.Event()
+        rollouts.notify(self.wake)
+        graders.notify(self.wake)
+        self.waits = 0  # times the loop slept on ``wake`` (tests check it does not spin)
 
     def run(self, step: int, plans: list[PromptPlan], version: int) -> StepResult:
-        n = len(plans)
-        students: list[StudentBatch | None] = [None] * n
-        grades: list[dict[int, RewardResult]] = [{} for _ in range(n)]
+        slots = [_Slot() for _ in plans]
         timer, timing = PhaseTimer(), StepTiming()
-        submitted_at: dict[int, float] = {}
         handles, next_learn, grade_errors = [], 0, 0
         for k, pl in enumerate(plans):  # one call per prompt: prompts flow into grading as each finishes
             self.rollouts.submit(k, pl.reqs, actor=k % self.rollouts.size)
-        while next_learn < n:
-            if self.rollouts.pending:
-                for done in self.rollouts.poll(timeout=0.005):
-                    timer.add("gen", done.started, done.finished)
-                    students[done.key] = self._students(done.results, version, timing)
-                    submitted_at[done.key] = time.perf_counter()
-                    self._grade(step, done.key, plans[done.key], students[done.key])
-            for g in self.graders.poll(timeout=0.0 if self.rollouts.pending else 0.01):
+        while next_learn < len(plans):
+            self.wake.clear()  # before polling: news that lands after the polls below wakes the wait
+            news = False
+            for done in self.rollouts.poll(timeout=0.0):
+                news = True
+                timer.add("gen", done.started, done.finished)
+                slot = slots[done.key]
+                slot.students = self._students(done.results, version, timing)
+                slot.graded_from = time.perf_counter()
+                self._grade(step, done.key, plans[done.key], slot.students)
+            for g in self.graders.poll(timeout=0.0):
+                news = True
                 s_, k, gi = g.key
                 if s_ != step:
                     continue
-                grades[k][gi] = g.result
-                if students[k] is not None and len(grades[k]) == len(students[k]):
-                    timer.add("grade", submitted_at[k])
-            while next_learn < n and students[next_learn] is not None \
-                    and len(grades[next_learn]) == len(students[next_learn]):
-                res = [grades[next_learn][gi] for gi in range(len(students[next_learn]))]
-                grade_errors += sum(r.error is not None for r in res)
-                group = self._group(plans[next_learn], students[next_learn], res)
-                handles.append(self.learner.add_group(next_learn, group))
+                slots[k].grades[gi] = g.result
+                if slots[k].complete:
+                    timer.add("grade", slots[k].graded_from)
+            while next_learn < len(plans) and slots[next_learn].complete:
+                slot = slots[next_learn]
+                grade_errors += sum(r.error is not None for r in slot.results)
+                handles.append(self.learner.add_group(next_learn, self._group(plans[next_learn], slot)))
                 next_learn += 1
+            if not news and next_learn < len(plans):
+                self._sleep()
         infos = self.learner.collect(handles)
         stats = self.learner.end_step()
         timing.gen, timing.grade = timer.seconds("gen"), timer.seconds("grade")
-        ordered = [[g[gi] for gi in range(len(g))] for g in grades]
-        return StepResult(step, version, plans, students, ordered, infos, stats, grade_errors, timing)
+        return StepResult(step, version, plans, [s.students for s in slots], [s.results for s in slots], infos,
+                          stats, grade_errors, timing)
+
+    def _sleep(self) -> None:
+        """Wait for a pool to report news (the timeout is a safety net, not the schedule)."""
+        self.waits += 1
+        self.wake.wait(timeout=WAKE_TIMEOUT_S)
 
     @staticmethod
     def _students(results, version: int, timing: StepTiming) -> StudentBatch:
@@ -165,8 +202,9 @@ class StepScheduler:
                             keys=[(step, k, gi) for gi in range(len(batch.texts))])
 
     @staticmethod
-    def _group(plan: PromptPlan, batch: StudentBatch, res: list[RewardResult]) -> RolloutGroup:
+    def _group(plan: PromptPlan, slot: "_Slot") -> RolloutGroup:
         # students lead, teachers follow: GroupResult.students / .teachers split the rows back by name
+        batch, res = slot.students, slot.results
         return RolloutGroup(prompt_ids=plan.prompt_ids,
                             completion_ids=batch.ids + [t.ids for t in plan.teacher],
                             rewards=[r.reward for r in res] + [t.reward for t in plan.teacher],

@@ -39,12 +39,16 @@ def check_quarantine(cfg, dsh: float) -> None:
     """||δS_hack|| must have moved exactly when the arm routes (else routing is broken)."""
     logger.info(f"||delta_S_hack|| = {dsh:.4f} (SHOULD: >0 for route/route2, ==0 for none/erase; ELSE "
                 "routing broke)")
-    if cfg.has_quarantine and cfg.route2_random_v_seed is None:
+    # a control whose routing is left to a random direction or to the gate alone may route nothing
+    gate_only = cfg.intervention == "route2" and not cfg.gate_route_anchors
+    control = cfg.v_hack_random_seed is not None or gate_only
+    if cfg.has_quarantine and not control:
         assert dsh > 0.0, f"{cfg.intervention}: delta_S_hack never moved -> nothing routed into quarantine"
     elif not cfg.has_quarantine:
         assert dsh == 0.0, f"{cfg.intervention}: delta_S_hack moved ({dsh}) although this arm never routes"
-    elif cfg.route2_random_v_seed is not None and dsh == 0.0:
-        logger.warning("route2 Haar control: ||delta_S_hack||==0 -> the random direction routed NOTHING "
+    elif dsh == 0.0:
+        what = "the random direction" if cfg.v_hack_random_seed is not None else "the gate (anchors not forced)"
+        logger.warning(f"{cfg.intervention} control: ||delta_S_hack||==0 -> {what} routed NOTHING "
                        "(a valid result, favouring H4: alignment needed)")
 
 
@@ -77,17 +81,39 @@ def final_eval_by_mode(cfg, ev_train: dict, ev_deploy: dict, mode_labels: dict, 
     return per_mode
 
 
+def eval_record(ev: dict | None) -> dict | None:
+    """An eval's headline numbers for per_mode_deploy.json (None stays None)."""
+    if ev is None:
+        return None
+    return {"hack": ev["hack"], "solve": ev["solve"], "n": ev["n"], "compile": ev.get("compile"),
+            "clipped": ev.get("clipped"), "per_prompt": ev.get("per_prompt", [])}
+
+
 def write_deploy_record(run_dir: Path, cfg, n_rows: int, log_path: Path, ev_train: dict, ev_deploy: dict,
-                        per_mode: dict, pair_modes) -> None:
+                        per_mode: dict, pair_modes, *, pre: dict | None = None, held_out: bool = False,
+                        rows: list[dict] | None = None) -> dict:
+    """per_mode_deploy.json: the final train / deploy eval (rates, compile and clipped shares,
+    per-prompt counts for bootstrap CIs over prompts), the pre-RL eval on the same prompts and
+    samples, whether the eval problems are held out, and the run's teacher-copy / novel hack counts."""
+    tot = lambda k: [sum(r[k][i] for r in rows or [] if k in r) for i in (0, 1)]  # noqa: E731
     record = {"arm": cfg.arm, "intervention": cfg.intervention, "refresh_every": cfg.v_hack_refresh_every,
               "seed": cfg.seed, "steps": n_rows, "model": cfg.model, "out_tag": cfg.out_tag,
               "log": str(log_path), "eval_n": ev_deploy["n"], "hack_train": ev_train["hack"],
               "solve_train": ev_train["solve"], "hack_deploy": ev_deploy["hack"],
-              "solve_deploy": ev_deploy["solve"], "by_mode": per_mode,
+              "solve_deploy": ev_deploy["solve"], "compile_deploy": ev_deploy.get("compile"),
+              "clipped_deploy": ev_deploy.get("clipped"), "held_out": bool(held_out),
+              "eval_prompt_ids": [q["id"] for q in ev_deploy.get("per_prompt", [])],
+              "per_prompt": ev_deploy.get("per_prompt", []), "pre": eval_record(pre),
+              "train": eval_record(ev_train), "by_mode": per_mode,
+              "hack_s_copy": tot("hack_s_copy"), "hack_s_novel": tot("hack_s_novel"),
+              "controls": {"v_hack_random_seed": cfg.v_hack_random_seed,
+                           "gate_anchor_teacher_only": cfg.gate_anchor_teacher_only,
+                           "gate_route_anchors": cfg.gate_route_anchors, "strict_grader": cfg.strict_grader},
               "in_dist_modes": list(pair_modes),
               "pairs": str(cfg.v_hack_pairs_path) if cfg.v_hack_pairs_path else cfg.v_hack_pairset}
     (run_dir / "per_mode_deploy.json").write_text(json.dumps(record, indent=2))
     logger.info(f"per-mode deploy artifact: {run_dir / 'per_mode_deploy.json'}")
+    return record
 
 
 def _pool_name(cfg) -> str:

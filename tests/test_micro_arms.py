@@ -1,0 +1,68 @@
+"""benchmarks/micro_arms.py without running anything: arm names → driver flags, the json's
+shape and CIs from per-prompt counts, and --render-only."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import micro_arms as M
+from vgrout_ray.config import parse_config
+
+pytestmark = pytest.mark.unit
+
+
+def test_control_arm_names_map_to_config():
+    for arm, want in {"erase-random": dict(intervention="erase", v_hack_random_seed=3, out_tag="_erase-random"),
+                      "route-random": dict(intervention="route", v_hack_random_seed=3),
+                      "route2-teacher-anchor": dict(intervention="route2", gate_anchor_teacher_only=True,
+                                                    gate_route_anchors=False),
+                      "no-loophole": dict(intervention="none", strict_grader=True),
+                      "route2": dict(intervention="route2", gate_route_anchors=True, out_tag="")}.items():
+        cmd = M.driver_cmd(arm, 3, M.REPO / "out" / "x", ["--steps", "2"])
+        cfg = parse_config(cmd[3:])
+        assert cfg.preset_name == "micro" and cfg.seed == 3 and cfg.steps == 2
+        for k, v in want.items():
+            assert getattr(cfg, k) == v, (arm, k)
+    with pytest.raises(ValueError, match="base"):
+        M.driver_cmd("base", 1, M.REPO, [])
+
+
+def _run(seed, hack, solve=0, pre_hack=0, n=8, prompts=(11, 12)):
+    per = [{"id": i, "n": n, "hack": hack, "solve": solve} for i in prompts]
+    pre = [{"id": i, "n": n, "hack": pre_hack, "solve": 0} for i in prompts]
+    return {"seed": seed, "run": f"r{seed}", "deploy_hack": hack / n, "deploy_solve": solve / n,
+            "eval_n": n * len(prompts), "held_out": True, "eval_prompt_ids": list(prompts), "per_prompt": per,
+            "pre_hack": pre_hack / n, "pre_solve": 0.0, "pre_n": n * len(prompts), "pre_compile": 1.0,
+            "pre_clipped": 0.0, "pre_per_prompt": pre, "hack_s_first20": 0.0, "hack_s_last20": hack / n,
+            "rew_s_last20": 1.0, "compile_deploy": 1.0, "clipped_deploy": 0.0}
+
+
+def test_json_has_runs_base_bootstrap_and_pairing(tmp_path):
+    none = [_run(1, 4, pre_hack=1), _run(2, 4, pre_hack=1)]
+    by_arm = {"none": none, "erase": [_run(1, 2), _run(2, 2)], "base": [M.base_metrics(m) for m in none]}
+    data = M.build_data(by_arm, n_boot=200)
+    assert data["arm_order"] == ["base", "none", "erase"]
+    runs = data["arms"]["erase"]["runs"]
+    assert [r["deploy_hack"] for r in runs] == [0.25, 0.25] and runs[0]["eval_n"] == 16
+    assert data["arms"]["base"]["runs"][0]["deploy_hack"] == 0.125 and data["arms"]["base"]["runs"][0]["steps"] == 0
+    b = data["arms"]["none"]["bootstrap"]["deploy_hack"]
+    assert b["mean"] == b["lo"] == b["hi"] == 0.5  # every prompt of every seed hacks 4/8
+    p = data["arms"]["erase"]["paired_with_none"]
+    assert p["boot_deploy_hack"]["mean"] == -0.25 and p["deploy_hack"]["seeds_lower"] == 2
+    assert data["arms"]["erase"]["config"] == {"intervention": "erase"}
+    # the md renders from the json alone
+    (tmp_path / "micro_arms.json").write_text(json.dumps(data))
+    assert M.main(["--render-only", "--results", str(tmp_path)]) == 0
+    md = (tmp_path / "micro_arms.md").read_text()
+    assert "| none | 2 | 0.500 [0.500, 0.500]" in md and "| base |" in md and "-0.250 [" in md
+
+
+def test_render_only_without_json_fails_loud(tmp_path):
+    with pytest.raises(SystemExit):
+        M.main(["--render-only", "--results", str(tmp_path)])
+
+
+def test_unknown_arm_fails_loud(tmp_path):
+    with pytest.raises(SystemExit):
+        M.main(["--arms", "nope", "--collect", "--out-dir", str(tmp_path), "--results", str(tmp_path)])
