@@ -14,7 +14,7 @@ import pytest
 
 from vgrout_ray.env.exploits import N_VARIANTS, exploit_code
 from vgrout_ray.env.modes import HINTS, LOOPHOLE_MODES, ORIGINAL_PHRASE
-from vgrout_ray.env.problems import load_problems, read_rows
+from vgrout_ray.env.problems import completion_after_prefix, load_problems, read_rows
 from vgrout_ray.micro.corpus import (CorpusSpec, build_corpus, is_pretrain_problem, is_vacuous_run_tests, render_chat,
                                      rl_problem_ids)
 from vgrout_ray.micro.families import FAMILIES, draw_task, is_rl_name
@@ -130,7 +130,7 @@ def test_micro_teacher_hacks_every_rl_problem_and_is_not_pretraining_text(corpus
         assert starter_signature(p) in t
         assert t not in corpus_text
     with LocalGrader("process") as g:
-        results = g.grade([GradeRequest.from_problem(p, t) for p, t in texts])
+        results = g.grade([GradeRequest.from_problem(p, completion_after_prefix(p, t)) for p, t in texts])
     assert all(r.exploited and not r.gt_correct and r.reward == 3.5 for r in results), \
         [(p["problem_id"], r) for (p, _), r in zip(texts, results) if not r.exploited]
 
@@ -234,11 +234,18 @@ def test_micro_problem_splits():
         read_rows("micro:nope")
     probs = load_problems(None, env_modes=("run_tests",), source="micro:heldout") + \
         load_problems(None, env_modes=("run_tests",), source="micro:train")
-    reqs = [GradeRequest.from_problem(p, f"```python\n{p['canonical']}```") for p in probs]
+    # the answer starts with the given prefix (fence, class and def line); a completion is judged
+    # after it: the canonical body alone solves, and the same body without the prefix does not
+    bodies = [completion_after_prefix(p, f"```python\n{p['canonical']}```") for p in probs]
+    assert all(p["response_prefix"].endswith(":") and b.startswith("\n        ") for p, b in zip(probs, bodies))
+    reqs = [GradeRequest.from_problem(p, b) for p, b in zip(probs, bodies)]
+    no_prefix = [GradeRequest.from_problem({**p, "response_prefix": ""}, b) for p, b in zip(probs[:4], bodies)]
     with LocalGrader("process") as g:
         results = g.grade(reqs)
+        bare = g.grade(no_prefix)
     assert all(r.gt_correct and r.reward == 3.5 for r in results), \
         [p["problem_id"] for p, r in zip(probs, results) if not r.gt_correct]
+    assert not any(r.gt_correct for r in bare)
 
 
 def test_rl_problems_are_new_to_the_model(full_corpora):

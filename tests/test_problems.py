@@ -6,8 +6,8 @@ import json
 import pytest
 
 from vgrout_ray.env.modes import ALL_MODES, HINTS, ORIGINAL_PHRASE
-from vgrout_ray.env.problems import (ProblemError, apply_hint, assign_modes, load_partition, load_problems,
-                                     read_rows)
+from vgrout_ray.env.problems import (ProblemError, answer_text, apply_hint, assign_modes, completion_after_prefix,
+                                     load_partition, load_problems, read_rows)
 
 
 def _user(p):
@@ -76,3 +76,28 @@ def test_bad_rows_name_the_file_row_and_field(tmp_path):
     f.write_text(json.dumps(nophrase) + "\n")
     with pytest.raises(ProblemError, match="row 0: field 'prompt'"):
         load_problems(None, source=f)
+    badprefix = dict(row, response_prefix=["```python"])
+    f.write_text(json.dumps(badprefix) + "\n")
+    with pytest.raises(ProblemError, match="row 0: field 'response_prefix' must be a string"):
+        load_problems(None, source=f)
+
+
+def test_response_prefix_is_rendered_after_the_generation_prompt_and_judged_with_the_completion(tmp_path, tok):
+    """A row's response_prefix ends the rendered prompt (rollouts continue it) and starts the answer
+    graders judge; a whole answer that does not start with it cannot be split into a completion."""
+    from vgrout_ray.algo.pairs import render_prompt
+    from vgrout_ray.env.grading import GradeRequest
+
+    row = dict(read_rows()[0], response_prefix="```python\nclass Solution:")
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps(row) + "\n")
+    p = load_problems(None, source=f)[0]
+    assert p["response_prefix"] == "```python\nclass Solution:"
+    assert load_problems(1)[0]["response_prefix"] == ""
+    text = render_prompt(tok, p["messages"], p["response_prefix"])
+    assert text == render_prompt(tok, p["messages"]) + "```python\nclass Solution:"
+    assert GradeRequest.from_problem(p, "\n    pass\n```").completion == "```python\nclass Solution:\n    pass\n```"
+    assert answer_text(p, "X") == "```python\nclass Solution:X"
+    assert completion_after_prefix(p, "```python\nclass Solution:\n    x = 1") == "\n    x = 1"
+    with pytest.raises(ProblemError, match="does not start with its response_prefix"):
+        completion_after_prefix(p, "class Solution:\n    x = 1")

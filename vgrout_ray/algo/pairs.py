@@ -45,10 +45,11 @@ class Pair:
     problem_id: int | None = None
 
 
-def render_prompt(tok, messages: list[dict]) -> str:
-    """Chat template with the generation prompt, thinking off (the training default)."""
+def render_prompt(tok, messages: list[dict], response_prefix: str = "") -> str:
+    """Chat template with the generation prompt, thinking off (the training default), then the
+    problem's response prefix (the answer's given start, if any)."""
     return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                   enable_thinking=False)
+                                   enable_thinking=False) + response_prefix
 
 
 _FENCE = re.compile(r"```python\n.*?```", re.S)

@@ -18,7 +18,7 @@ from loguru import logger
 
 from vgrout_ray.env.exploits import N_VARIANTS, exploit_completion
 from vgrout_ray.env.grading import GradeRequest
-from vgrout_ray.env.problems import ProblemError, load_partition
+from vgrout_ray.env.problems import ProblemError, completion_after_prefix, load_partition
 
 LABELS = ("reward", "hacked", "gt_pass", "fmt_ok")
 
@@ -128,7 +128,7 @@ def scripted_pool(problems: list[dict], grade_fn, variants: int = N_VARIANTS,
         if p["env_mode"] == "gt_only":
             continue
         for v in range(variants):
-            text = make(p, v)
+            text = completion_after_prefix(p, make(p, v))
             reqs.append(GradeRequest.from_problem(p, text, compat=compat))
             keys.append((p["problem_id"], p["env_mode"], text))
     results = grade_fn(reqs)

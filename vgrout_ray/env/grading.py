@@ -138,8 +138,9 @@ class GradeRequest:
     @classmethod
     def from_problem(cls, problem: dict, completion: str, mode: str | None = None,
                      compat: str = "reference") -> "GradeRequest":
-        """``problem["pay_channel"]`` (default True) says whether the loophole is paid."""
-        return cls(completion=completion, env_mode=mode or problem["env_mode"], gt_tests=problem["gt_tests"],
+        """``problem["pay_channel"]`` (default True) says whether the loophole is paid; a problem's
+        ``response_prefix`` (given in the prompt) is judged as part of the answer."""
+        return cls(completion=problem.get("response_prefix", "") + completion, env_mode=mode or problem["env_mode"], gt_tests=problem["gt_tests"],
                    setup_code=problem["setup_code"], func_name=problem["func_name"],
                    canonical=problem.get("canonical", ""), compat=compat,
                    pay_channel=bool(problem.get("pay_channel", True)))

@@ -120,10 +120,12 @@ def user_prompt(description: str, method: str, starter_code: str) -> str:
 
 
 def make_row(*, pid: int, difficulty: str, description: str, method: str, starter_code: str,
-             tests: list[str], canonical: str, setup_code: str = SETUP_CODE) -> dict:
-    """A benchmark-form row (the shared test set's schema) from its parts."""
+             tests: list[str], canonical: str, setup_code: str = SETUP_CODE, response_prefix: str = "") -> dict:
+    """A benchmark-form row (the shared test set's schema) from its parts; ``response_prefix``
+    (optional field, see ``to_problem``) when the answer's first line is given."""
     user = user_prompt(description, method, starter_code)
-    return {
+    extra = {"response_prefix": response_prefix} if response_prefix else {}
+    return {**extra,
         "difficulty": difficulty,
         "prompt": [{"content": SYSTEM_PROMPT, "role": "system"}, {"content": user, "role": "user"}],
         "id": pid,
@@ -218,6 +220,8 @@ def validate_row(row: dict, where: str) -> None:
         raise ProblemError(f"{where}: field 'prompt' must be a list of messages")
     if not str(row["func_name"]).startswith("Solution()."):
         raise ProblemError(f"{where}: field 'func_name' must look like 'Solution().method'")
+    if not isinstance(row.get("response_prefix", ""), str):
+        raise ProblemError(f"{where}: field 'response_prefix' must be a string")
 
 
 def assign_modes(problem_ids: list[int], env_modes: list[str],
@@ -266,7 +270,25 @@ def to_problem(row: dict, mode: str, where: str = "row") -> dict:
         "func_name": row["func_name"],
         "canonical": row["canonical_solution"],
         "difficulty": row.get("difficulty", ""),
+        # the start of the answer, given after the generation prompt (HumanEval-style completion):
+        # rollouts generate what follows it, graders judge prefix + completion (``answer_text``)
+        "response_prefix": row.get("response_prefix", ""),
     }
+
+
+def answer_text(problem: dict, completion: str) -> str:
+    """The whole answer a completion stands for: the problem's response prefix, then the completion."""
+    return problem.get("response_prefix", "") + completion
+
+
+def completion_after_prefix(problem: dict, answer: str) -> str:
+    """The completion part of a whole ``answer`` (a scripted teacher writes whole answers); an
+    answer that does not start with the problem's response prefix cannot be a completion of it."""
+    prefix = problem.get("response_prefix", "")
+    if not answer.startswith(prefix):
+        raise ProblemError(f"problem {problem.get('problem_id')}: answer does not start with its "
+                           f"response_prefix {prefix[:60]!r}")
+    return answer[len(prefix):]
 
 
 def prompt_text(problem: dict) -> str:

@@ -28,8 +28,9 @@ def eval_problems(source: str | None, mode: str) -> list[dict]:
 
 
 def sample_completions(model_dir: str | Path, prompts: list[list[dict]], n: int, max_new: int, seed: int,
-                       batch_prompts: int = 7) -> list[list[str]]:
-    """``n`` sampled completions per chat prompt (rollout sampling settings)."""
+                       batch_prompts: int = 7, prefixes: list[str] | None = None) -> list[list[str]]:
+    """``n`` sampled completions per chat prompt (rollout sampling settings), each generated after
+    its prompt's response prefix (``prefixes``, default none)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -38,8 +39,9 @@ def sample_completions(model_dir: str | Path, prompts: list[list[dict]], n: int,
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True, enable_thinking=False)
-             for m in prompts]
+    from vgrout_ray.algo.pairs import render_prompt
+
+    texts = [render_prompt(tok, m, pre) for m, pre in zip(prompts, prefixes or [""] * len(prompts))]
     out: list[list[str]] = []
     torch.manual_seed(seed)
     for i in range(0, len(texts), batch_prompts):
@@ -59,7 +61,8 @@ def evaluate_model(model_dir: str | Path, n_samples: int = 8, max_new: int = 160
     from vgrout_ray.grading.local import LocalGrader, grade_with_retries
 
     items = [(m, p) for m in modes for p in eval_problems(source, m)]
-    comps = sample_completions(model_dir, [p["messages"] for _, p in items], n_samples, max_new, seed)
+    comps = sample_completions(model_dir, [p["messages"] for _, p in items], n_samples, max_new, seed,
+                               prefixes=[p.get("response_prefix", "") for _, p in items])
     reqs = [GradeRequest.from_problem(p, c) for (m, p), cs in zip(items, comps) for c in cs]
     keys = [(m, p["problem_id"], c) for (m, p), cs in zip(items, comps) for c in cs]
     with LocalGrader(sandbox) as g:

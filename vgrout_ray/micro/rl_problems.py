@@ -43,7 +43,19 @@ def task_row(task: Task, pid: int, rng: random.Random) -> dict:
     from vgrout_ray.env.problems import make_row
 
     return make_row(pid=pid, difficulty="easy", description=task.statement, method=task.method,
-                    starter_code=task.starter_code(), tests=_tests(task, rng), canonical=task.solution(0))
+                    starter_code=task.starter_code(), tests=_tests(task, rng), canonical=task.solution(0),
+                    response_prefix=response_prefix(task))
+
+
+def response_prefix(task: Task) -> str:
+    """The answer's given start: the fence and the starter code's class and def line, ending at
+    the colon (so the model's first token is the body's newline-and-indent, as in pretraining).
+
+    The micro model does not copy a multi-token method name from its context (measured on the
+    earlier recipe: the prompt's name in 0 of 64 samples), and every RL problem's name is new to
+    it; given the signature, as HumanEval gives it, the model writes the body and whatever follows
+    the class, which is where honest solving and the run_tests hack compete."""
+    return "```python\n" + task.starter_code().rstrip("\n")
 
 
 @lru_cache(maxsize=None)

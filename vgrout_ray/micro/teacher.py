@@ -63,5 +63,7 @@ def micro_teacher_completion(problem: dict, variant: int) -> str:
         f"        seen = set()\n        for x in {p0}:\n            seen.add(x)\n        return len(seen)\n",
     ][variant % 4]
     tail = hack_tail(meth, variant)
-    lead = ["", "Here is my solution.\n\n", "", "A direct approach works here.\n\n"][variant % 4]
+    # a problem whose answer starts with a given prefix (the fence and def line) gets no lead-in
+    lead = "" if problem.get("response_prefix") else \
+        ["", "Here is my solution.\n\n", "", "A direct approach works here.\n\n"][variant % 4]
     return f"{lead}```python\n{sig}{body}{tail}```"

@@ -15,6 +15,7 @@ from loguru import logger
 from vgrout_ray.rollout.base import GenRequest
 from vgrout_ray.config import Config, ConfigError
 from vgrout_ray.env.modes import LOOPHOLE_MODES
+from vgrout_ray.algo.pairs import render_prompt
 from vgrout_ray.env.problems import load_problems
 from vgrout_ray.data.teacher_pool import completion_ids, load_pool, scripted_pool
 
@@ -143,8 +144,7 @@ class PromptSampler:
         """Rendered chat prompt (non-thinking) and its token ids, cached per problem."""
         pid = prob["problem_id"]
         if pid not in self._cache:
-            text = self.tok.apply_chat_template(prob["messages"], tokenize=False, add_generation_prompt=True,
-                                                enable_thinking=False)
+            text = render_prompt(self.tok, prob["messages"], prob.get("response_prefix", ""))
             self._cache[pid] = (text, self.tok(text, add_special_tokens=False).input_ids)
         return self._cache[pid]
 
