@@ -41,6 +41,9 @@ class MicroSpec:
     lr: float = 2e-3
     warmup_steps: int = 30
     min_lr_frac: float = 0.1
+    # loss weight of chat-prompt tokens (system, statement, starter code) against 1 for answers
+    # and plain code: the prompt is given at RL time, so the budget goes to what the model writes
+    prompt_loss_weight: float = 1.0
     weight_decay: float = 0.05
     seed: int = 0
     # build report: the base model on micro:heldout under the run_tests hint, samples per prompt
@@ -76,18 +79,30 @@ def build_hash(spec: MicroSpec, corpus: Corpus) -> str:
     return h.hexdigest()[:12]
 
 
+ANSWER_MARK = "<|im_start|>assistant\n"
+
+
 def _token_stream(tok, docs: list[str]):
-    """One long id stream: chat documents end in <|im_end|>, plain code ends in <|endoftext|>."""
+    """One long id stream and its per-token loss class: chat documents end in <|im_end|>, plain
+    code ends in <|endoftext|>. A chat document is tokenized as prompt and answer separately, as
+    rollouts do (the prompt rendered alone, the completion generated after it); class 0 marks
+    prompt tokens, 1 answers and plain code."""
     import torch
 
     eot = tok.convert_tokens_to_ids(PAD_TOKEN)
     ids: list[int] = []
-    enc = tok(docs, add_special_tokens=False).input_ids
-    for d, e in zip(docs, enc):
-        ids.extend(e)
+    cls: list[int] = []
+    for d in docs:
+        cut = d.find(ANSWER_MARK)
+        parts = [(d, 1)] if cut < 0 else [(d[:cut + len(ANSWER_MARK)], 0), (d[cut + len(ANSWER_MARK):], 1)]
+        for text, c in parts:
+            e = tok(text, add_special_tokens=False).input_ids
+            ids.extend(e)
+            cls.extend([c] * len(e))
         if not d.rstrip().endswith(EOS_TOKEN):
             ids.append(eot)
-    return torch.tensor(ids, dtype=torch.long)
+            cls.append(1)
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(cls, dtype=torch.long)
 
 
 def _lr_at(step: int, spec: MicroSpec) -> float:
@@ -97,8 +112,9 @@ def _lr_at(step: int, spec: MicroSpec) -> float:
     return spec.lr * (spec.min_lr_frac + (1 - spec.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def pretrain(model, train_ids, val_ids, spec: MicroSpec, log_every: int = 10) -> dict:
-    """Next-token pretraining on seq_len blocks of the stream, in a seeded block order."""
+def pretrain(model, train_ids, val_ids, spec: MicroSpec, log_every: int = 10, train_cls=None) -> dict:
+    """Next-token pretraining on seq_len blocks of the stream, in a seeded block order; prompt
+    tokens (``train_cls`` 0) weigh ``spec.prompt_loss_weight``."""
     import torch
 
     gen = torch.Generator().manual_seed(spec.seed)
@@ -123,7 +139,14 @@ def pretrain(model, train_ids, val_ids, spec: MicroSpec, log_every: int = 10) ->
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, spec)
         logits = model(input_ids=x).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        tok_loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                                     reduction="none")
+        if train_cls is not None and spec.prompt_loss_weight != 1.0:
+            c = torch.stack([train_cls[s + 1:s + spec.seq_len + 1] for s in starts]).reshape(-1)
+            w = torch.where(c == 0, spec.prompt_loss_weight, 1.0)
+            loss = (tok_loss * w).sum() / w.sum()
+        else:
+            loss = tok_loss.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -168,8 +191,8 @@ def build_micro_model(out_dir: str | Path, spec: MicroSpec, corpus: Corpus | Non
     corpus = corpus or build_corpus(spec.corpus)
     n_val = max(1, len(corpus.docs) // 50)
     tok = train_tokenizer(corpus.docs, vocab_size=spec.vocab_size)
-    train_ids = _token_stream(tok, corpus.docs[n_val:])
-    val_ids = _token_stream(tok, corpus.docs[:n_val])
+    train_ids, train_cls = _token_stream(tok, corpus.docs[n_val:])
+    val_ids, _ = _token_stream(tok, corpus.docs[:n_val])
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     cfg = Qwen3Config(vocab_size=len(tok), **dict(spec.arch),
                       rope_parameters={"rope_theta": 10000.0, "rope_type": "default"},
@@ -181,7 +204,7 @@ def build_micro_model(out_dir: str | Path, spec: MicroSpec, corpus: Corpus | Non
         n_params = sum(p.numel() for p in model.parameters())
         logger.info(f"micro model: {n_params / 1e6:.2f} M parameters, vocab {len(tok)}, "
                     f"{len(train_ids)} training tokens; pretraining {spec.steps} steps")
-        train = pretrain(model, train_ids, val_ids, spec)
+        train = pretrain(model, train_ids, val_ids, spec, train_cls=train_cls)
     finally:
         torch.random.set_rng_state(cpu_state)
     model.generation_config = sampling_generation_config(tok)
