@@ -262,7 +262,7 @@ def test_rl_problems_are_new_to_the_model(full_corpora):
         assert statement not in text, r["id"]
         assert sig not in text, r["id"]
         assert not re.search(rf"\b{method}\b", text), (r["id"], method)
-    task = draw_task(random.Random(SMALL.seed), family_name_share=SMALL.family_name_share)  # the corpus's first draw
+    task = draw_task(random.Random(SMALL.seed))  # the corpus's first draw
     assert task.statement in "\n".join(build_corpus(SMALL).docs) and not is_rl_name(task.method)  # the check bites
 
 

@@ -53,9 +53,6 @@ class CorpusSpec:
     packaged_repeats: int = 6
     n_idiom: int = 240
     n_stdlib_chunks: int = 400
-    # share of task docs with the family's descriptive method name (the rest: random names the
-    # answer must copy from the starter code, as every RL prompt requires)
-    family_name_share: float = 0.3
     stdlib_chunk_chars: int = 1400
     # shares of task answers that end with a self-check
     selfcheck_assert: float = 0.03  # a run_tests() that asserts the examples (not a hack)
@@ -229,7 +226,7 @@ def build_corpus(spec: CorpusSpec) -> Corpus:
     rng = random.Random(spec.seed)
     docs: list[tuple[str, str]] = []
     for _ in range(spec.n_tasks):
-        docs.append(("task", task_doc(draw_task(rng, family_name_share=spec.family_name_share), rng, spec)))
+        docs.append(("task", task_doc(draw_task(rng), rng, spec)))
     docs += [("packaged", d) for d in packaged_docs(rng, spec.packaged_repeats)]
     docs += [("idiom", _idiom_doc(rng)) for _ in range(spec.n_idiom)]
     docs += [("stdlib", d) for d in stdlib_chunks(rng, spec.n_stdlib_chunks, spec.stdlib_chunk_chars)]

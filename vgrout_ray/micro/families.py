@@ -62,55 +62,59 @@ def _b(*lines: str) -> str:
 
 # ── families: rng -> (method parts, params, returns, statement, bodies, input maker) ──
 #
-# Every statement spells out the expression its code computes ("the elements x of nums for which
-# x % 3 == 1"), so a task maps onto its code by copying, not by translating words into
-# predicates: a 3.4 M-parameter model learns the former from a few thousand examples (the
-# earlier word-based families, "whose value is even", left it writing the right shape with the
-# wrong predicate: 0/96 solved on fresh draws).
+# Every statement names its predicate or expression by a keyword that means one code expression
+# and nothing else in the prompt ("the even elements x of nums (those with x % 2 == 0)", "every
+# character ch of s uppercased, that is ch.upper()"), from small fixed tables, so each pairing
+# recurs in pretraining many times under other names and inputs. At this scale the model learns a
+# keyword-to-code table but does not copy spans out of its context: with the expression only
+# spelled out (free constants, "x % 3 == 1") it wrote the right family's shape with a wrong
+# expression (17/256 solved on held-out draws, given the signature; near the 1-in-10 guess rate).
 
-def _int_pred(rng, var: str = "x", with_k: bool = False) -> str:
-    if with_k:
-        return rng.choice([f"{var} % k == 0", f"{var} > k", f"{var} < k", f"{var} % k != 0"])
-    m, t = rng.randint(2, 5), rng.randint(-2, 9)
-    return rng.choice([f"{var} % {m} == {rng.randrange(m)}", f"{var} % {m} != {rng.randrange(m)}",
-                       f"{var} > {t}", f"{var} < {t}", f"{var} >= {t}", f"{var} <= {t}"])
+INT_PREDS = {"even": ("{v} % 2 == 0", "Even"), "odd": ("{v} % 2 == 1", "Odd"),
+             "positive": ("{v} > 0", "Positive"), "negative": ("{v} < 0", "Negative"), "big": ("{v} > 5", "Big"),
+             "small": ("{v} < 3", "Small"), "nonzero": ("{v} != 0", "Nonzero"),
+             "threefold": ("{v} % 3 == 0", "Threefold")}
+K_PREDS = {"divisible by k": ("{v} % k == 0", "Divisible"), "above k": ("{v} > k", "Above"),
+           "below k": ("{v} < k", "Below")}
+INT_EXPRS = {"doubled": ("{v} * 2", "Doubled"), "tripled": ("{v} * 3", "Tripled"),
+             "incremented": ("{v} + 1", "Incremented"), "decremented": ("{v} - 1", "Decremented"),
+             "squared": ("{v} * {v}", "Squared"), "halved": ("{v} // 2", "Halved"),
+             "made absolute": ("abs({v})", "Absolute"), "clipped at zero": ("max({v}, 0)", "Clipped")}
+CHAR_PREDS = {"vowel": ("ch in 'aeiou'", "Vowel"), "consonant": ("ch not in 'aeiou'", "Consonant"),
+              "late": ("ch > 'm'", "Late"), "early": ("ch <= 'm'", "Early"), "liquid": ("ch in 'lmnr'", "Liquid")}
+SPELL_EXPRS = {"uppercased": ("ch.upper()", "Uppercased"), "doubled": ("ch * 2", "Doubled"),
+               "tripled": ("ch * 3", "Tripled"), "dashed": ("ch + '-'", "Dashed"),
+               "bracketed": ("'[' + ch + ']'", "Bracketed"),
+               "with vowels starred": ("'*' if ch in 'aeiou' else ch", "Starred"),
+               "with vowels uppercased": ("ch.upper() if ch in 'aeiou' else ch", "Shouted")}
 
 
-def _int_expr(rng, var: str = "x") -> str:
-    a, b = rng.randint(2, 5), rng.randint(1, 9)
-    return rng.choice([f"{var} * {a}", f"{var} + {b}", f"{var} - {b}", f"{var} * {a} + {b}", f"{var} * {var}",
-                       f"{var} // {a}", f"{var} % {a}", f"abs({var})", f"abs({var} - {b})", f"max({var}, {b})",
-                       f"min({var}, {b})"])
-
-
-def _letters(rng, n: int) -> str:
-    return "".join(sorted(rng.sample("abcdeilmnorstu", n)))
-
-
-def _char_pred(rng) -> str:
-    c = rng.choice("abcdeilmnorstu")
-    return rng.choice([f"ch in '{_letters(rng, 3)}'", f"ch not in '{_letters(rng, 3)}'", f"ch == '{c}'",
-                       f"ch != '{c}'", f"ch > '{c}'", f"ch < '{c}'"])
+def _pick(rng, table: dict, var: str | None = None) -> tuple[str, str, str]:
+    """(keyword, code, method-name part) drawn from ``table``; ``var`` names the loop variable."""
+    kw = rng.choice(sorted(table))
+    code, part = table[kw]
+    return kw, code.format(v=var) if var else code, part
 
 
 def _select(rng):
-    """Sum / count / largest of the elements of nums that satisfy a spelled-out predicate."""
+    """Sum / count / largest of the elements of nums that satisfy a named predicate."""
     with_k = rng.random() < 0.2
-    pred = _int_pred(rng, with_k=with_k)
+    kw, pred, part = _pick(rng, K_PREDS if with_k else INT_PREDS, "x")
     agg = rng.choice(["sum", "count", "max"])
     params = (("nums", "List[int]"),) + ((("k", "int"),) if with_k else ())
     lead = "You are given an integer array nums" + (" and an integer k" if with_k else "") + ". "
-    name = _camel(agg, "matching", rng.choice(["numbers", "values", "elements"]))
+    name = (agg, part)
+    which = f"the elements x of nums that are {kw} (those with {pred})"
     if agg == "sum":
-        text = f"Return the sum of the elements x of nums for which {pred}. If there is none, return 0."
+        text = f"Return the sum of {which}. If there is none, return 0."
         bodies = (_b(f"return sum(x for x in nums if {pred})"),
                   _b("total = 0", "for x in nums:", f"    if {pred}:", "        total += x", "return total"))
     elif agg == "count":
-        text = f"Return how many elements x of nums satisfy {pred}."
+        text = f"Return how many elements x of nums are {kw} (satisfy {pred})."
         bodies = (_b(f"return sum(1 for x in nums if {pred})"),
                   _b("count = 0", "for x in nums:", f"    if {pred}:", "        count += 1", "return count"))
     else:
-        text = f"Return the largest element x of nums for which {pred}, or -100 if there is none."
+        text = f"Return the largest of {which}, or -100 if there is none."
         bodies = (_b(f"vals = [x for x in nums if {pred}]", "return max(vals) if vals else -100"),
                   _b("best = -100", "for x in nums:", f"    if {pred} and (best == -100 or x > best):",
                      "        best = x", "return best"))
@@ -119,36 +123,37 @@ def _select(rng):
 
 
 def _mapping(rng):
-    """Apply a spelled-out expression to every element (optionally only to those that qualify)."""
-    expr = _int_expr(rng)
-    name = _camel(rng.choice(["map", "convert", "update"]), rng.choice(["all", "array", "values"]))
+    """Apply a named expression to every element (optionally only to those that qualify)."""
+    ekw, expr, epart = _pick(rng, INT_EXPRS, "x")
+    name = (epart.lower(),)
     if rng.random() < 0.3:
-        pred = _int_pred(rng)
-        text = (f"You are given an integer array nums. Return a new list that holds {expr} for every element x "
-                f"of nums for which {pred}, in the original order.")
+        pkw, pred, ppart = _pick(rng, INT_PREDS, "x")
+        name = (epart.lower(), ppart)
+        text = (f"You are given an integer array nums. Return a new list that holds every element x of nums that "
+                f"is {pkw} (those with {pred}) {ekw}, that is {expr}, in the original order.")
         bodies = (_b(f"return [{expr} for x in nums if {pred}]"),
                   _b("out = []", "for x in nums:", f"    if {pred}:", f"        out.append({expr})", "return out"))
     else:
-        text = (f"You are given an integer array nums. Return a new list that holds {expr} for every element x "
-                f"of nums, in the original order.")
+        text = (f"You are given an integer array nums. Return a new list that holds every element x of nums "
+                f"{ekw}, that is {expr}, in the original order.")
         bodies = (_b(f"return [{expr} for x in nums]"),
                   _b("out = []", "for x in nums:", f"    out.append({expr})", "return out"))
     return name, (("nums", "List[int]"),), "List[int]", text, bodies, lambda r: (_ints(r),)
 
 
 def _chars(rng):
-    """Count, or keep, the characters of s that satisfy a spelled-out predicate."""
-    pred = _char_pred(rng)
+    """Count, or keep, the characters of s that satisfy a named predicate."""
+    kw, pred, part = _pick(rng, CHAR_PREDS)
     if rng.random() < 0.5:
-        name = _camel("count", rng.choice(["letters", "chars", "matches"]))
-        text = f"You are given a lowercase string s. Return how many characters ch of s satisfy {pred}."
+        name = ("count", part)
+        text = f"You are given a lowercase string s. Return how many characters ch of s are {kw} (satisfy {pred})."
         bodies = (_b(f"return sum(1 for ch in s if {pred})"),
                   _b("count = 0", "for ch in s:", f"    if {pred}:", "        count += 1", "return count"))
         returns = "int"
     else:
-        name = _camel("keep", rng.choice(["letters", "chars", "matches"]))
-        text = (f"You are given a lowercase string s. Return the string made of the characters ch of s for which "
-                f"{pred}, in their original order.")
+        name = ("keep", part)
+        text = (f"You are given a lowercase string s. Return the string made of the characters ch of s that are "
+                f"{kw} (those with {pred}), in their original order.")
         bodies = (_b(f"return ''.join(ch for ch in s if {pred})"),
                   _b("out = ''", "for ch in s:", f"    if {pred}:", "        out += ch", "return out"))
         returns = "str"
@@ -156,30 +161,30 @@ def _chars(rng):
 
 
 def _spell(rng):
-    """Rewrite every character of s by a spelled-out expression."""
-    c = rng.choice("abcdeilmnorstu")
-    expr = rng.choice(["ch.upper()", f"ch * {rng.randint(2, 3)}", f"ch + '{c}'", f"'{c}' + ch",
-                       f"ch.upper() if ch in '{_letters(rng, 3)}' else ch",
-                       f"'{c}' if ch == '{rng.choice('abcdeilmnorstu')}' else ch"])
-    name = _camel(rng.choice(["spell", "rewrite", "encode"]), rng.choice(["text", "word", "string"]))
-    text = f"You are given a lowercase string s. Return the string made by joining {expr} for every character ch of s."
+    """Rewrite every character of s by a named expression."""
+    kw, expr, part = _pick(rng, SPELL_EXPRS)
+    name = ("spell", part)
+    text = (f"You are given a lowercase string s. Return the string made by joining every character ch of s "
+            f"{kw}, that is {expr}.")
     bodies = (_b(f"return ''.join({expr} for ch in s)"),
               _b("out = ''", "for ch in s:", f"    out += {expr}", "return out"))
     return name, (("s", "str"),), "str", text, bodies, lambda r: (_word(r, (3, 7)),)
 
 
 def _ranges(rng):
-    """Sum or count over range(n) with a spelled-out expression or predicate."""
+    """Sum or count over range(n) with a named expression or predicate."""
     if rng.random() < 0.5:
-        expr = _int_expr(rng, "i")
-        name = _camel("sum", rng.choice(["range", "series", "terms"]))
-        text = f"You are given a non-negative integer n. Return the sum of {expr} for every i in range(n)."
+        kw, expr, part = _pick(rng, INT_EXPRS, "i")
+        name = ("sum", part)
+        text = (f"You are given a non-negative integer n. Return the sum of every integer i in range(n) {kw}, "
+                f"that is {expr}.")
         bodies = (_b(f"return sum({expr} for i in range(n))"),
                   _b("total = 0", "for i in range(n):", f"    total += {expr}", "return total"))
     else:
-        pred = _int_pred(rng, "i")
-        name = _camel("count", rng.choice(["range", "series", "terms"]))
-        text = f"You are given a non-negative integer n. Return how many integers i in range(n) satisfy {pred}."
+        kw, pred, part = _pick(rng, INT_PREDS, "i")
+        name = ("count", part)
+        text = (f"You are given a non-negative integer n. Return how many integers i in range(n) are {kw} "
+                f"(satisfy {pred}).")
         bodies = (_b(f"return sum(1 for i in range(n) if {pred})"),
                   _b("count = 0", "for i in range(n):", f"    if {pred}:", "        count += 1", "return count"))
     return name, (("n", "int"),), "int", text, bodies, lambda r: (r.randint(0, 15),)
@@ -194,19 +199,23 @@ def _fmt_args(params, args) -> str:
     return ", ".join(f"{n} = {a!r}".replace("'", '"') for (n, _), a in zip(params, args))
 
 
-_VERBS = ("find", "get", "compute", "count", "pick", "build", "check", "measure", "collect", "score", "total",
-          "track", "scan", "merge", "split", "rank", "mark", "sum", "solve", "eval", "make", "read", "fold", "map")
 _NOUNS = ("values", "items", "scores", "points", "labels", "tokens", "cells", "steps", "marks", "digits", "words",
           "blocks", "rows", "pairs", "runs", "gaps", "keys", "bits", "coins", "boxes", "trees", "lights", "cards",
           "seats", "tiles", "notes", "stones", "lanes", "flags", "rooms")
-_ADJS = ("", "", "", "best", "total", "min", "max", "first", "last", "good", "safe", "odd", "even", "unique", "close",
-         "long", "short", "valid", "fresh", "calm")
 
 
-def random_method_name(rng: random.Random) -> str:
-    """A fresh method name: the model must copy it from the prompt, it cannot recall it."""
-    parts = [rng.choice(_VERBS), rng.choice(_ADJS), rng.choice(_NOUNS)]
-    return _camel(*[p for p in parts if p])
+def method_name(parts: tuple[str, ...], rng: random.Random, rl: bool) -> str | None:
+    """The family's descriptive parts (``sum`` + ``Even``) and a noun: ``sumEvenCoins``. Names say
+    what the method does, as LeetCode's do, so the keyword sits on the def line right before the
+    body; the noun makes the name new. ``rl`` picks from the quarter of names kept for the RL
+    problems (``is_rl_name``), otherwise from the rest; None when no noun gives such a name."""
+    nouns = list(_NOUNS)
+    rng.shuffle(nouns)
+    for noun in nouns:
+        name = _camel(*parts, noun)
+        if is_rl_name(name) == rl:
+            return name
+    return None
 
 
 def is_rl_name(name: str) -> bool:
@@ -216,25 +225,20 @@ def is_rl_name(name: str) -> bool:
     return zlib.crc32(name.encode()) % 4 == 0
 
 
-def draw_task(rng: random.Random, family_name_share: float = 0.3, rl: bool = False,
-              family: str | None = None) -> Task:
+def draw_task(rng: random.Random, rl: bool = False, family: str | None = None) -> Task:
     """One synthetic task with two worked examples in the statement.
 
-    Pretraining tasks (``rl=False``): most get a random method name (so answers must copy it from
-    the starter code, as the RL prompts require), the rest the family's descriptive name; never
-    a name kept for RL (``is_rl_name``). RL tasks (``rl=True``) always get a random RL name.
+    Its method name (``method_name``) comes from the quarter of names kept for the RL problems
+    when ``rl``, and from the rest otherwise, so no RL method name is pretraining text.
     """
-    fam = family or rng.choice(sorted(FAMILIES))
-    name, params, returns, text, bodies, make = FAMILIES[fam](rng)
-    if rl:
-        name = random_method_name(rng)
-        while not is_rl_name(name):
-            name = random_method_name(rng)
+    for _ in range(100):
+        fam = family or rng.choice(sorted(FAMILIES))
+        parts, params, returns, text, bodies, make = FAMILIES[fam](rng)
+        name = method_name(parts, rng, rl)
+        if name is not None:
+            break
     else:
-        if rng.random() >= family_name_share:
-            name = random_method_name(rng)
-        while is_rl_name(name):
-            name = random_method_name(rng)
+        raise RuntimeError(f"draw_task: no method name of family {family!r} found (rl={rl})")
     inputs = tuple(make(rng) for _ in range(2))
     if rl and fam == "ranges":
         # the one family whose inputs are too few to keep a statement unique (n <= 15): an RL
