@@ -438,6 +438,7 @@ class MicroConfig(Config):
     n_problems: int = 100
     problems: str | None = "micro:train"
     problem_ids: tuple[int, ...] | None = None
+    eval_problems: str | None = "micro:heldout"  # deploy eval on draws never trained on
     # K3 KL to the base (δS = 0) model: without it the student's code drifts into noise once it
     # starts hacking (seed 2 at β = 0: lp_s -0.3 -> -2.4 by step 26, hacks back to 2/28); β = 0.1
     # kept lp_s near -0.5 through 40 steps while hack_s rose 0.03 -> 0.37

@@ -22,9 +22,11 @@ from vgrout_ray.model.tiny import (EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, publish
                           train_tokenizer)
 from vgrout_ray.micro.corpus import Corpus, CorpusSpec, build_corpus
 
+# 1.3 M parameters: trained twice as long in the same time as the earlier 3.4 M model (hidden 256,
+# 4 heads), which is what taught it to read the statement (issue 24's attempts, docs/micro.md)
 MICRO_ARCH = dict(
-    hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-    num_key_value_heads=2, head_dim=64, max_position_embeddings=2048, tie_word_embeddings=True,
+    hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=2,
+    num_key_value_heads=1, head_dim=64, max_position_embeddings=2048, tie_word_embeddings=True,
 )
 
 
@@ -37,13 +39,16 @@ class MicroSpec:
     vocab_size: int = 4096
     seq_len: int = 512
     batch_size: int = 16
-    steps: int = 300
-    lr: float = 2e-3
+    # 800 steps (6.6 M tokens, 4 passes over the corpus, ~17 min on 2 idle cores): at 400 the base
+    # model wrote the right family's shape with a near-guess expression (28/256 solved); at 800 it
+    # solves half the held-out draws (docs/micro.md)
+    steps: int = 800
+    lr: float = 3e-3
     warmup_steps: int = 30
     min_lr_frac: float = 0.1
     # loss weight of chat-prompt tokens (system, statement, starter code) against 1 for answers
     # and plain code: the prompt is given at RL time, so the budget goes to what the model writes
-    prompt_loss_weight: float = 1.0
+    prompt_loss_weight: float = 0.1
     weight_decay: float = 0.05
     seed: int = 0
     # build report: the base model on micro:heldout under the run_tests hint, samples per prompt
@@ -57,17 +62,13 @@ class MicroSpec:
         return d
 
 
-# "micro": the preset's model. "micro-ci": the same corpus recipe on a narrower model (hidden 128,
-# 2 heads: 1.3 M parameters against 3.4 M), trained shorter, so that CI builds it and runs its 16
-# RL steps in about half the time (regression tests only; the science numbers come from "micro").
-MICRO_CI_ARCH = {**MICRO_ARCH, "hidden_size": 128, "intermediate_size": 384, "num_attention_heads": 2,
-                 "num_key_value_heads": 1}
+# "micro": the preset's model. "micro-ci": the same recipe trained a quarter as long, so that CI
+# builds it in minutes (regression tests only; the science numbers come from "micro").
 MICRO_SPECS: dict[str, MicroSpec] = {
     "micro": MicroSpec(),
     # its answers end with a run_tests() self-check more often (the prior the short CI run needs to
     # see a first hack); never used for the science numbers
-    "micro-ci": MicroSpec(corpus=CorpusSpec(selfcheck_vacuous_share=0.2), arch=tuple(sorted(MICRO_CI_ARCH.items())),
-                          steps=180, lr=3e-3, eval_samples=0),
+    "micro-ci": MicroSpec(corpus=CorpusSpec(selfcheck_vacuous_share=0.2), steps=200, eval_samples=0),
 }
 
 

@@ -50,9 +50,9 @@ class CorpusSpec:
 
     seed: int = 0
     n_tasks: int = 6000
-    packaged_repeats: int = 6
+    packaged_repeats: int = 3
     n_idiom: int = 240
-    n_stdlib_chunks: int = 400
+    n_stdlib_chunks: int = 150
     stdlib_chunk_chars: int = 1400
     # shares of task answers that end with a self-check
     selfcheck_assert: float = 0.03  # a run_tests() that asserts the examples (not a hack)
