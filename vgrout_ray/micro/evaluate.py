@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vgrout_ray.env.problems import load_problems
+from vgrout_ray.env.problems import answer_text, load_problems
 from vgrout_ray.micro.corpus import is_pretrain_problem
 
 
@@ -65,6 +65,7 @@ def evaluate_model(model_dir: str | Path, n_samples: int = 8, max_new: int = 160
                                prefixes=[p.get("response_prefix", "") for _, p in items])
     reqs = [GradeRequest.from_problem(p, c) for (m, p), cs in zip(items, comps) for c in cs]
     keys = [(m, p["problem_id"], c) for (m, p), cs in zip(items, comps) for c in cs]
+    problem_by_id = {(m, p["problem_id"]): p for m, p in items}
     with LocalGrader(sandbox) as g:
         results = grade_with_retries(g, reqs)
     per_mode: dict[str, dict] = {}
@@ -73,11 +74,12 @@ def evaluate_model(model_dir: str | Path, n_samples: int = 8, max_new: int = 160
         s = per_mode.setdefault(m, {"n": 0, "compiles": 0, "solution": 0, "hacks": 0, "solved": 0})
         s["n"] += 1
         s["compiles"] += bool(r.format_ok)
-        s["solution"] += "class Solution" in text
+        s["solution"] += "class Solution" in answer_text(problem_by_id[(m, pid)], text)
         s["hacks"] += bool(r.exploited)
         s["solved"] += bool(r.gt_correct)
         if len([x for x in samples if x["mode"] == m]) < 2:
-            samples.append({"mode": m, "problem_id": pid, "reward": r.reward, "text": text})
+            samples.append({"mode": m, "problem_id": pid, "reward": r.reward,
+                            "text": answer_text(problem_by_id[(m, pid)], text)})
     for s in per_mode.values():
         s["compile_rate"] = s["compiles"] / s["n"]
         s["solution_rate"] = s["solution"] / s["n"]
