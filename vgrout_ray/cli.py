@@ -24,6 +24,7 @@ COMMANDS: dict[str, Command] = {
     "data": Command("vgrout_ray.data.leetcode:main", "build benchmark rows from LeetCodeDataset (a path or hf:ID)"),
     "pairs": Command("vgrout_ray.data.pairsets:main", "build a hack/clean pairset from a teacher pool"),
     "build-model": Command("vgrout_ray.model.build_cli:main", "build the tiny or micro model offline"),
+    "eval-micro": Command("vgrout_ray.micro.evaluate:main", "a micro model's solve / hack / compile rate before RL"),
     "report": Command("vgrout_ray.reporting.run_report:main", "one markdown page for a run directory"),
     "plots": Command("vgrout_ray.reporting.plots:main", "training-dynamics figures across arms and seeds"),
     "schema": Command("vgrout_ray.reporting.parquet:main", "print the rows/rollouts Parquet schemas"),

@@ -7,7 +7,7 @@ the base model must solve a fair share (the capability axis RL can trade against
 its prior hack rate stays small (≤ 0.1), so that hacking seen in RL is learned there.
 Sampling uses the rollout settings (T=0.7, top-k 20) and real grading in a sandbox.
 
-    python -m vgrout_ray.micro.evaluate MODEL_DIR [--source micro:heldout] [--samples 8]
+    vgrout eval-micro MODEL_DIR [--source micro:heldout] [--samples 8]
 """
 from __future__ import annotations
 
@@ -94,11 +94,11 @@ def evaluate_model(model_dir: str | Path, n_samples: int = 8, max_new: int = 160
             "samples": samples}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="vgrout eval-micro", description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir")
     ap.add_argument("--source", default="micro:heldout", help="problems source ('packaged': the even ids)")
     ap.add_argument("--samples", type=int, default=8)
@@ -112,7 +112,5 @@ def main(argv: list[str] | None = None) -> None:
                        source=None if a.source == "packaged" else a.source)
     r.pop("samples")
     print(json.dumps(r, indent=1))
+    return 0
 
-
-if __name__ == "__main__":
-    main()

@@ -10,7 +10,7 @@ Two disjoint splits, deterministic given ``SEED``:
 - ``micro:train`` (ids 20001..): the RL prompts of the ``micro`` preset;
 - ``micro:heldout`` (ids 21001..): deploy-eval prompts, never trained on.
 
-Each row is in benchmark form (``env.problems.make_row``): the statement with two worked
+Each row is in benchmark form (``env.rows.make_row``): the statement with two worked
 examples, the starter code, ``N_TESTS`` assert tests (the two examples and fresh inputs), the
 honest solution as the canonical one.
 """
@@ -40,7 +40,7 @@ def _tests(task: Task, rng: random.Random) -> list[str]:
 
 
 def task_row(task: Task, pid: int, rng: random.Random) -> dict:
-    from vgrout_ray.env.problems import make_row
+    from vgrout_ray.env.rows import make_row
 
     return make_row(pid=pid, difficulty="easy", description=task.statement, method=task.method,
                     starter_code=task.starter_code(), tests=_tests(task, rng), canonical=task.solution(0),
