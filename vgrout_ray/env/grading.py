@@ -56,6 +56,7 @@ from typing import Callable, Protocol
 from vgrout_ray.env.modes import (CHECK_MEMORY_MB, CHECK_TIMEOUT_S, CORRECTNESS_REWARD, FORMAT_REWARD,
                     RESULT_FILE_WORDS, TEST_FUNC_NAME, check_mode, text_reports_pass)
 from vgrout_ray.env.parsing import TestCase, compiles, enclosing_class, extract_code, find_function, split_test
+from vgrout_ray.env.problems import answer_text
 from vgrout_ray.env.programs import (Undecodable, channel_probe_program, decode_value, host_expected_program, main_program,
                        read_report,
                        run_program, run_program_parts, run_tests_programs, split_stdout)
@@ -140,7 +141,7 @@ class GradeRequest:
                      compat: str = "reference") -> "GradeRequest":
         """``problem["pay_channel"]`` (default True) says whether the loophole is paid; a problem's
         ``response_prefix`` (given in the prompt) is judged as part of the answer."""
-        return cls(completion=problem.get("response_prefix", "") + completion, env_mode=mode or problem["env_mode"], gt_tests=problem["gt_tests"],
+        return cls(completion=answer_text(problem, completion), env_mode=mode or problem["env_mode"], gt_tests=problem["gt_tests"],
                    setup_code=problem["setup_code"], func_name=problem["func_name"],
                    canonical=problem.get("canonical", ""), compat=compat,
                    pay_channel=bool(problem.get("pay_channel", True)))

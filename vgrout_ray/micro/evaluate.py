@@ -64,8 +64,8 @@ def evaluate_model(model_dir: str | Path, n_samples: int = 8, max_new: int = 160
     comps = sample_completions(model_dir, [p["messages"] for _, p in items], n_samples, max_new, seed,
                                prefixes=[p.get("response_prefix", "") for _, p in items])
     reqs = [GradeRequest.from_problem(p, c) for (m, p), cs in zip(items, comps) for c in cs]
-    keys = [(m, p["problem_id"], c) for (m, p), cs in zip(items, comps) for c in cs]
-    problem_by_id = {(m, p["problem_id"]): p for m, p in items}
+    # the whole answer (the given prefix, then the completion) is what the report reads
+    keys = [(m, p["problem_id"], answer_text(p, c)) for (m, p), cs in zip(items, comps) for c in cs]
     with LocalGrader(sandbox) as g:
         results = grade_with_retries(g, reqs)
     per_mode: dict[str, dict] = {}
@@ -74,12 +74,11 @@ def evaluate_model(model_dir: str | Path, n_samples: int = 8, max_new: int = 160
         s = per_mode.setdefault(m, {"n": 0, "compiles": 0, "solution": 0, "hacks": 0, "solved": 0})
         s["n"] += 1
         s["compiles"] += bool(r.format_ok)
-        s["solution"] += "class Solution" in answer_text(problem_by_id[(m, pid)], text)
+        s["solution"] += "class Solution" in text
         s["hacks"] += bool(r.exploited)
         s["solved"] += bool(r.gt_correct)
         if len([x for x in samples if x["mode"] == m]) < 2:
-            samples.append({"mode": m, "problem_id": pid, "reward": r.reward,
-                            "text": answer_text(problem_by_id[(m, pid)], text)})
+            samples.append({"mode": m, "problem_id": pid, "reward": r.reward, "text": text})
     for s in per_mode.values():
         s["compile_rate"] = s["compiles"] / s["n"]
         s["solution_rate"] = s["solution"] / s["n"]
