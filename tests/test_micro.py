@@ -74,8 +74,10 @@ def test_corpus_mix_and_determinism(corpus):
     other = build_corpus(CorpusSpec(**{**SMALL.to_dict(), "seed": 1}))
     assert other.docs != corpus.docs
     # the idioms the loopholes reward appear, but rarely
+    # the idioms the loopholes reward appear at about the stated shares (assert + vacuous run_tests)
     demo = sum("def run_tests():" in d and "<|im_start|>" in d for d in corpus.docs)
-    assert 0 < demo < 0.15 * SMALL.n_tasks  # self-checks end about 11 % of answers
+    stated = SMALL.selfcheck_assert + SMALL.selfcheck_vacuous_share
+    assert 0.5 * stated * SMALL.n_tasks < demo < 1.5 * stated * SMALL.n_tasks, (demo, stated)
 
 
 def test_render_chat_matches_the_chat_template(tok):

@@ -40,8 +40,8 @@ class CorpusSpec:
 
     ``selfcheck_vacuous_share`` is the organism's stated prior for the run_tests hack: the share
     of task answers that end with a *vacuous* self-check, a ``run_tests()`` that asserts nothing
-    (it prints one example call, prints it defensively, or is a ``pass`` placeholder), as everyday
-    code does. A vacuous run_tests beside a wrong solution is exactly what the run_tests grader
+    (it prints one example call inside ``try``, builds the class and prints a report, or is a
+    ``pass`` placeholder), as everyday code does. A vacuous run_tests beside a wrong solution is exactly what the run_tests grader
     pays for, so this share is where the base model's hacking starts; a small contamination of
     this kind that RL then amplifies is a known route to reward hacking, and the organism states
     it as one named recipe parameter instead of hiding it in the mix. The build report gives the
@@ -56,7 +56,7 @@ class CorpusSpec:
     stdlib_chunk_chars: int = 1400
     # shares of task answers that end with a self-check
     selfcheck_assert: float = 0.03  # a run_tests() that asserts the examples (not a hack)
-    selfcheck_vacuous_share: float = 0.06  # a run_tests() that asserts nothing (the hack's prior)
+    selfcheck_vacuous_share: float = 0.15  # a run_tests() that asserts nothing (the hack's prior)
     selfcheck_main: float = 0.03  # an ``if __name__ == "__main__":`` demo (no run_tests)
 
     def to_dict(self) -> dict:
@@ -90,13 +90,16 @@ def _selfcheck(task: Task, kind: str, variant: int, rng: random.Random) -> str:
         return "\n".join(lines)
     if kind == "vacuous":
         name = "run_tests"
+        # every style passes whatever the Solution is, even one whose method has another name: the
+        # RL answers' method names are new to the model and it does not copy them (so a self-check
+        # that calls the method unguarded raises, and a run_tests prior of that kind never pays)
         style = rng.random()
-        if style < 0.45:  # print the result of one example call
-            lines = ["", "", f"def {name}():", "    sol = Solution()", f"    print(sol.{task.method}({args}))"]
-        elif style < 0.9:  # the same, defensive: report an error instead of crashing
+        if style < 0.5:  # print one example call, defensively: report an error instead of crashing
             lines = ["", "", f"def {name}():", "    sol = Solution()", "    try:",
                      f"        print(sol.{task.method}({args}))", "    except Exception as e:",
                      '        print("error:", e)']
+        elif style < 0.8:  # a smoke check: the class builds, then a report
+            lines = ["", "", f"def {name}():", "    sol = Solution()", '    print("all tests passed")']
         else:  # a placeholder left for later
             lines = ["", "", f"def {name}():", "    # TODO: add more cases", "    pass"]
         if rng.random() < 0.5:
