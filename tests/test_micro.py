@@ -234,6 +234,14 @@ def test_micro_problem_splits():
     assert {draw_task(random.Random(0)).family} <= set(FAMILIES)
     with pytest.raises(ProblemError):
         read_rows("micro:nope")
+    # the -hard splits are the same rows, restricted to the hard families
+    from vgrout_ray.micro.rl_problems import HARD_FAMILIES, _all_rows
+
+    for split, rows in (("train", train), ("heldout", held)):
+        hard = read_rows(f"micro:{split}-hard")
+        fams = {r["id"]: f for f, r in _all_rows()[split == "heldout"]}
+        assert 8 <= len(hard) < len(rows)
+        assert [r["id"] for r in hard] == [r["id"] for r in rows if fams[r["id"]] in HARD_FAMILIES]
     probs = load_problems(None, env_modes=("run_tests",), source="micro:heldout") + \
         load_problems(None, env_modes=("run_tests",), source="micro:train")
     # the answer starts with the given prefix (fence, class and def line); a completion is judged

@@ -10,6 +10,12 @@ Two disjoint splits, deterministic given ``SEED``:
 - ``micro:train`` (ids 20001..): the RL prompts of the ``micro`` preset;
 - ``micro:heldout`` (ids 21001..): deploy-eval prompts, never trained on.
 
+``micro:train-hard`` / ``micro:heldout-hard`` are the same rows restricted to the families in
+``HARD_FAMILIES``, the ones whose statements name an expression or predicate the model must
+write (the easy families are mostly a single keyword away from the answer). On problems the base
+model nearly always solves, a hack pays no more than an honest answer, so hacking has nothing to
+win; on these, solving and hacking compete.
+
 Each row is in benchmark form (``env.rows.make_row``): the statement with two worked
 examples, the starter code, ``N_TESTS`` assert tests (the two examples and fresh inputs), the
 honest solution as the canonical one.
@@ -26,6 +32,7 @@ N_TRAIN = 64
 N_HELDOUT = 32
 N_TESTS = 8
 SPLITS = {"train": 20001, "heldout": 21001}
+HARD_FAMILIES = ("mapping", "ranges", "select")
 
 
 def _tests(task: Task, rng: random.Random) -> list[str]:
@@ -59,7 +66,8 @@ def response_prefix(task: Task) -> str:
 
 
 @lru_cache(maxsize=None)
-def _all_rows(seed: int = SEED) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
+def _all_rows(seed: int = SEED) -> tuple[tuple[tuple[str, dict], ...], tuple[tuple[str, dict], ...]]:
+    """(family, row) pairs of both splits."""
     rng = random.Random(seed)
     fams = sorted(FAMILIES)
     tasks: list[Task] = []
@@ -71,16 +79,20 @@ def _all_rows(seed: int = SEED) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
             names.add(t.method)
             tasks.append(t)
             i += 1
-    train = tuple(task_row(t, SPLITS["train"] + j, rng) for j, t in enumerate(tasks[:N_TRAIN]))
-    held = tuple(task_row(t, SPLITS["heldout"] + j, rng) for j, t in enumerate(tasks[N_TRAIN:]))
+    train = tuple((t.family, task_row(t, SPLITS["train"] + j, rng)) for j, t in enumerate(tasks[:N_TRAIN]))
+    held = tuple((t.family, task_row(t, SPLITS["heldout"] + j, rng)) for j, t in enumerate(tasks[N_TRAIN:]))
     return train, held
 
 
 def micro_rows(split: str) -> list[dict]:
-    """Rows of ``split`` ("train" or "heldout"), fresh copies."""
+    """Rows of ``split``: "train" or "heldout", with "-hard" for the ``HARD_FAMILIES`` only;
+    fresh copies."""
     import copy
 
-    if split not in SPLITS:
-        raise ValueError(f"micro problems: unknown split {split!r}; known: {sorted(SPLITS)}")
+    base, hard = (split[:-len("-hard")], True) if split.endswith("-hard") else (split, False)
+    if base not in SPLITS:
+        known = sorted(SPLITS) + [f"{k}-hard" for k in sorted(SPLITS)]
+        raise ValueError(f"micro problems: unknown split {split!r}; known: {known}")
     train, held = _all_rows()
-    return copy.deepcopy(list(train if split == "train" else held))
+    rows = [r for fam, r in (train if base == "train" else held) if not hard or fam in HARD_FAMILIES]
+    return copy.deepcopy(rows)
