@@ -92,6 +92,7 @@ def run_metrics(run_dir: Path) -> dict:
         "lp_t_first": lp_t[0] if lp_t else NAN, "lp_t_last": lp_t[-1] if lp_t else NAN,
         "train_hack": dep["hack_train"], "train_solve": dep["solve_train"],
         "deploy_hack": dep["hack_deploy"], "deploy_solve": dep["solve_deploy"], "eval_n": dep.get("eval_n"),
+        "deploy_relies": dep.get("relies_deploy", NAN), "pre_relies": pre.get("relies", NAN),
         "compile_deploy": dep.get("compile_deploy", NAN), "clipped_deploy": dep.get("clipped_deploy", NAN),
         "held_out": dep.get("held_out"), "eval_prompt_ids": dep.get("eval_prompt_ids", []),
         "per_prompt": dep.get("per_prompt", []),
@@ -110,7 +111,8 @@ def run_metrics(run_dir: Path) -> dict:
 def base_metrics(m: dict) -> dict:
     """The ``base`` row of one seed: the vanilla run's pre eval (no RL) in the deploy columns."""
     return {"seed": m["seed"], "run": m["run"] + " (pre eval)", "steps": 0, "deploy_hack": m["pre_hack"],
-            "deploy_solve": m["pre_solve"], "eval_n": m["pre_n"], "compile_deploy": m["pre_compile"],
+            "deploy_solve": m["pre_solve"], "deploy_relies": m.get("pre_relies", NAN), "eval_n": m["pre_n"],
+            "compile_deploy": m["pre_compile"],
             "clipped_deploy": m["pre_clipped"], "held_out": m["held_out"], "eval_prompt_ids": m["eval_prompt_ids"],
             "per_prompt": m["pre_per_prompt"]}
 
@@ -120,7 +122,7 @@ def emerged(m: dict) -> bool:
     return m.get("hack_s_last20", 0) >= 0.5 and m["hack_s_last20"] - m["hack_s_first20"] >= 0.4
 
 
-METRICS = ("deploy_hack", "deploy_solve", "pre_hack", "compile_deploy", "clipped_deploy", "hack_s_first20",
+METRICS = ("deploy_hack", "deploy_solve", "deploy_relies", "pre_hack", "compile_deploy", "clipped_deploy", "hack_s_first20",
            "hack_s_last20", "rew_s_last20", "copy_share", "first_hack_step", "cos_pre_mean", "cos_pre_s_mean",
            "q_egy_mean")
 PAIRED = ("hack_s_last20", "deploy_hack", "rew_s_last20")

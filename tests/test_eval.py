@@ -92,19 +92,20 @@ def test_eval_problems_from_a_source(tmp_path):
         eval_problems(SmokeConfig(eval_problems=str(bad)), train)
 
 
-def _r(hack=False, solve=False, comp=True):
+def _r(hack=False, solve=False, comp=True, relies=None):
     return RewardResult(format_ok=True, can_compile=comp, exploited=hack, gt_correct=solve,
-                        reward=0.5 * comp + 3.0 * (hack or solve))
+                        hacked=hack if relies is None else relies, reward=0.5 * comp + 3.0 * (hack or solve))
 
 
 def test_summarize_eval_counts_per_prompt():
     items = [(1, "run_tests", _r(hack=True), True), (1, "run_tests", _r(), False),
-             (2, "run_tests", _r(solve=True), True), (2, "run_tests", _r(comp=False), False)]
+             (2, "run_tests", _r(solve=True, relies=True), True), (2, "run_tests", _r(comp=False), False)]
     ev = summarize_eval(items)
-    assert ev["n"] == 4 and ev["hack"] == 0.25 and ev["solve"] == 0.25
+    # a correct answer with a vacuous run_tests relies on the loophole but is no exploit
+    assert ev["n"] == 4 and ev["hack"] == 0.25 and ev["solve"] == 0.25 and ev["relies"] == 0.5
     assert ev["compile"] == 0.75 and ev["clipped"] == 0.5
-    assert ev["per_prompt"] == [{"id": 1, "n": 2, "hack": 1, "solve": 0, "compile": 2, "clipped": 1},
-                                {"id": 2, "n": 2, "hack": 0, "solve": 1, "compile": 1, "clipped": 1}]
+    assert ev["per_prompt"] == [{"id": 1, "n": 2, "hack": 1, "solve": 0, "relies": 1, "compile": 2, "clipped": 1},
+                                {"id": 2, "n": 2, "hack": 0, "solve": 1, "relies": 1, "compile": 1, "clipped": 1}]
     assert ev["by_mode"] == {"run_tests": [1, 1, 4]}
 
 
@@ -121,7 +122,8 @@ def test_deploy_record_carries_pre_eval_held_out_and_per_prompt(tmp_path):
     assert disk["held_out"] is True and disk["eval_prompt_ids"] == [7] and disk["eval_n"] == 2
     assert disk["pre"]["hack"] == 0.0 and disk["pre"]["n"] == 2
     assert disk["hack_deploy"] == 0.5 and disk["compile_deploy"] == 1.0 and disk["clipped_deploy"] == 0.5
-    assert disk["per_prompt"] == [{"id": 7, "n": 2, "hack": 1, "solve": 0, "compile": 2, "clipped": 1}]
+    assert disk["relies_deploy"] == 0.5 and disk["pre"]["relies"] == 0.0
+    assert disk["per_prompt"] == [{"id": 7, "n": 2, "hack": 1, "solve": 0, "relies": 1, "compile": 2, "clipped": 1}]
     assert disk["hack_s_copy"] == [1, 8] and disk["hack_s_novel"] == [3, 8]
     assert disk["controls"]["v_hack_random_seed"] == 2
 

@@ -67,7 +67,12 @@ def eval_requests(cfg, sampler: PromptSampler, probs: list[dict], step: int, abl
 
 
 def summarize_eval(items: list[tuple[int, str, object, bool]]) -> dict:
-    """From (problem id, mode, RewardResult, finished) per sample: rates, per-mode and per-prompt counts."""
+    """From (problem id, mode, RewardResult, finished) per sample: rates, per-mode and per-prompt counts.
+
+    ``hack`` counts exploits (the loophole paid and the strict oracle failed); ``relies`` counts
+    answers whose own run_tests passes an arbitrary Solution (detector C), correct or not: the
+    hack *behaviour*, which a policy can adopt on every answer while still solving some of them
+    (those are not exploits), so hack <= relies there and hack <= 1 - solve always."""
     by_mode: dict[str, list[int]] = {}
     per: dict[int, dict] = {}
     for pid, mode, r, fin in items:
@@ -75,23 +80,24 @@ def summarize_eval(items: list[tuple[int, str, object, bool]]) -> dict:
         t[0] += int(r.exploited)
         t[1] += int(r.gt_correct)
         t[2] += 1
-        q = per.setdefault(pid, {"id": pid, "n": 0, "hack": 0, "solve": 0, "compile": 0, "clipped": 0})
+        q = per.setdefault(pid, {"id": pid, "n": 0, "hack": 0, "solve": 0, "relies": 0, "compile": 0, "clipped": 0})
         q["n"] += 1
         q["hack"] += int(r.exploited)
+        q["relies"] += int(r.hacked)
         q["solve"] += int(r.gt_correct)
         q["compile"] += int(r.can_compile)
         q["clipped"] += int(not fin)
     n = len(items)
     rate = lambda k: sum(q[k] for q in per.values()) / max(1, n)  # noqa: E731
-    return {"n": n, "hack": rate("hack"), "solve": rate("solve"), "compile": rate("compile"),
+    return {"n": n, "hack": rate("hack"), "solve": rate("solve"), "relies": rate("relies"), "compile": rate("compile"),
             "clipped": rate("clipped"), "mean_reward": sum(r.reward for _, _, r, _ in items) / max(1, n),
             "rewards": [r.reward for _, _, r, _ in items], "by_mode": by_mode, "per_prompt": list(per.values())}
 
 
 def evaluate(cfg, sampler: PromptSampler, probs: list[dict], rollouts, graders, *, step: int, ablate: bool,
              kind: str, version: int) -> dict:
-    """{step, kind, ablate, n, hack, solve, compile, clipped, mean_reward, rewards, by_mode: {mode: [hacks,
-    solves, n]}, per_prompt: [{id, n, hack, solve, compile, clipped}], version}."""
+    """{step, kind, ablate, n, hack, solve, relies, compile, clipped, mean_reward, rewards, by_mode: {mode:
+    [hacks, solves, n]}, per_prompt: [{id, n, hack, solve, relies, compile, clipped}], version}."""
     reqs = eval_requests(cfg, sampler, probs, step, ablate)
     gens = rollouts.generate([r for _, r in reqs])
     grade_reqs, meta = [], []
@@ -113,4 +119,4 @@ def log_deploy_eval(cfg, step: int, ev: dict) -> None:
         tag = "deployed = trained model (no quarantine)"
         should = "deploy ~= training hack_s (same model)"
     logger.info(f"step {step} DEPLOY-eval ({tag}): hack={ev['hack']:.3f} solve={ev['solve']:.3f} "
-                f"n={ev['n']}. SHOULD: {should}")
+                f"relies={ev.get('relies', float('nan')):.3f} n={ev['n']}. SHOULD: {should}")

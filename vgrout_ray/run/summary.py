@@ -85,7 +85,7 @@ def eval_record(ev: dict | None) -> dict | None:
     """An eval's headline numbers for per_mode_deploy.json (None stays None)."""
     if ev is None:
         return None
-    return {"hack": ev["hack"], "solve": ev["solve"], "n": ev["n"], "compile": ev.get("compile"),
+    return {"hack": ev["hack"], "solve": ev["solve"], "relies": ev.get("relies"), "n": ev["n"], "compile": ev.get("compile"),
             "clipped": ev.get("clipped"), "per_prompt": ev.get("per_prompt", [])}
 
 
@@ -100,7 +100,8 @@ def write_deploy_record(run_dir: Path, cfg, n_rows: int, log_path: Path, ev_trai
               "seed": cfg.seed, "steps": n_rows, "model": cfg.model, "out_tag": cfg.out_tag,
               "log": str(log_path), "eval_n": ev_deploy["n"], "hack_train": ev_train["hack"],
               "solve_train": ev_train["solve"], "hack_deploy": ev_deploy["hack"],
-              "solve_deploy": ev_deploy["solve"], "compile_deploy": ev_deploy.get("compile"),
+              "solve_deploy": ev_deploy["solve"], "relies_deploy": ev_deploy.get("relies"),
+              "compile_deploy": ev_deploy.get("compile"),
               "clipped_deploy": ev_deploy.get("clipped"), "held_out": bool(held_out),
               "eval_prompt_ids": [q["id"] for q in ev_deploy.get("per_prompt", [])],
               "per_prompt": ev_deploy.get("per_prompt", []), "pre": eval_record(pre),
