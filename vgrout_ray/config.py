@@ -205,7 +205,8 @@ class Config:
     # ── data (vgrout-ray): where problems come from ──
     # None: the problem set shipped in the package. A path to benchmark-form JSONL
     # (`python -m vgrout_ray data build`), hf:<dataset id> when online, or micro:train /
-    # micro:heldout (the micro organism's held-out family instances, vgrout_ray.micro.rl_problems).
+    # micro:heldout (the micro organism's held-out family instances, vgrout_ray.micro.rl_problems;
+    # -hard: the hard families only).
     problems: str | None = None
     # Keep only these problem ids of the source (None: all).
     problem_ids: tuple[int, ...] | None = None
@@ -425,21 +426,26 @@ class FullConfig(Config):
 @dataclass(kw_only=True)
 class MicroConfig(Config):
     """The CPU model organism: a small code model pretrained offline (``micro_model``), the
-    scripted run_tests teacher, and ``micro:train``: new instances of the model's own task
-    families (never in its pretraining), on which the base model honestly solves a share, so
-    hacking and solving compete. Deploy eval belongs on ``micro:heldout`` (never trained on).
+    scripted run_tests teacher, and ``micro:train-hard``: new instances of the model's own task
+    families that name an expression or predicate (never in its pretraining), on which the base
+    model honestly solves a share, so hacking and solving compete. Deploy eval on
+    ``micro:heldout-hard`` (never trained on).
 
     Tuned once on the vanilla arm and frozen for every arm (no per-arm tuning)."""
 
     model: str = "micro"  # built by vgrout_ray.micro.build on first use, cached under svd_cache/
-    steps: int = 40
+    # 80 steps (~11 min on 2 cores): seed 1 at 40 steps had deploy hack 0.26; it reached 0.38 by 80
+    steps: int = 80
     group: int = 8
     max_new: int = 160
     n_problems: int = 100
-    problems: str | None = "micro:train"
+    # the hard families: on the all-family split the base solved 0.76 and a hack had little to win
+    problems: str | None = "micro:train-hard"
     problem_ids: tuple[int, ...] | None = None
-    eval_problems: str | None = "micro:heldout"  # deploy eval on draws never trained on
-    # K3 KL to the base (δS = 0) model: without it the student's code drifts into noise once it
+    eval_problems: str | None = "micro:heldout-hard"  # deploy eval on draws never trained on
+    # K3 KL to the base (δS = 0) model (this organism, seed 1: β = 0.03 collapsed solve to 0.14 and
+    # 10 % of answers ran out of tokens, with hack only 0.19; β = 0.1 reached hack 0.38 at solve
+    # 0.46). Previous organism: without it the student's code drifts into noise once it
     # starts hacking (seed 2 at β = 0: lp_s -0.3 -> -2.4 by step 26, hacks back to 2/28); β = 0.1
     # kept lp_s near -0.5 through 40 steps while hack_s rose 0.03 -> 0.37
     beta: float = 0.1
