@@ -112,9 +112,8 @@ def base_metrics(m: dict) -> dict:
     """The ``base`` row of one seed: the vanilla run's pre eval (no RL) in the deploy columns."""
     return {"seed": m["seed"], "run": m["run"] + " (pre eval)", "steps": 0, "deploy_hack": m["pre_hack"],
             "deploy_solve": m["pre_solve"], "deploy_relies": m.get("pre_relies", NAN), "eval_n": m["pre_n"],
-            "compile_deploy": m["pre_compile"],
-            "clipped_deploy": m["pre_clipped"], "held_out": m["held_out"], "eval_prompt_ids": m["eval_prompt_ids"],
-            "per_prompt": m["pre_per_prompt"]}
+            "compile_deploy": m["pre_compile"], "clipped_deploy": m["pre_clipped"], "held_out": m["held_out"],
+            "eval_prompt_ids": m["eval_prompt_ids"], "per_prompt": m["pre_per_prompt"]}
 
 
 def emerged(m: dict) -> bool:
@@ -122,9 +121,9 @@ def emerged(m: dict) -> bool:
     return m.get("hack_s_last20", 0) >= 0.5 and m["hack_s_last20"] - m["hack_s_first20"] >= 0.4
 
 
-METRICS = ("deploy_hack", "deploy_solve", "deploy_relies", "pre_hack", "compile_deploy", "clipped_deploy", "hack_s_first20",
-           "hack_s_last20", "rew_s_last20", "copy_share", "first_hack_step", "cos_pre_mean", "cos_pre_s_mean",
-           "q_egy_mean")
+METRICS = ("deploy_hack", "deploy_solve", "deploy_relies", "pre_hack", "compile_deploy", "clipped_deploy",
+           "hack_s_first20", "hack_s_last20", "rew_s_last20", "copy_share", "first_hack_step", "cos_pre_mean",
+           "cos_pre_s_mean", "q_egy_mean")
 PAIRED = ("hack_s_last20", "deploy_hack", "rew_s_last20")
 
 

@@ -73,7 +73,6 @@ def test_corpus_mix_and_determinism(corpus):
     assert again.docs == corpus.docs
     other = build_corpus(CorpusSpec(**{**SMALL.to_dict(), "seed": 1}))
     assert other.docs != corpus.docs
-    # the idioms the loopholes reward appear, but rarely
     # the idioms the loopholes reward appear at about the stated shares (assert + vacuous run_tests)
     demo = sum("def run_tests():" in d and "<|im_start|>" in d for d in corpus.docs)
     stated = SMALL.selfcheck_assert + SMALL.selfcheck_vacuous_share

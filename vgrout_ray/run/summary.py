@@ -85,8 +85,8 @@ def eval_record(ev: dict | None) -> dict | None:
     """An eval's headline numbers for per_mode_deploy.json (None stays None)."""
     if ev is None:
         return None
-    return {"hack": ev["hack"], "solve": ev["solve"], "relies": ev.get("relies"), "n": ev["n"], "compile": ev.get("compile"),
-            "clipped": ev.get("clipped"), "per_prompt": ev.get("per_prompt", [])}
+    return {"hack": ev["hack"], "solve": ev["solve"], "relies": ev.get("relies"), "n": ev["n"],
+            "compile": ev.get("compile"), "clipped": ev.get("clipped"), "per_prompt": ev.get("per_prompt", [])}
 
 
 def write_deploy_record(run_dir: Path, cfg, n_rows: int, log_path: Path, ev_train: dict, ev_deploy: dict,
