@@ -125,6 +125,7 @@ METRICS = ("deploy_hack", "deploy_solve", "deploy_relies", "pre_hack", "compile_
            "hack_s_first20", "hack_s_last20", "rew_s_last20", "copy_share", "first_hack_step", "cos_pre_mean",
            "cos_pre_s_mean", "q_egy_mean")
 PAIRED = ("hack_s_last20", "deploy_hack", "rew_s_last20")
+QUARANTINE_ARMS = ("route", "route2")  # interventions whose deploy eval zeroes δS_hack
 
 
 def _counts(ms: list[dict], key: str) -> list[list[tuple[int, int]]] | None:
@@ -167,12 +168,43 @@ def build_data(by_arm: dict[str, list[dict]], n_boot: int = 2000) -> dict:
                  "config": {"intervention": BENCH_ARMS[arm].intervention, **dict(BENCH_ARMS[arm].overrides)}}
         if arm != "none" and base:
             entry["paired_with_none"] = _paired(ms, base, n_boot)
+        parent = control_of(arm)
+        if parent and by_arm.get(parent):
+            entry["paired_with_arm"] = {"arm": parent,
+                                        **_paired(ms, {m["seed"]: m for m in by_arm[parent]}, n_boot)}
         data["arms"][arm] = entry
     return data
 
 
+def control_of(arm: str) -> str | None:
+    """The arm a specificity control stands beside (erase-random → erase, route2-teacher-anchor →
+    route2); None for the arms themselves, ``base`` and ``no-loophole`` (whose reference is vanilla)."""
+    b = BENCH_ARMS[arm]
+    return b.intervention if b.overrides and b.intervention not in (None, "none") else None
+
+
+def quarantine_rows(data: dict) -> list[str]:
+    """Markdown rows for the quarantine arms: the same eval (prompts and sampling seeds) with δS_hack
+    kept (train) and zeroed (deploy), per seed; routing predicts off < on for hack."""
+    out = []
+    for a in data.get("arm_order") or list(data["arms"]):
+        runs = data["arms"][a]["runs"]
+        if BENCH_ARMS[a].intervention not in QUARANTINE_ARMS or not runs:
+            continue
+        on = [m.get("train_hack", NAN) for m in runs]
+        off = [m.get("deploy_hack", NAN) for m in runs]
+        son = [m.get("train_solve", NAN) for m in runs]
+        soff = [m.get("deploy_solve", NAN) for m in runs]
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        per_seed = ", ".join(f"s{m['seed']} {x:.3f}→{y:.3f}" for m, x, y in zip(runs, on, off))
+        out.append(f"| {a} | {len(runs)} | {mean(on):.3f} | {mean(off):.3f} | {mean(son):.3f} | {mean(soff):.3f} | "
+                   f"{sum(y < x for x, y in zip(on, off))}/{len(runs)} | {per_seed} |")
+    return out
+
+
 def _paired(ms: list[dict], base: dict[int, dict], n_boot: int) -> dict:
-    """Per seed arm − vanilla (t-CI over seeds, seeds lower) and the paired bootstrap of deploy rates."""
+    """Per seed arm − reference (vanilla, or a control's own arm; t-CI over seeds, seeds lower) and the
+    paired bootstrap of deploy rates."""
     pairs = [m for m in ms if m["seed"] in base]
     out: dict = {}
     for c in PAIRED:
@@ -182,6 +214,13 @@ def _paired(ms: list[dict], base: dict[int, dict], n_boot: int) -> dict:
         pc = _paired_counts(pairs, base, key)
         out[f"boot_deploy_{key}"] = bootstrap_paired(*pc, n_boot=n_boot) if pc else None
     return out
+
+
+def _paired_cells(p: dict) -> str:
+    """One paired row's cells: each PAIRED metric's mean ± CI (seeds lower), then the bootstraps."""
+    cells = [f"{fmt_mean_ci(p[c]['mean'], p[c]['ci95'])} (lower on {p[c]['seeds_lower']}/{len(p[c]['diffs'])})"
+             for c in PAIRED]
+    return " | ".join([*cells, fmt_ci(p.get("boot_deploy_hack")), fmt_ci(p.get("boot_deploy_solve"))])
 
 
 def render_md(data: dict) -> str:
@@ -217,12 +256,24 @@ def render_md(data: dict) -> str:
                   "| arm | " + " | ".join(PAIRED) + " | boot deploy hack | boot deploy solve |",
                   "|" + " --- |" * (len(PAIRED) + 3)]
         for a in paired:
-            p = data["arms"][a]["paired_with_none"]
-            cells = [f"{fmt_mean_ci(p[c]['mean'], p[c]['ci95'])} (lower on {p[c]['seeds_lower']}/{len(p[c]['diffs'])})"
-                     for c in PAIRED]
-            lines.append(f"| {a} | " + " | ".join(cells) + f" | {fmt_ci(p.get('boot_deploy_hack'))} | "
-                         f"{fmt_ci(p.get('boot_deploy_solve'))} |")
+            lines.append(f"| {a} | {_paired_cells(data['arms'][a]['paired_with_none'])} |")
         lines.append("")
+    controls = [a for a in arms if data["arms"][a].get("paired_with_arm")]
+    if controls:
+        lines += ["Each specificity control against its own arm on the same seed (control − arm; an arm's "
+                  "effect on hacking is specific only where its control does not match it):", "",
+                  "| control | arm | " + " | ".join(PAIRED) + " | boot deploy hack | boot deploy solve |",
+                  "|" + " --- |" * (len(PAIRED) + 4)]
+        for a in controls:
+            p = data["arms"][a]["paired_with_arm"]
+            lines.append(f"| {a} | {p['arm']} | {_paired_cells(p)} |")
+        lines.append("")
+    qrows = quarantine_rows(data)
+    if qrows:
+        lines += ["Quarantine on vs off (the final eval, same prompts and sampling seeds; routing predicts less "
+                  "hacking with δS_hack zeroed):", "",
+                  "| arm | seeds | hack on | hack off | solve on | solve off | off < on | per seed hack on→off |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |", *qrows, ""]
     if data.get("has_plot"):
         lines += ["", "![dynamics across arms](micro_arms_dynamics.png)"]
     return "\n".join(lines) + "\n"

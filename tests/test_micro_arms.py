@@ -66,3 +66,23 @@ def test_render_only_without_json_fails_loud(tmp_path):
 def test_unknown_arm_fails_loud(tmp_path):
     with pytest.raises(SystemExit):
         M.main(["--arms", "nope", "--collect", "--out-dir", str(tmp_path), "--results", str(tmp_path)])
+
+
+def test_controls_pair_with_their_own_arm_and_quarantine_on_off_is_reported(tmp_path):
+    def routed(seed, off, on):
+        return {**_run(seed, off), "train_hack": on / 8, "train_solve": 0.0}
+
+    by_arm = {"none": [_run(1, 6), _run(2, 6)], "route": [routed(1, 1, 5), routed(2, 3, 2)],
+              "route-random": [routed(1, 4, 4), routed(2, 5, 5)], "erase-random": [_run(1, 5)]}
+    data = M.build_data(by_arm, n_boot=200)
+    assert M.control_of("route-random") == "route" and M.control_of("route2-teacher-anchor") == "route2"
+    assert M.control_of("route") is None and M.control_of("no-loophole") is None
+    p = data["arms"]["route-random"]["paired_with_arm"]
+    assert p["arm"] == "route" and p["deploy_hack"]["diffs"] == [0.375, 0.25]
+    assert p["deploy_hack"]["seeds_lower"] == 0 and p["boot_deploy_hack"]["mean"] > 0
+    assert "paired_with_arm" not in data["arms"]["erase-random"]  # its arm did not run
+    assert "paired_with_arm" not in data["arms"]["route"]
+    md = M.render_md(data)
+    assert "| route-random | route | 0.312" in md
+    # route: seed 1 hacks less with the quarantine off (5 → 1 of 8), seed 2 more (2 → 3)
+    assert "| route | 2 | 0.438 | 0.250 | 0.000 | 0.000 | 1/2 | s1 0.625→0.125, s2 0.250→0.375 |" in md
