@@ -1,9 +1,11 @@
 """The arms and their specificity controls on the micro model organism, several seeds each: does
 hacking emerge, and what does each intervention do to it? One driver run per (arm, seed), one
-after the other (the runs share 2 cores; concurrent runs would only time-slice).
+after the other by default (on 2 cores concurrent runs would only time-slice); ``--jobs K`` runs
+K at once on a bigger machine (a run needs ~4 CPUs: learner 2, rollout 1, grader 1).
 
     python benchmarks/micro_arms.py --seeds 1,2,3,4,5                  # every arm below
     python benchmarks/micro_arms.py --arms none,erase --seeds 1,2      # some of them
+    python benchmarks/micro_arms.py --seeds 2,3,4 --jobs 4             # 4 runs at once (16 cores)
     python benchmarks/micro_arms.py --collect out/micro_arms           # re-summarise finished runs
     python benchmarks/micro_arms.py --render-only                      # the md from micro_arms.json
     python benchmarks/micro_arms.py -- --eval-problems micro:heldout   # extra driver flags after --
@@ -285,6 +287,40 @@ def find_run(runs_root: Path, arm: str, seed: int) -> Path:
     return found[-1] if found else runs_root / f"<none>_micro_{ARM_NAMES[b.intervention]}_seed{seed}{b.out_tag}"
 
 
+def run_jobs(jobs: list[tuple[str, list[str]]], n: int, console_dir: Path) -> list[int]:
+    """Run the driver commands, ``n`` at a time, and return their exit codes in order. One at a time
+    the console streams here; several at once, each run's console goes to
+    ``console_dir/<label>.out`` (the driver's own log is in its logs dir either way)."""
+    if n < 1:
+        raise ValueError(f"--jobs must be >= 1, got {n}")
+    rcs: list[int | None] = [None] * len(jobs)
+    running: list[tuple[int, subprocess.Popen, float, object]] = []
+    pending = list(range(len(jobs)))
+    while pending or running:
+        while pending and len(running) < n:
+            i = pending.pop(0)
+            label, cmd = jobs[i]
+            print(f"[micro_arms] {' '.join(cmd[2:])}", flush=True)
+            out = None
+            if n > 1:
+                console_dir.mkdir(parents=True, exist_ok=True)
+                out = open(console_dir / f"{label.replace(' ', '_')}.out", "w")
+            running.append((i, subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=out), time.time(), out))
+        time.sleep(0.2 if n > 1 else 0)
+        for entry in list(running):
+            i, proc, t, out = entry
+            if n == 1:
+                proc.wait()
+            if proc.poll() is None:
+                continue
+            running.remove(entry)
+            if out is not None:
+                out.close()
+            rcs[i] = proc.returncode
+            print(f"[micro_arms] {jobs[i][0]}: exit {proc.returncode} in {time.time() - t:.0f} s", flush=True)
+    return [int(rc) for rc in rcs]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arms", default=",".join(ARM_ORDER), help=f"comma list of {', '.join(ARM_ORDER)}")
@@ -294,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--collect", action="store_true", help="only summarise runs already in --out-dir")
     ap.add_argument("--render-only", action="store_true", help="rebuild micro_arms.md from micro_arms.json")
     ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at once (each its own local Ray cluster, ~4 CPUs); 1 on a 2-core machine")
     ap.add_argument("driver_args", nargs="*", help="extra driver flags after --, e.g. -- --steps 20")
     args = ap.parse_args(argv)
     if args.render_only:
@@ -314,13 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     runs_root = args.out_dir / "runs"
     t0 = time.time()
     if not args.collect:
-        for seed in seeds:
-            for arm in to_run:
-                cmd = driver_cmd(arm, seed, args.out_dir, args.driver_args)
-                print(f"[micro_arms] {' '.join(cmd[2:])}", flush=True)
-                t = time.time()
-                rc = subprocess.run(cmd, cwd=REPO).returncode
-                print(f"[micro_arms] {arm} seed {seed}: exit {rc} in {time.time() - t:.0f} s", flush=True)
+        jobs = [(f"{arm} seed {seed}", driver_cmd(arm, seed, args.out_dir, args.driver_args))
+                for seed in seeds for arm in to_run]
+        run_jobs(jobs, args.jobs, args.out_dir / "logs")
     by_arm: dict[str, list[dict]] = {}
     dirs = []
     for arm in to_run:

@@ -86,3 +86,18 @@ def test_controls_pair_with_their_own_arm_and_quarantine_on_off_is_reported(tmp_
     assert "| route-random | route | 0.312" in md
     # route: seed 1 hacks less with the quarantine off (5 → 1 of 8), seed 2 more (2 → 3)
     assert "| route | 2 | 0.438 | 0.250 | 0.000 | 0.000 | 1/2 | s1 0.625→0.125, s2 0.250→0.375 |" in md
+
+
+def test_run_jobs_runs_n_at_a_time_and_keeps_exit_codes_in_order(tmp_path):
+    import sys
+
+    # each job prints its start and end time around a 1 s sleep and exits with its index
+    code = "import time, sys; a = time.time(); time.sleep(1); print(a, time.time()); sys.exit({k})"
+    jobs = [(f"j{k}", [sys.executable, "-c", code.format(k=k)]) for k in range(3)]
+    assert M.run_jobs(jobs, 2, tmp_path / "console") == [0, 1, 2]
+    span = [tuple(map(float, (tmp_path / "console" / f"j{k}.out").read_text().split())) for k in range(3)]
+    assert span[1][0] < span[0][1] and span[0][0] < span[1][1]  # j0 and j1 ran at once
+    assert span[2][0] >= min(span[0][1], span[1][1])  # j2 waited for a free slot
+    assert M.run_jobs(jobs[:1], 1, tmp_path / "unused") == [0] and not (tmp_path / "unused").exists()
+    with pytest.raises(ValueError, match="--jobs"):
+        M.run_jobs(jobs, 0, tmp_path)
