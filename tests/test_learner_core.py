@@ -154,6 +154,28 @@ def test_split_and_combined_backward_agree(tiny, tok, problems, workdir, tmp_pat
         assert torch.allclose(gs[n] + gt[n], gc[n], rtol=1e-4, atol=1e-9)
 
 
+def test_route2_split_step_measures_cos_pre_and_routes_as_a_combined_one(tiny, tok, problems, workdir, tmp_path):
+    got = {}
+    for every in (1, 2):  # step 1 splits with every=1, runs one combined backward with every=2
+        core = LearnerCore(_cfg(workdir, tmp_path, "route2", cos_pre_split_every=every), model_path=tiny, device="cpu")
+        core.begin_step(1)
+        assert core.split is (every == 1)
+        core.add_group(_teacher_group(tok, problems[0], 0))
+        a = core.acc
+        got[every] = [{n: g.clone() for n, g in d.items()} for d in (a.g_s, a.g_hack, a.m_s, a.m_t)]
+        st = core.end_step()
+        if every == 1:
+            assert 0 <= st["cos_pre_s"] <= 1 and 0 <= st["cos_pre_t"] <= 1
+        else:
+            assert math.isnan(st["cos_pre_s"]) and math.isnan(st["cos_pre_t"]) and got[2][2] == {}
+    (keep, hack, m_s, m_t), (keep_c, hack_c, _, _) = got[1], got[2]
+    assert set(keep) == set(keep_c) and hack and set(hack) == set(hack_c)
+    for n in keep:  # the gate saw the same summed grads either way
+        assert torch.allclose(keep[n], keep_c[n], rtol=1e-4, atol=1e-9)
+        assert torch.allclose(hack[n], hack_c[n], rtol=1e-4, atol=1e-9)
+        assert torch.allclose(m_s[n] + m_t[n], keep[n] + hack[n], rtol=1e-4, atol=1e-9)
+
+
 def _one_step(core, group, step=0):
     core.begin_step(step)
     core.add_group(group)
@@ -352,7 +374,8 @@ def test_thirty_steps_per_arm(arm, tiny, tok, problems, workdir, tmp_path):
     if arm == "route2":
         assert all(math.isfinite(r["tau"]) and 0 <= r["flagged"] <= 1 for r in rows)
         assert all(math.isfinite(c) for r in rows for c in r["gate_cos"])
-        assert math.isnan(rows[0]["cos_pre_s"])
+        # every step splits here (cos_pre_split_every=1): cos_pre_s/_t against route2's v_grad
+        assert all(0 <= r["cos_pre_s"] <= 1 and 0 <= r["cos_pre_t"] <= 1 for r in rows)
         assert all(math.isfinite(r["resid"]) and math.isfinite(r["hkgap"]) for r in rows)
     if arm == "none":  # measures cos_pre against v_hack, never projects
         assert all(0 <= r["cos_pre"] <= 1 and math.isfinite(r["cos_pre_s"]) for r in rows)

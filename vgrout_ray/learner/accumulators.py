@@ -29,6 +29,9 @@ class StepAccumulators:
     g_s: Grads = field(default_factory=dict)
     g_t: Grads = field(default_factory=dict)
     g_hack: Grads = field(default_factory=dict)
+    # route2 on a split step: student / teacher δS grads before its gate (measured, never applied)
+    m_s: Grads = field(default_factory=dict)
+    m_t: Grads = field(default_factory=dict)
     loss: float = 0.0
     fb_seconds: float = 0.0
     n_groups: int = 0

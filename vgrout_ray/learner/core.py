@@ -290,8 +290,9 @@ class LearnerCore:
         self.step = step
         self.opt.zero_grad(set_to_none=True)
         self._reset_step_state()
-        # route2 has no v_hack (cos_pre is NaN anyway) and reads its gate from one combined backward
-        self.split = (step % self.cfg.cos_pre_split_every == 0) and not self.is_route2
+        # a split step backs the student and teacher losses up separately to measure cos_pre_s/_t
+        # (route2 against its v_grad: its gate still reads the summed grads)
+        self.split = step % self.cfg.cos_pre_split_every == 0
         self._in_step = True
 
     def _need_step(self, what: str) -> None:
@@ -349,7 +350,15 @@ class LearnerCore:
         Lp = L.grpo_token_loss(logp, logp_old, A, cfg.clip, cfg.beta, logp_ref, is_weight=is_weight)
         norm = dict(unbiased=cfg.unbiased, group=cfg.group, max_new=cfg.max_new, prompts_per_step=cfg.prompts_per_step)
         info = {"zerovar": False, "adv": A.cpu().tolist(), "gate_cos": nan, "flagged": nan}
-        if self.split:
+        if self.split and self.is_route2:
+            is_s = torch.tensor(group.is_student, dtype=torch.bool, device=self.device)
+            loss_s, loss_t = L.split_losses(Lp, mask, is_s, **norm)
+            self._route2_split_backward(loss_s, loss_t)
+            info.update(self._route2_group(group))
+            self.adapter.zero_grad()
+            self.adapter.clear_gates()
+            info["loss"] = float((loss_s + loss_t).item())
+        elif self.split:
             is_s = torch.tensor(group.is_student, dtype=torch.bool, device=self.device)
             loss_s, loss_t = L.split_losses(Lp, mask, is_s, **norm)
             for loss, store, retain in ((loss_s, self.acc.g_s, True), (loss_t, self.acc.g_t, False)):
@@ -419,6 +428,22 @@ class LearnerCore:
         if logp_ref is not None:
             self.acc.kl_sum += float((L.k3_kl(logp, logp_ref) * mask).sum())
 
+    def _route2_split_backward(self, loss_s: torch.Tensor, loss_t: torch.Tensor) -> None:
+        """Back up the student loss, note the δS grads, then the teacher loss on top: the grads
+        (and the gate's) end as the sum, as one combined backward leaves them, and the student /
+        teacher parts go to the measurement accumulators for cos_pre_s/_t."""
+        loss_s.backward(retain_graph=True)
+        g_s = {n: self.adapter.delta[n].grad.clone() for n in self.adapter.names
+               if self.adapter.delta[n].grad is not None}
+        loss_t.backward()
+        for name in self.adapter.names:
+            total = self.adapter.delta[name].grad
+            if total is None:
+                continue
+            gs = g_s.get(name)
+            accumulate(self.acc.m_s, name, gs if gs is not None else torch.zeros_like(total))
+            accumulate(self.acc.m_t, name, total - gs if gs is not None else total)
+
     def _route2_group(self, group: RolloutGroup) -> dict:
         """Split this group's δS grad per module into kept and routed (quarantine) parts."""
         ha, ca = build_route2_anchors(group.is_student, group.hack_E, self.cfg.gate_anchor_teacher_only, self.device)
@@ -460,6 +485,11 @@ class LearnerCore:
         nan = math.nan
         diag = {"mean_cos_pre": nan, "mean_cos_post": nan, "frac_fired": nan, "cos_pre_s": nan, "cos_pre_t": nan}
         v_hack = self.direction.v_hack
+        v_grad = self.direction.v_grad
+        if self.is_route2 and self.split and v_grad is not None:  # route2's own direction, one-sided
+            basis = {n: v.reshape(1, -1) for n, v in v_grad.items()}
+            diag["cos_pre_s"] = cos_pre_from_grads(self.acc.m_s, basis)
+            diag["cos_pre_t"] = cos_pre_from_grads(self.acc.m_t, basis)
         if v_hack is not None:
             if self.split:
                 diag["cos_pre_s"] = cos_pre_from_grads(self.acc.g_s, v_hack)

@@ -158,9 +158,9 @@ class StepLogger:
             Column("gn", 7, "gn", ".1e", "L2 norm of the δS grads before clipping (compare to grad_clip)"),
             Column("lr", 7, "lr", ".1e", "learning rate from the warmup+cosine schedule"),
             Column("cos_pre_s", 6, "cos_pre_s", "+.2f",
-                   "cosine of the student-only gradient with v_hack, before the intervention"),
+                   "cosine of the student-only gradient with v_hack (route2: v_grad), before the intervention"),
             Column("cos_pre_t", 6, "cos_pre_t", "+.2f",
-                   "cosine of the teacher-only gradient with v_hack, before the intervention"),
+                   "cosine of the teacher-only gradient with v_hack (route2: v_grad), before the intervention"),
             Column("auroc", 6, "auroc", ".2f",
                    "route2 gate: AUROC of the per-rollout gate cosine against the hack labels on "
                    "positively reinforced rollouts (the ones reward cannot tell apart); a measurement, "
