@@ -225,6 +225,15 @@ def _paired_cells(p: dict) -> str:
     return " | ".join([*cells, fmt_ci(p.get("boot_deploy_hack")), fmt_ci(p.get("boot_deploy_solve"))])
 
 
+def _paired_section(title: str, head: list[str], labels: list[list[str]], pairs: list[dict]) -> list[str]:
+    """A titled table of paired differences (nothing when there are none)."""
+    if not pairs:
+        return []
+    cols = [*head, *PAIRED, "boot deploy hack", "boot deploy solve"]
+    return [title, "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols),
+            *(f"| {' | '.join(lab)} | {_paired_cells(p)} |" for lab, p in zip(labels, pairs)), ""]
+
+
 def render_md(data: dict) -> str:
     """The markdown from the json alone (``--render-only`` needs no run)."""
     arms = data.get("arm_order") or list(data["arms"])  # a json written before arm_order: its own order
@@ -251,25 +260,14 @@ def render_md(data: dict) -> str:
         em = data["arms"]["none"]["summary"]["emerged"]
         lines += ["", f"Vanilla bar (hack_s over the last 20 % ≥ 0.5 and ≥ 0.4 above the first 20 %): "
                   f"{sum(em)}/{len(em)} seeds", ""]
-    paired = [a for a in arms if data["arms"][a].get("paired_with_none")]
-    if paired:
-        lines += ["Paired with vanilla on the same seed (arm − none; t-CI over seeds, seeds lower; deploy rates "
-                  "also as a paired bootstrap over seeds × prompts):", "",
-                  "| arm | " + " | ".join(PAIRED) + " | boot deploy hack | boot deploy solve |",
-                  "|" + " --- |" * (len(PAIRED) + 3)]
-        for a in paired:
-            lines.append(f"| {a} | {_paired_cells(data['arms'][a]['paired_with_none'])} |")
-        lines.append("")
-    controls = [a for a in arms if data["arms"][a].get("paired_with_arm")]
-    if controls:
-        lines += ["Each specificity control against its own arm on the same seed (control − arm; an arm's "
-                  "effect on hacking is specific only where its control does not match it):", "",
-                  "| control | arm | " + " | ".join(PAIRED) + " | boot deploy hack | boot deploy solve |",
-                  "|" + " --- |" * (len(PAIRED) + 4)]
-        for a in controls:
-            p = data["arms"][a]["paired_with_arm"]
-            lines.append(f"| {a} | {p['arm']} | {_paired_cells(p)} |")
-        lines.append("")
+    paired = [(a, data["arms"][a]["paired_with_none"]) for a in arms if data["arms"][a].get("paired_with_none")]
+    lines += _paired_section("Paired with vanilla on the same seed (arm − none; t-CI over seeds, seeds lower; deploy "
+                             "rates also as a paired bootstrap over seeds × prompts):", ["arm"],
+                             [[a] for a, _ in paired], [p for _, p in paired])
+    controls = [(a, data["arms"][a]["paired_with_arm"]) for a in arms if data["arms"][a].get("paired_with_arm")]
+    lines += _paired_section("Each specificity control against its own arm on the same seed (control − arm; an "
+                             "arm's effect on hacking is specific only where its control does not match it):",
+                             ["control", "arm"], [[a, p["arm"]] for a, p in controls], [p for _, p in controls])
     qrows = quarantine_rows(data)
     if qrows:
         lines += ["Quarantine on vs off (the final eval, same prompts and sampling seeds; routing predicts less "
