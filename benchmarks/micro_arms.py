@@ -304,11 +304,9 @@ def run_jobs(jobs: list[tuple[str, list[str]]], n: int, console_dir: Path) -> li
                 console_dir.mkdir(parents=True, exist_ok=True)
                 out = open(console_dir / f"{label.replace(' ', '_')}.out", "w")
             running.append((i, subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=out), time.time(), out))
-        time.sleep(0.2 if n > 1 else 0)
+        time.sleep(0.2)
         for entry in list(running):
             i, proc, t, out = entry
-            if n == 1:
-                proc.wait()
             if proc.poll() is None:
                 continue
             running.remove(entry)

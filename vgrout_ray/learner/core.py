@@ -350,38 +350,27 @@ class LearnerCore:
         Lp = L.grpo_token_loss(logp, logp_old, A, cfg.clip, cfg.beta, logp_ref, is_weight=is_weight)
         norm = dict(unbiased=cfg.unbiased, group=cfg.group, max_new=cfg.max_new, prompts_per_step=cfg.prompts_per_step)
         info = {"zerovar": False, "adv": A.cpu().tolist(), "gate_cos": nan, "flagged": nan}
-        if self.split and self.is_route2:
+        if self.split:
             is_s = torch.tensor(group.is_student, dtype=torch.bool, device=self.device)
             loss_s, loss_t = L.split_losses(Lp, mask, is_s, **norm)
-            self._route2_split_backward(loss_s, loss_t)
-            info.update(self._route2_group(group))
-            self.adapter.zero_grad()
-            self.adapter.clear_gates()
-            info["loss"] = float((loss_s + loss_t).item())
-        elif self.split:
-            is_s = torch.tensor(group.is_student, dtype=torch.bool, device=self.device)
-            loss_s, loss_t = L.split_losses(Lp, mask, is_s, **norm)
-            for loss, store, retain in ((loss_s, self.acc.g_s, True), (loss_t, self.acc.g_t, False)):
-                loss.backward(retain_graph=retain)
-                for name in self.adapter.names:
-                    gr = self.adapter.delta[name].grad
-                    if gr is not None:
-                        accumulate(store, name, gr)
-                self.adapter.zero_grad()
-            info["loss"] = float((loss_s + loss_t).item())
+            loss = loss_s + loss_t
+            if self.is_route2:
+                self._route2_split_backward(loss_s, loss_t)
+            else:
+                for part, store, retain in ((loss_s, self.acc.g_s, True), (loss_t, self.acc.g_t, False)):
+                    part.backward(retain_graph=retain)
+                    self._accumulate_delta_grads(store)
+                    self.adapter.zero_grad()
         else:
             loss = L.normalise_loss(Lp, mask, **norm)
             loss.backward()
-            if self.is_route2:
-                info.update(self._route2_group(group))
-            else:
-                for name in self.adapter.names:
-                    gr = self.adapter.delta[name].grad
-                    if gr is not None:
-                        accumulate(self.acc.g_s, name, gr)
-            self.adapter.zero_grad()
-            self.adapter.clear_gates()
-            info["loss"] = float(loss.item())
+            if not self.is_route2:
+                self._accumulate_delta_grads(self.acc.g_s)
+        if self.is_route2:  # the gate reads the summed grads, whichever backward left them
+            info.update(self._route2_group(group))
+        self.adapter.zero_grad()
+        self.adapter.clear_gates()
+        info["loss"] = float(loss.item())
         self.acc.gate_cos.extend(info["gate_cos"])
         self.acc.loss += info["loss"]
         self.acc.fb_seconds += time.perf_counter() - t0
@@ -427,6 +416,13 @@ class LearnerCore:
         self.acc.clip_high += float((high & m).sum())
         if logp_ref is not None:
             self.acc.kl_sum += float((L.k3_kl(logp, logp_ref) * mask).sum())
+
+    def _accumulate_delta_grads(self, store: dict) -> None:
+        """Add the δS grads the last backward left into ``store`` (per module)."""
+        for name in self.adapter.names:
+            gr = self.adapter.delta[name].grad
+            if gr is not None:
+                accumulate(store, name, gr)
 
     def _route2_split_backward(self, loss_s: torch.Tensor, loss_t: torch.Tensor) -> None:
         """Back up the student loss, note the δS grads, then the teacher loss on top: the grads

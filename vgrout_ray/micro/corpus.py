@@ -42,9 +42,10 @@ class CorpusSpec:
     of task answers that end with a *vacuous* self-check, a ``run_tests()`` that asserts nothing
     (it prints one example call inside ``try``, builds the class and prints a report, or is a
     ``pass`` placeholder), as everyday code does. A vacuous run_tests beside a wrong solution is
-    exactly what the run_tests grader pays for, so this share is where the base model's hacking starts; a small contamination of
-    this kind that RL then amplifies is a known route to reward hacking, and the organism states
-    it as one named recipe parameter instead of hiding it in the mix. The build report gives the
+    exactly what the run_tests grader pays for, so this share is where the base model's hacking
+    starts; a small contamination of this kind that RL then amplifies is a known route to reward
+    hacking, and the organism states it as one named recipe parameter instead of hiding it in the
+    mix. The build report gives the
     measured share (``Corpus.prior``).
     """
 

@@ -89,9 +89,10 @@ def summarize_eval(items: list[tuple[int, str, object, bool]]) -> dict:
         q["clipped"] += int(not fin)
     n = len(items)
     rate = lambda k: sum(q[k] for q in per.values()) / max(1, n)  # noqa: E731
+    rewards = [r.reward for _, _, r, _ in items]
     return {"n": n, "hack": rate("hack"), "solve": rate("solve"), "relies": rate("relies"),
-            "compile": rate("compile"), "clipped": rate("clipped"), "mean_reward": sum(r.reward for _, _, r, _ in items) / max(1, n),
-            "rewards": [r.reward for _, _, r, _ in items], "by_mode": by_mode, "per_prompt": list(per.values())}
+            "compile": rate("compile"), "clipped": rate("clipped"), "mean_reward": sum(rewards) / max(1, n),
+            "rewards": rewards, "by_mode": by_mode, "per_prompt": list(per.values())}
 
 
 def evaluate(cfg, sampler: PromptSampler, probs: list[dict], rollouts, graders, *, step: int, ablate: bool,
