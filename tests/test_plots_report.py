@@ -115,7 +115,9 @@ def test_plot_dynamics_structure(corpus, tmp_path):
             assert len(seeds) == n * len(series) and len(means) == len(series)  # seeds + mean per series
             assert {m.split(":")[1] for m in means} == set(series)
             assert len(onset) == 1
-    assert grid[0][0].get_ylabel() == "student rate" and grid[1][0].get_ylabel() == "cos(grad, v_hack)"
+    assert grid[0][0].get_ylabel() == "student rate" and grid[1][0].get_ylabel() == "cos(grad, direction)"
+    # route2's cos is against its own gate direction, every other arm's against v_hack
+    assert [grid[1][c].get_title() for c in range(len(arms))] == ["cos vs v_hack"] * 4 + ["cos vs v_grad"]
     assert grid[1][2].get_xlabel() == "optimizer step"
     assert "Training dynamics" in fig._suptitle.get_text()
     # the routing panel's bold hack line is the seed mean of the EMA'd ablated series

@@ -17,13 +17,14 @@ class Arm:
     display: str     # the per-step table's and the plots' name
     quarantine: bool  # trains δS_hack, which deploy deletes
     summary: str
+    direction: str = "v_hack"  # what cos_pre measures against: route2's gate has its own v_grad
 
 
 ARMS: tuple[Arm, ...] = (
     Arm("none", "vanilla", False, "plain GRPO; measures only"),
     Arm("erase", "projected", False, "projects the hack direction out of the δS gradient"),
     Arm("route", "routing", True, "parks the hack-ward part in δS_hack, deleted at deploy"),
-    Arm("route2", "routing2", True, "per-rollout routing by a calibrated cosine gate"),
+    Arm("route2", "routing2", True, "per-rollout routing by a calibrated cosine gate", direction="v_grad"),
 )
 ARM_NAMES: dict[str, str] = {a.code: a.display for a in ARMS}
 BY_DISPLAY: dict[str, Arm] = {a.display: a for a in ARMS}
@@ -33,6 +34,11 @@ QUARANTINE_ARMS: tuple[str, ...] = tuple(a.display for a in ARMS if a.quarantine
 # during the run; these facet names exist only there.
 STATIC_ERASURE, ONLINE_ERASURE = "static erasure", "online erasure"
 PLOT_FACETS: tuple[str, ...] = ("vanilla", STATIC_ERASURE, ONLINE_ERASURE, "routing", "routing2")
+
+
+def cos_direction(facet: str) -> str:
+    """The direction a dynamics-figure column's cos_pre is measured against (``plot_facet`` names)."""
+    return BY_DISPLAY[facet].direction if facet in BY_DISPLAY else "v_hack"
 
 
 def display_name(code: str | None, default: str = "vanilla") -> str:

@@ -4,8 +4,9 @@
 
 Columns are arms (vanilla, static erasure, online erasure, routing, routing2);
 row 0 is the student's hack rate against its solve rate, row 1 the cosine of the
-live teacher / student gradient with v_hack. Every panel has one thin EMA-5 line
-per seed and a bold mean per series; a dashed line marks the mean step of the
+live teacher / student gradient with the arm's direction (v_hack; route2's own v_grad,
+named in each cos panel). Every panel has one thin EMA-5 line per seed and a bold mean
+per series; a dashed line marks the mean step of the
 first hack. Routing arms are drawn from the ablated slice (``hack_abl`` /
 ``solve_abl``: δS_hack zeroed, the model that ships) when the run has one,
 because their training-time rollouts keep hacking through the quarantine by
@@ -34,7 +35,7 @@ from loguru import logger  # noqa: E402
 from matplotlib import transforms  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from vgrout_ray.arms import ARM_NAMES, PLOT_FACETS, QUARANTINE_ARMS, plot_facet  # noqa: E402
+from vgrout_ray.arms import ARM_NAMES, PLOT_FACETS, QUARANTINE_ARMS, cos_direction, plot_facet  # noqa: E402
 from vgrout_ray.util import ema as _ema  # noqa: E402
 
 RATE_COLS = {"hack_s": "hack", "gt_s": "solve"}
@@ -181,7 +182,8 @@ def _tidy(ax) -> None:
 
 
 def plot_dynamics(runs: list[dict], out: str | Path | None = None) -> Figure:
-    """Small multiples: arms as columns; hack vs solve and teacher/student cos(grad, v_hack) as rows."""
+    """Small multiples: arms as columns; hack vs solve and teacher/student cos(grad, direction) as rows
+    (the direction is v_hack, or route2's own v_grad in its column, named in each cos panel)."""
     by_arm, arms = _group(runs)
     if not arms:
         raise ValueError("no runs to plot")
@@ -200,6 +202,7 @@ def plot_dynamics(runs: list[dict], out: str | Path | None = None) -> Figure:
         axes[0][col].set_title(f"{arm}\n(n={n_seed} seed{'s' if n_seed > 1 else ''}{note})", fontsize=9)
         _series_panel(axes[0][col], rs, RATE_COLS, RATE_COLORS, label=col == 0)
         _series_panel(axes[1][col], rs, COS_COLS, COS_COLORS, label=col == 0)
+        axes[1][col].set_title(f"cos vs {cos_direction(arm)}", fontsize=8)
         axes[0][col].set_ylim(0, 1)
         axes[1][col].set_ylim(cos_lo, cos_hi)
         axes[1][col].axhline(0, color="0.8", lw=0.6, zorder=0, gid="zero")
@@ -212,11 +215,11 @@ def plot_dynamics(runs: list[dict], out: str | Path | None = None) -> Figure:
             axes[0][col].annotate("first hack", (s0, 1.0), color="0.4", fontsize=7, xytext=(2, -2),
                                   textcoords="offset points", va="top")
     axes[0][0].set_ylabel("student rate", fontsize=9)
-    axes[1][0].set_ylabel("cos(grad, v_hack)", fontsize=9)
+    axes[1][0].set_ylabel("cos(grad, direction)", fontsize=9)
     for ax in axes.flat:
         _tidy(ax)
     sep = " " if len(arms) > 3 else "\n"
-    fig.suptitle("Training dynamics by arm: hack vs solve, gradient alignment with v_hack" + sep +
+    fig.suptitle("Training dynamics by arm: hack vs solve, gradient alignment with the arm's direction" + sep +
                  "(EMA-5; thin = seed, bold = mean; dashed = mean first hack)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     if out is not None:
