@@ -153,6 +153,29 @@ def _paired_counts(ms: list[dict], base: dict[int, dict], key: str):
     return (a, b) if a else None
 
 
+# Held-out prompts binned by how often the base model (the same seed's pre-RL eval) solves them.
+BASE_SOLVE_BINS = ((0.0, 0.5, "base solve < 0.5"), (0.5, 0.9, "0.5 ≤ base solve < 0.9"),
+                   (0.9, 1.01, "base solve ≥ 0.9"))
+
+
+def by_base_solve(ms: list[dict]) -> list[dict]:
+    """Final deploy hack and solve pooled over the (seed, prompt) cells in each ``BASE_SOLVE_BINS`` bin,
+    a prompt's bin set by its pre-RL solve in the same run. Exploits need a failed strict check
+    (hack ≤ 1 − solve), so where the base already solves a prompt there is little for a hack to win."""
+    out = []
+    for lo, hi, label in BASE_SOLVE_BINS:
+        cells = hack = solve = n = 0
+        for m in ms:
+            pre = {q["id"]: q["solve"] / q["n"] for q in m.get("pre_per_prompt") or [] if q.get("n")}
+            for q in m.get("per_prompt") or []:
+                if q["id"] in pre and lo <= pre[q["id"]] < hi and q.get("n"):
+                    cells += 1
+                    hack, solve, n = hack + q["hack"], solve + q["solve"], n + q["n"]
+        out.append({"bin": label, "cells": cells, "n": n, "hack": hack / n if n else NAN,
+                    "solve": solve / n if n else NAN})
+    return out
+
+
 def build_data(by_arm: dict[str, list[dict]], n_boot: int = 2000) -> dict:
     """The json: per arm its runs, mean ± t-CI over seeds, bootstrap CIs over seeds × prompts and
     the pairing with vanilla."""
@@ -166,7 +189,7 @@ def build_data(by_arm: dict[str, list[dict]], n_boot: int = 2000) -> dict:
         for key in ("hack", "solve"):
             c = _counts(ms, key)
             boot[f"deploy_{key}"] = bootstrap_rate(c, n_boot=n_boot) if c else None
-        entry = {"runs": ms, "summary": agg, "bootstrap": boot,
+        entry = {"runs": ms, "summary": agg, "bootstrap": boot, "by_base_solve": by_base_solve(ms),
                  "config": {"intervention": BENCH_ARMS[arm].intervention, **dict(BENCH_ARMS[arm].overrides)}}
         if arm != "none" and base:
             entry["paired_with_none"] = _paired(ms, base, n_boot)
@@ -268,6 +291,15 @@ def render_md(data: dict) -> str:
     lines += _paired_section("Each specificity control against its own arm on the same seed (control − arm; an "
                              "arm's effect on hacking is specific only where its control does not match it):",
                              ["control", "arm"], [[a, p["arm"]] for a, p in controls], [p for _, p in controls])
+    bins = [(a, data["arms"][a]["by_base_solve"]) for a in arms
+            if any(b["n"] for b in data["arms"][a].get("by_base_solve") or [])]
+    if bins:
+        labels = [b["bin"] for b in bins[0][1]]
+        lines += ["Final deploy hack / solve by how often the base model solved the prompt (the same seed's "
+                  "pre-RL eval; cells = seed × prompt):", "",
+                  "| arm | " + " | ".join(labels) + " |", "|" + " --- |" * (len(labels) + 1),
+                  *(f"| {a} | " + " | ".join(f"{b['hack']:.3f} / {b['solve']:.3f} ({b['cells']})" if b["n"] else "—"
+                                            for b in bs) + " |" for a, bs in bins), ""]
     qrows = quarantine_rows(data)
     if qrows:
         lines += ["Quarantine on vs off (the final eval, same prompts and sampling seeds; routing predicts less "

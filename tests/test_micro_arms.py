@@ -88,6 +88,26 @@ def test_controls_pair_with_their_own_arm_and_quarantine_on_off_is_reported(tmp_
     assert "| route | 2 | 0.438 | 0.250 | 0.000 | 0.000 | 1/2 | s1 0.625→0.125, s2 0.250→0.375 |" in md
 
 
+def test_final_rates_by_the_prompts_base_solve():
+    # prompt 11: base solves 1/8 → bin < 0.5; prompt 12: 6/8 → middle bin; prompt 13: 8/8 → top bin
+    def run(seed, final):
+        m = _run(seed, 0, prompts=(11, 12, 13))
+        m["pre_per_prompt"] = [{"id": i, "n": 8, "hack": 0, "solve": s} for i, s in ((11, 1), (12, 6), (13, 8))]
+        m["per_prompt"] = [{"id": i, "n": 8, "hack": h, "solve": s} for i, (h, s) in zip((11, 12, 13), final)]
+        return m
+
+    ms = [run(1, [(6, 1), (2, 4), (0, 8)]), run(2, [(4, 0), (4, 4), (1, 7)])]
+    bins = M.by_base_solve(ms)
+    assert [b["cells"] for b in bins] == [2, 2, 2]
+    assert [b["hack"] for b in bins] == [10 / 16, 6 / 16, 1 / 16]
+    assert [b["solve"] for b in bins] == [1 / 16, 8 / 16, 15 / 16]
+    # a prompt without a pre-RL count is left out, not binned as unsolved
+    ms[0]["pre_per_prompt"] = ms[0]["pre_per_prompt"][1:]
+    assert M.by_base_solve(ms)[0]["cells"] == 1
+    md = M.render_md(M.build_data({"none": ms}, n_boot=50))
+    assert "| none | 0.500 / 0.000 (1) | 0.375 / 0.500 (2) | 0.062 / 0.938 (2) |" in md
+
+
 def test_run_jobs_runs_n_at_a_time_and_keeps_exit_codes_in_order(tmp_path):
     import sys
 
