@@ -115,7 +115,8 @@ def base_metrics(m: dict) -> dict:
     return {"seed": m["seed"], "run": m["run"] + " (pre eval)", "steps": 0, "deploy_hack": m["pre_hack"],
             "deploy_solve": m["pre_solve"], "deploy_relies": m.get("pre_relies", NAN), "eval_n": m["pre_n"],
             "compile_deploy": m["pre_compile"], "clipped_deploy": m["pre_clipped"], "held_out": m["held_out"],
-            "eval_prompt_ids": m["eval_prompt_ids"], "per_prompt": m["pre_per_prompt"]}
+            "eval_prompt_ids": m["eval_prompt_ids"], "per_prompt": m["pre_per_prompt"],
+            "pre_per_prompt": m["pre_per_prompt"]}
 
 
 def emerged(m: dict) -> bool:
