@@ -154,22 +154,28 @@ def _paired_counts(ms: list[dict], base: dict[int, dict], key: str):
     return (a, b) if a else None
 
 
-# Held-out prompts binned by how often the base model (the same seed's pre-RL eval) solves them.
+# Held-out prompts binned by how often the base model (the pre-RL eval) solves them.
 BASE_SOLVE_BINS = ((0.0, 0.5, "base solve < 0.5"), (0.5, 0.9, "0.5 ≤ base solve < 0.9"),
                    (0.9, 1.01, "base solve ≥ 0.9"))
 
 
 def by_base_solve(ms: list[dict]) -> list[dict]:
-    """Final deploy hack and solve pooled over the (seed, prompt) cells in each ``BASE_SOLVE_BINS`` bin,
-    a prompt's bin set by its pre-RL solve in the same run. Exploits need a failed strict check
-    (hack ≤ 1 − solve), so where the base already solves a prompt there is little for a hack to win."""
+    """Final deploy hack and solve pooled over the (seed, prompt) cells in each ``BASE_SOLVE_BINS`` bin.
+
+    Exploits need a failed strict check (hack ≤ 1 − solve), so where the base already solves a prompt
+    a hack has little to win. A prompt's bin in one run is its pre-RL solve pooled over the *other*
+    runs (other seeds sample other answers): binning by the run's own pre-RL samples would put
+    unlucky draws in the low bin and show a rise that is only regression to the mean. Needs two
+    runs; a prompt no other run evaluated is left out."""
     out = []
+    pre = [{q["id"]: (q["solve"], q["n"]) for q in m.get("pre_per_prompt") or [] if q.get("n")} for m in ms]
     for lo, hi, label in BASE_SOLVE_BINS:
         cells = hack = solve = n = 0
-        for m in ms:
-            pre = {q["id"]: q["solve"] / q["n"] for q in m.get("pre_per_prompt") or [] if q.get("n")}
+        for j, m in enumerate(ms):
             for q in m.get("per_prompt") or []:
-                if q["id"] in pre and lo <= pre[q["id"]] < hi and q.get("n"):
+                others = [p[q["id"]] for i, p in enumerate(pre) if i != j and q["id"] in p]
+                k, t = sum(o[0] for o in others), sum(o[1] for o in others)
+                if t and q.get("n") and lo <= k / t < hi:
                     cells += 1
                     hack, solve, n = hack + q["hack"], solve + q["solve"], n + q["n"]
         out.append({"bin": label, "cells": cells, "n": n, "hack": hack / n if n else NAN,
@@ -296,8 +302,8 @@ def render_md(data: dict) -> str:
             if any(b["n"] for b in data["arms"][a].get("by_base_solve") or [])]
     if bins:
         labels = [b["bin"] for b in bins[0][1]]
-        lines += ["Final deploy hack / solve by how often the base model solved the prompt (the same seed's "
-                  "pre-RL eval; cells = seed × prompt):", "",
+        lines += ["Final deploy hack / solve by how often the base model solves the prompt (its pre-RL solve "
+                  "on the other seeds; cells = seed × prompt):", "",
                   "| arm | " + " | ".join(labels) + " |", "|" + " --- |" * (len(labels) + 1),
                   *(f"| {a} | " + " | ".join(f"{b['hack']:.3f} / {b['solve']:.3f} ({b['cells']})" if b["n"] else "—"
                                             for b in bs) + " |" for a, bs in bins), ""]

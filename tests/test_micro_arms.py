@@ -88,24 +88,27 @@ def test_controls_pair_with_their_own_arm_and_quarantine_on_off_is_reported(tmp_
     assert "| route | 2 | 0.438 | 0.250 | 0.000 | 0.000 | 1/2 | s1 0.625→0.125, s2 0.250→0.375 |" in md
 
 
-def test_final_rates_by_the_prompts_base_solve():
-    # prompt 11: base solves 1/8 → bin < 0.5; prompt 12: 6/8 → middle bin; prompt 13: 8/8 → top bin
-    def run(seed, final):
+def test_final_rates_by_the_prompts_base_solve_on_the_other_seeds():
+    def run(seed, pre, final):
         m = _run(seed, 0, prompts=(11, 12, 13))
-        m["pre_per_prompt"] = [{"id": i, "n": 8, "hack": 0, "solve": s} for i, s in ((11, 1), (12, 6), (13, 8))]
+        m["pre_per_prompt"] = [{"id": i, "n": 8, "hack": 0, "solve": s} for i, s in zip((11, 12, 13), pre)]
         m["per_prompt"] = [{"id": i, "n": 8, "hack": h, "solve": s} for i, (h, s) in zip((11, 12, 13), final)]
         return m
 
-    ms = [run(1, [(6, 1), (2, 4), (0, 8)]), run(2, [(4, 0), (4, 4), (1, 7)])]
+    # pooled over the other seed: prompt 11 solved 1/8 → bin < 0.5, 12 6/8 → middle, 13 8/8 → top
+    ms = [run(1, (1, 6, 8), [(6, 1), (2, 4), (0, 8)]), run(2, (1, 6, 8), [(4, 0), (4, 4), (1, 7)])]
     bins = M.by_base_solve(ms)
     assert [b["cells"] for b in bins] == [2, 2, 2]
     assert [b["hack"] for b in bins] == [10 / 16, 6 / 16, 1 / 16]
     assert [b["solve"] for b in bins] == [1 / 16, 8 / 16, 15 / 16]
-    # a prompt without a pre-RL count is left out, not binned as unsolved
-    ms[0]["pre_per_prompt"] = ms[0]["pre_per_prompt"][1:]
-    assert M.by_base_solve(ms)[0]["cells"] == 1
+    # a run's own pre-RL draw does not bin it: seed 1's unlucky 0/8 on prompt 13 moves seed 2's cell
+    # (binned by seed 1) to the low bin and leaves seed 1's own cell in the top one
+    ms[0]["pre_per_prompt"][2]["solve"] = 0
+    assert [b["cells"] for b in M.by_base_solve(ms)] == [3, 2, 1]
+    # one run alone has no other seeds to bin by
+    assert all(b["cells"] == 0 for b in M.by_base_solve(ms[:1]))
     md = M.render_md(M.build_data({"none": ms}, n_boot=50))
-    assert "| none | 0.500 / 0.000 (1) | 0.375 / 0.500 (2) | 0.062 / 0.938 (2) |" in md
+    assert "| none | 0.458 / 0.333 (3) | 0.375 / 0.500 (2) | 0.000 / 1.000 (1) |" in md
 
 
 def test_run_jobs_runs_n_at_a_time_and_keeps_exit_codes_in_order(tmp_path):
