@@ -167,19 +167,20 @@ def by_base_solve(ms: list[dict]) -> list[dict]:
     runs (other seeds sample other answers): binning by the run's own pre-RL samples would put
     unlucky draws in the low bin and show a rise that is only regression to the mean. Needs two
     runs; a prompt no other run evaluated is left out."""
-    out = []
     pre = [{q["id"]: (q["solve"], q["n"]) for q in m.get("pre_per_prompt") or [] if q.get("n")} for m in ms]
+    cells = []  # (base solve on the other runs, the cell's final counts)
+    for j, m in enumerate(ms):
+        for q in m.get("per_prompt") or []:
+            others = [p[q["id"]] for i, p in enumerate(pre) if i != j and q["id"] in p]
+            t = sum(o[1] for o in others)
+            if t and q.get("n"):
+                cells.append((sum(o[0] for o in others) / t, q))
+    out = []
     for lo, hi, label in BASE_SOLVE_BINS:
-        cells = hack = solve = n = 0
-        for j, m in enumerate(ms):
-            for q in m.get("per_prompt") or []:
-                others = [p[q["id"]] for i, p in enumerate(pre) if i != j and q["id"] in p]
-                k, t = sum(o[0] for o in others), sum(o[1] for o in others)
-                if t and q.get("n") and lo <= k / t < hi:
-                    cells += 1
-                    hack, solve, n = hack + q["hack"], solve + q["solve"], n + q["n"]
-        out.append({"bin": label, "cells": cells, "n": n, "hack": hack / n if n else NAN,
-                    "solve": solve / n if n else NAN})
+        qs = [q for r, q in cells if lo <= r < hi]
+        n = sum(q["n"] for q in qs)
+        out.append({"bin": label, "cells": len(qs), "n": n, "hack": sum(q["hack"] for q in qs) / n if n else NAN,
+                    "solve": sum(q["solve"] for q in qs) / n if n else NAN})
     return out
 
 

@@ -45,8 +45,7 @@ class CorpusSpec:
     exactly what the run_tests grader pays for, so this share is where the base model's hacking
     starts; a small contamination of this kind that RL then amplifies is a known route to reward
     hacking, and the organism states it as one named recipe parameter instead of hiding it in the
-    mix. The build report gives the
-    measured share (``Corpus.prior``).
+    mix. The build report gives the measured share (``Corpus.prior``).
     """
 
     seed: int = 0
