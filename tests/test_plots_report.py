@@ -125,6 +125,15 @@ def test_plot_dynamics_structure(corpus, tmp_path):
     rs = [corpus["runs"][("routing", s)] for s in SEEDS]
     want = np.nanmean([plots._ema(_rates(r, "hack_abl")) for r in rs], axis=0)
     np.testing.assert_allclose(mean.get_ydata(), want, equal_nan=True)
+    # the deploy evals (quarantine zeroed) are drawn as markers: at the eval steps, the seed mean
+    for col, arm in ((0, "vanilla"), (3, "routing")):
+        for key in ("hack_deploy", "solve_deploy"):
+            line = next(ln for ln in grid[0][col].get_lines() if ln.get_gid() == f"deploy:{key}")
+            dep = np.array([[r.get(key, np.nan) for r in corpus["runs"][(arm, s)].rows] for s in SEEDS], float)
+            steps = np.flatnonzero(np.isfinite(dep).any(axis=0))
+            assert 0 < len(steps) < STEPS
+            np.testing.assert_array_equal(line.get_xdata(), steps)
+            np.testing.assert_allclose(line.get_ydata(), np.nanmean(dep[:, steps], axis=0))
     # onset = mean first step with a hack (raw series)
     onset = next(ln for ln in grid[0][0].get_lines() if ln.get_gid() == "onset")
     firsts = [int(np.flatnonzero(_rates(corpus["runs"][("vanilla", s)], "hack_s") > 0)[0]) for s in SEEDS]

@@ -168,6 +168,36 @@ def _series_panel(ax, runs: list[dict], cols: dict[str, str], colors: dict[str, 
                         va="center")
 
 
+DEPLOY_COLS = {"hack_deploy": "deploy hack", "solve_deploy": "deploy solve"}
+DEPLOY_COLORS = {"hack_deploy": RATE_COLORS["hack_s"], "solve_deploy": RATE_COLORS["gt_s"]}
+
+
+def _deploy_points(ax, runs: list[dict], label: bool) -> None:
+    """The held-out deploy evals (before RL, every k steps, at the end; δS_hack zeroed in the
+    quarantine arms) as the seed mean at each eval step, markers on a dashed line: the number the
+    results table reports, drawn beside the training-batch rates it is easy to mistake them for."""
+    for col, name in DEPLOY_COLS.items():
+        by_step: dict[int, list[float]] = defaultdict(list)
+        for r in runs:
+            ys = r.get(col)
+            if ys is None:
+                continue
+            for s, y in zip(r["steps"], ys):
+                if np.isfinite(y):
+                    by_step[int(s)].append(float(y))
+        if not by_step:
+            continue
+        xs = np.array(sorted(by_step))
+        ym = np.array([np.mean(by_step[s]) for s in xs])
+        marker = "o" if col == "hack_deploy" else "s"
+        ax.plot(xs, ym, color=DEPLOY_COLORS[col], lw=1.0, ls=(0, (2, 2)), marker=marker, ms=3.5,
+                mfc="white", gid=f"deploy:{col}")
+        if label:
+            dy = 6 if col == "hack_deploy" else 9
+            ax.annotate(name, (xs[0], ym[0]), color=DEPLOY_COLORS[col], fontsize=7, xytext=(3, dy),
+                        textcoords="offset points", va="center")
+
+
 def _group(runs: Iterable[dict]) -> tuple[dict[str, list[dict]], list[str]]:
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
@@ -182,8 +212,9 @@ def _tidy(ax) -> None:
 
 
 def plot_dynamics(runs: list[dict], out: str | Path | None = None) -> Figure:
-    """Small multiples: arms as columns; hack vs solve and teacher/student cos(grad, direction) as rows
-    (the direction is v_hack, or route2's own v_grad in its column, named in each cos panel)."""
+    """Small multiples: arms as columns; hack vs solve (training batch, and the held-out deploy
+    evals as markers) and teacher/student cos(grad, direction) as rows (the direction is v_hack,
+    or route2's own v_grad in its column, named in each cos panel)."""
     by_arm, arms = _group(runs)
     if not arms:
         raise ValueError("no runs to plot")
@@ -201,6 +232,7 @@ def plot_dynamics(runs: list[dict], out: str | Path | None = None) -> Figure:
             note = ", ablated slice" if kinds == {"ablated"} else (", train-time" if kinds == {"train"} else ", mixed")
         axes[0][col].set_title(f"{arm}\n(n={n_seed} seed{'s' if n_seed > 1 else ''}{note})", fontsize=9)
         _series_panel(axes[0][col], rs, RATE_COLS, RATE_COLORS, label=col == 0)
+        _deploy_points(axes[0][col], rs, label=col == 0)
         _series_panel(axes[1][col], rs, COS_COLS, COS_COLORS, label=col == 0)
         axes[1][col].set_title(f"cos vs {cos_direction(arm)}", fontsize=8)
         axes[0][col].set_ylim(0, 1)
@@ -220,7 +252,8 @@ def plot_dynamics(runs: list[dict], out: str | Path | None = None) -> Figure:
         _tidy(ax)
     sep = " " if len(arms) > 3 else "\n"
     fig.suptitle("Training dynamics by arm: hack vs solve, gradient alignment with the arm's direction" + sep +
-                 "(EMA-5; thin = seed, bold = mean; dashed = mean first hack)", fontsize=10)
+                 "(EMA-5 training batch: thin = seed, bold = mean; markers = held-out deploy eval, seed mean; "
+                 "dashed = mean first hack)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     if out is not None:
         _save(fig, out)
