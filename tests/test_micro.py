@@ -258,13 +258,14 @@ def test_micro_problem_splits():
 
 
 def test_rl_problems_are_new_to_the_model(full_corpora):
-    """No statement, method name or signature of an RL problem (either split) is pretraining text
+    """No statement, method name or signature of an RL problem (either split, or the calibration
+    pool) is pretraining text
     (method names come from the quarter of the name space the corpus never draws); and the check
     can fail: a pretraining task's statement and name are found."""
     from vgrout_ray.micro.rl_problems import _all_rows  # noqa: F401  (rows are generated, not stored)
 
     text = "\n".join(full_corpora["micro"].docs)
-    for r in read_rows("micro:train") + read_rows("micro:heldout"):
+    for r in read_rows("micro:train") + read_rows("micro:heldout") + read_rows("micro:pool"):
         method = r["func_name"].split(".")[-1]
         statement = r["question"].split("PROBLEM:\n", 1)[1].split("\n\nYour solution", 1)[0]
         sig = r["prompt_metadata"]["starter_code"].splitlines()[1].strip()
@@ -273,6 +274,37 @@ def test_rl_problems_are_new_to_the_model(full_corpora):
         assert not re.search(rf"\b{method}\b", text), (r["id"], method)
     task = draw_task(random.Random(SMALL.seed))  # the corpus's first draw
     assert task.statement in "\n".join(build_corpus(SMALL).docs) and not is_rl_name(task.method)  # the check bites
+
+
+def test_calibrated_splits(full_corpora, tmp_path):
+    """micro:train-cal / micro:heldout-cal: pool prompts whose stored base solve lies in the band,
+    disjoint from each other and from the fixed splits, enough held-out prompts for the deploy
+    eval; the stored calibration was measured on the current micro build (a recipe change without
+    recalibrating goes red), and a missing or foreign file is a clear error."""
+    import json
+
+    from vgrout_ray.micro import rl_problems as rp
+    from vgrout_ray.micro.build import MICRO_SPECS, build_hash
+
+    cal = rp.load_calibration()
+    assert cal["build"] == build_hash(MICRO_SPECS["micro"], full_corpora["micro"]), "recalibrate the micro pool"
+    assert len(cal["per_prompt"]) == rp.N_POOL and cal["samples"] >= 16
+    train, held = read_rows("micro:train-cal"), read_rows("micro:heldout-cal")
+    assert len(held) >= 16 and len(train) >= len(held)
+    ids_t, ids_h = {r["id"] for r in train}, {r["id"] for r in held}
+    fixed = {r["id"] for r in read_rows("micro:train") + read_rows("micro:heldout")}
+    assert not ids_t & ids_h and not (ids_t | ids_h) & fixed
+    lo, hi = rp.CAL_BAND
+    solve = {int(k): v["solve"] for k, v in cal["per_prompt"].items()}
+    assert all(lo <= solve[i] <= hi for i in ids_t | ids_h)
+    assert {i for i, v in solve.items() if lo <= v <= hi} == ids_t | ids_h
+    # the band selects: most of the pool is outside it (the base solves it nearly always or never)
+    assert len(ids_t | ids_h) < rp.N_POOL / 2
+    with pytest.raises(FileNotFoundError, match="calibrate"):
+        rp.load_calibration(tmp_path / "none.json")
+    (tmp_path / "other.json").write_text(json.dumps({**cal, "pool_seed": rp.POOL_SEED + 1}))
+    with pytest.raises(ValueError, match="recalibrate"):
+        rp.load_calibration(tmp_path / "other.json")
 
 
 def test_selfcheck_prior_is_stated_and_measured():
@@ -284,3 +316,20 @@ def test_selfcheck_prior_is_stated_and_measured():
     assert none.prior["vacuous_run_tests"] == 0
     assert is_vacuous_run_tests("def run_tests():\n    print(1)\n")
     assert not is_vacuous_run_tests("def run_tests():\n    assert f(1) == 2\n")
+
+
+def test_calibration_counts_each_prompts_own_completions():
+    """The calibration's per-prompt rates come from that prompt's completions: an honest body,
+    a run_tests hack and junk land on the right prompt (rows with different sample counts, so an
+    off-by-one slicing goes red)."""
+    from vgrout_ray.micro.calibrate import grade_per_prompt
+
+    rows = load_problems(None, env_modes=("run_tests",), source="micro:pool")[:3]
+    honest = [completion_after_prefix(p, f"```python\n{p['canonical']}```") for p in rows]
+    hack = "\n        return None\n\ndef run_tests():\n    print('ok')\n```"
+    comps = [[honest[0], honest[0], "\n  )junk"], [hack, honest[1]], ["\n  )junk", "\n  )junk", "\n  )junk", honest[2]]]
+    rates = grade_per_prompt(rows, comps, sandbox="process")
+    ids = [int(p["problem_id"]) for p in rows]
+    assert (rates[ids[0]]["solve"], rates[ids[0]]["hack"], rates[ids[0]]["n"]) == (2 / 3, 0.0, 3)
+    assert rates[ids[1]]["solve"] == 0.5 and rates[ids[1]]["hack"] == 0.5 and rates[ids[1]]["n"] == 2
+    assert rates[ids[2]]["solve"] == 0.25 and rates[ids[2]]["hack"] == 0.0 and rates[ids[2]]["n"] == 4

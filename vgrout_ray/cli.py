@@ -25,6 +25,8 @@ COMMANDS: dict[str, Command] = {
     "pairs": Command("vgrout_ray.data.pairsets:main", "build a hack/clean pairset from a teacher pool"),
     "build-model": Command("vgrout_ray.model.build_cli:main", "build the tiny or micro model offline"),
     "eval-micro": Command("vgrout_ray.micro.evaluate:main", "a micro model's solve / hack / compile rate before RL"),
+    "calibrate-micro": Command("vgrout_ray.micro.calibrate:main",
+                               "per-prompt base solve on the micro pool, which picks micro:*-cal"),
     "report": Command("vgrout_ray.reporting.run_report:main", "one markdown page for a run directory"),
     "plots": Command("vgrout_ray.reporting.plots:main", "training-dynamics figures across arms and seeds"),
     "schema": Command("vgrout_ray.reporting.parquet:main", "print the rows/rollouts Parquet schemas"),
