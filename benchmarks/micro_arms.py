@@ -269,6 +269,8 @@ def render_md(data: dict) -> str:
     """The markdown from the json alone (``--render-only`` needs no run)."""
     arms = data.get("arm_order") or list(data["arms"])  # a json written before arm_order: its own order
     lines = ["# Micro model organism: arms and specificity controls", ""]
+    if data.get("driver_args"):
+        lines += ["Driver flags beyond the `micro` preset: `" + " ".join(data["driver_args"]) + "`.", ""]
     held = {m.get("held_out") for a in arms for m in data["arms"][a]["runs"]}
     lines += [f"Deploy eval held out from training: {', '.join(str(h) for h in sorted(held, key=str))}. "
               "Bootstrap CIs resample seeds, then prompts within seed (95 %, percentile).", ""]
@@ -315,7 +317,7 @@ def render_md(data: dict) -> str:
                   "| arm | seeds | hack on | hack off | solve on | solve off | off < on | per seed hack on→off |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |", *qrows, ""]
     if data.get("has_plot"):
-        lines += ["", "![dynamics across arms](micro_arms_dynamics.png)"]
+        lines += ["", f"![dynamics across arms]({data.get('name', 'micro_arms')}_dynamics.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -368,14 +370,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--jobs", type=int, default=1,
                     help="runs at once (each its own local Ray cluster, ~4 CPUs); 1 on a 2-core machine")
+    ap.add_argument("--name", default="micro_arms",
+                    help="results file stem under --results (NAME.json, NAME.md, NAME_dynamics.png)")
     ap.add_argument("driver_args", nargs="*", help="extra driver flags after --, e.g. -- --steps 20")
     args = ap.parse_args(argv)
     if args.render_only:
-        path = args.results / "micro_arms.json"
+        path = args.results / f"{args.name}.json"
         if not path.exists():
             ap.error(f"--render-only: {path} does not exist")
         data = json.loads(path.read_text())
-        save_results(args.results, "micro_arms", data, render_md(data))
+        save_results(args.results, args.name, data, render_md(data))
         return 0
     arms = [a for a in args.arms.split(",") if a]
     bad = [a for a in arms if a not in BENCH_ARMS]
@@ -413,9 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         from vgrout_ray.reporting.plots import gather, plot_dynamics
 
         args.results.mkdir(parents=True, exist_ok=True)
-        plot_dynamics(gather([str(d) for d in dirs]), args.results / "micro_arms_dynamics.png")
+        plot_dynamics(gather([str(d) for d in dirs]), args.results / f"{args.name}_dynamics.png")
         data["has_plot"] = True
-    save_results(args.results, "micro_arms", data, render_md(data))
+    data["name"] = args.name
+    save_results(args.results, args.name, data, render_md(data))
     return 0
 
 
