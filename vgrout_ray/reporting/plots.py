@@ -250,8 +250,7 @@ def plot_dynamics(runs: list[dict], out: str | Path | None = None) -> Figure:
     axes[1][0].set_ylabel("cos(grad, direction)", fontsize=9)
     for ax in axes.flat:
         _tidy(ax)
-    sep = " " if len(arms) > 3 else "\n"
-    fig.suptitle("Training dynamics by arm: hack vs solve, gradient alignment with the arm's direction" + sep +
+    fig.suptitle("Training dynamics by arm: hack vs solve, gradient alignment with the arm's direction\n"
                  "(EMA-5 training batch: thin = seed, bold = mean; markers = held-out deploy eval, seed mean; "
                  "dashed = mean first hack)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
