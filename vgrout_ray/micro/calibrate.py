@@ -74,7 +74,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"calibrated {len(rates)} prompts × {a.samples} on build {build}: mean solve {sum(solve) / len(solve):.3f}; "
           f"in band {rl_problems.CAL_BAND}: {len(train)} train, {len(held)} held-out -> {a.out}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
