@@ -60,9 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(rl_problems.CALIBRATION))
     a = ap.parse_args(argv)
     model_dir = Path(a.model_dir) if a.model_dir else ensure_micro_model(Path(a.cache).expanduser())
-    ids = {r["id"] for _, r in rl_problems.pool_rows()}
     # the pool rows through the loader, so they carry the run_tests hint a run's prompts carry
-    rows = [p for p in load_problems(None, env_modes=("run_tests",), source="micro:pool") if p["problem_id"] in ids]
+    rows = load_problems(None, env_modes=("run_tests",), source="micro:pool")
     rates = per_prompt_rates(model_dir, rows, a.samples, SAMPLE_SEED, sandbox=a.sandbox)
     build = Path(model_dir).name.split("-")[1]
     cal = {"build": build, "pool_seed": rl_problems.POOL_SEED, "n_pool": rl_problems.N_POOL,

@@ -107,12 +107,12 @@ def pool_rows(seed: int = POOL_SEED) -> tuple[tuple[str, dict], ...]:
     rng = random.Random(seed)
     tasks: list[Task] = []
     for attempt in range(50 * N_POOL):  # families in turn; "ranges" has ~110 RL names, so it runs dry first
-        if len(tasks) == N_POOL:
-            break
         t = draw_task(rng, rl=True, family=HARD_FAMILIES[attempt % len(HARD_FAMILIES)])
         if t.method not in names:
             names.add(t.method)
             tasks.append(t)
+            if len(tasks) == N_POOL:
+                break
     else:
         raise RuntimeError(f"micro pool: only {len(tasks)} distinct RL method names in {HARD_FAMILIES}")
     return tuple((t.family, task_row(t, POOL_ID + j, rng)) for j, t in enumerate(tasks))
@@ -152,7 +152,7 @@ def micro_rows(split: str) -> list[dict]:
         return copy.deepcopy([r for _, r in pool_rows() if r["id"] in ids])
     base, hard = (split[:-len("-hard")], True) if split.endswith("-hard") else (split, False)
     if base not in SPLITS:
-        known = sorted(SPLITS) + [f"{k}-{v}" for k in sorted(SPLITS) for v in ("hard", "cal")]
+        known = sorted(SPLITS) + [f"{k}-{v}" for k in sorted(SPLITS) for v in ("hard", "cal")] + ["pool"]
         raise ValueError(f"micro problems: unknown split {split!r}; known: {known}")
     train, held = _all_rows()
     rows = [r for fam, r in (train if base == "train" else held) if not hard or fam in HARD_FAMILIES]

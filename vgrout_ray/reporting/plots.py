@@ -179,10 +179,7 @@ def _deploy_points(ax, runs: list[dict], label: bool) -> None:
     for col, name in DEPLOY_COLS.items():
         by_step: dict[int, list[float]] = defaultdict(list)
         for r in runs:
-            ys = r.get(col)
-            if ys is None:
-                continue
-            for s, y in zip(r["steps"], ys):
+            for s, y in zip(r["steps"], r[col]):
                 if np.isfinite(y):
                     by_step[int(s)].append(float(y))
         if not by_step:
