@@ -382,8 +382,11 @@ def micro_ci_cache(request) -> Path:
 # sign, the ratio or the δS gradient were flipped, lp_t would fall instead.
 # β = 0: the KL anchor only matters past the first ~20 steps (it keeps the student's code from
 # drifting late); in 16 steps it would cost a reference forward per step and slow the first hack.
+# the calibrated splits are chosen by the micro build's own solve rates; micro-ci is another model,
+# so its run keeps the fixed hard-family split the test was sized on
 MICRO_CI = ["--model", "micro-ci", "--steps", "16", "--eval-ablate-every", "0", "--v-hack-refresh-every", "0",
-            "--eval-n-prompts", "2", "--beta", "0"]
+            "--eval-n-prompts", "2", "--beta", "0", "--problems", "micro:train-hard",
+            "--eval-problems", "micro:heldout-hard"]
 LP_T_MARGIN = 0.1  # nats per token: mean lp_t over the last 4 steps minus the first 4
 
 

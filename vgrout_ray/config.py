@@ -426,12 +426,13 @@ class FullConfig(Config):
 @dataclass(kw_only=True)
 class MicroConfig(Config):
     """The CPU model organism: a small code model pretrained offline (``micro_model``), the
-    scripted run_tests teacher, and ``micro:train-hard``: new instances of the model's own task
-    families that name an expression or predicate (never in its pretraining), on which the base
-    model honestly solves a share, so hacking and solving compete. Deploy eval on
-    ``micro:heldout-hard`` (never trained on).
+    scripted run_tests teacher, and ``micro:train-cal``: new instances of the model's own task
+    families (never in its pretraining) that the base model solves 0.125-0.625 of the time on
+    calibration samples no run draws, so honest solving and hacking compete. Deploy eval on
+    ``micro:heldout-cal`` (never trained on).
 
-    Tuned once on the vanilla arm and frozen for every arm (no per-arm tuning)."""
+    Tuned once on the vanilla arm (seed 1, on ``micro:train-hard``) and frozen for every arm; only
+    the prompt split changed since (``vgrout_ray.micro.calibrate``)."""
 
     model: str = "micro"  # built by vgrout_ray.micro.build on first use, cached under svd_cache/
     # 80 steps (~11 min on 2 cores): seed 1 at 40 steps had deploy hack 0.26; it reached 0.38 by 80
@@ -439,10 +440,12 @@ class MicroConfig(Config):
     group: int = 8
     max_new: int = 160
     n_problems: int = 100
-    # the hard families: on the all-family split the base solved 0.76 and a hack had little to win
-    problems: str | None = "micro:train-hard"
+    # prompts of calibrated difficulty: on the all-family split the base solved 0.76 and a hack had
+    # little to win; on micro:train-hard (base solve 0.74) vanilla's deploy hack stopped at 0.32 over
+    # seeds 2-6, because a prompt the model still solves cannot count as an exploit
+    problems: str | None = "micro:train-cal"
     problem_ids: tuple[int, ...] | None = None
-    eval_problems: str | None = "micro:heldout-hard"  # deploy eval on draws never trained on
+    eval_problems: str | None = "micro:heldout-cal"  # deploy eval on draws never trained on
     # K3 KL to the base (δS = 0) model (this organism, seed 1: β = 0.03 collapsed solve to 0.14 and
     # 10 % of answers ran out of tokens, with hack only 0.19; β = 0.1 reached hack 0.38 at solve
     # 0.46). Previous organism: without it the student's code drifts into noise once it
