@@ -110,6 +110,23 @@ def run_metrics(run_dir: Path) -> dict:
     }
 
 
+def run_splits(run_dir: Path) -> tuple[str, str]:
+    """The (training, deploy-eval) problem sources a run used, from its config.json."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    return str(cfg.get("problems")), str(cfg.get("eval_problems"))
+
+
+def one_split(splits: dict[str, tuple[str, str]]) -> tuple[str, str]:
+    """The one (training, deploy-eval) split every collected run shares; runs on different prompts
+    in one table would compare arms on different problems, so that is an error naming them."""
+    found = sorted(set(splits.values()))
+    if len(found) != 1:
+        by = {f"{t} / {e}": [r for r, s in splits.items() if s == (t, e)] for t, e in found}
+        raise SystemExit(f"micro_arms: the runs were trained or evaluated on different problems: {by}; "
+                         "collect each split into its own --out-dir / --name")
+    return found[0]
+
+
 def base_metrics(m: dict) -> dict:
     """The ``base`` row of one seed: the vanilla run's pre eval (no RL) in the deploy columns."""
     return {"seed": m["seed"], "run": m["run"] + " (pre eval)", "steps": 0, "deploy_hack": m["pre_hack"],
@@ -271,6 +288,8 @@ def render_md(data: dict) -> str:
     lines = ["# Micro model organism: arms and specificity controls", ""]
     if data.get("driver_args"):
         lines += ["Driver flags beyond the `micro` preset: `" + " ".join(data["driver_args"]) + "`.", ""]
+    if data.get("problems"):
+        lines += [f"Trained on `{data['problems']}`; deploy eval on `{data['eval_problems']}`.", ""]
     held = {m.get("held_out") for a in arms for m in data["arms"][a]["runs"]}
     lines += [f"Deploy eval held out from training: {', '.join(str(h) for h in sorted(held, key=str))}. "
               "Bootstrap CIs resample seeds, then prompts within seed (95 %, percentile).", ""]
@@ -396,12 +415,13 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in seeds for arm in to_run]
         run_jobs(jobs, args.jobs, args.out_dir / "logs")
     by_arm: dict[str, list[dict]] = {}
-    dirs = []
+    dirs, splits = [], {}
     for arm in to_run:
         for seed in seeds:
             d = find_run(runs_root, arm, seed)
             if (d / "per_mode_deploy.json").exists():
                 by_arm.setdefault(arm, []).append({"seed": seed, **run_metrics(d)})
+                splits[d.name] = run_splits(d)
                 if not BENCH_ARMS[arm].overrides:  # the dynamics figure facets by arm: controls stay out
                     dirs.append(d)
             else:
@@ -411,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     if "none" not in arms:
         by_arm.pop("none", None)
     data = build_data(by_arm, n_boot=args.n_boot)
+    if splits:
+        data["problems"], data["eval_problems"] = one_split(splits)
     data["wall_seconds"] = round(time.time() - t0, 1)
     data["driver_args"] = args.driver_args
     if dirs:

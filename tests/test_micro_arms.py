@@ -124,3 +124,13 @@ def test_run_jobs_runs_n_at_a_time_and_keeps_exit_codes_in_order(tmp_path):
     assert M.run_jobs(jobs[:1], 1, tmp_path / "unused") == [0] and not (tmp_path / "unused").exists()
     with pytest.raises(ValueError, match="--jobs"):
         M.run_jobs(jobs, 0, tmp_path)
+
+
+def test_runs_on_different_prompt_splits_are_not_collected_into_one_table(tmp_path):
+    for name, probs in (("a", "micro:train-cal"), ("b", "micro:train-cal"), ("c", "micro:train-hard")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"problems": probs, "eval_problems": "micro:heldout-x"}))
+    same = {n: M.run_splits(tmp_path / n) for n in ("a", "b")}
+    assert M.one_split(same) == ("micro:train-cal", "micro:heldout-x")
+    with pytest.raises(SystemExit, match=r"micro:train-hard / micro:heldout-x': \['c'\]"):
+        M.one_split({**same, "c": M.run_splits(tmp_path / "c")})
