@@ -11,6 +11,7 @@ pool) keep their meaning: a relative input is a file shipped in the working dir.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Mapping
@@ -77,4 +78,21 @@ def where_everything_is(cfg, run_dir: Path, log_path: Path) -> list[str]:
             f"  checkpoints: {run_dir} ({', '.join(ckpts) if ckpts else 'none yet'}; resume state in "
             f"{run_dir / 'resume'})",
             f"  SVD cache:   {cfg.svd_cache}",
-            f"  v_hack:      {vhack}"]
+            f"  v_hack:      {vhack}", *deploy_summary(run_dir)]
+
+
+def deploy_summary(run_dir: Path) -> list[str]:
+    """The run's result as its last line: the deploy eval before RL and at the end (from
+    per_mode_deploy.json; nothing when the run ended before its final eval)."""
+    path = Path(run_dir) / "per_mode_deploy.json"
+    if not path.is_file():
+        return []
+    d = json.loads(path.read_text())
+    pre = d.get("pre") or {}
+    where = (f"{len(d.get('eval_prompt_ids') or [])} held-out prompts" if d.get("held_out")
+             else "training prompts, not held out")
+    quarantine = ", δS_hack zeroed" if d.get("intervention") in ("route", "route2") else ""
+    span = lambda k: (f"{pre[k]:.3f} -> {d[k + '_deploy']:.3f}" if pre.get(k) is not None  # noqa: E731
+                      else f"{d[k + '_deploy']:.3f}")
+    return [f"  result:      deploy eval ({where}, n={d['eval_n']}{quarantine}), before RL -> final: "
+            f"hack {span('hack')}, solve {span('solve')}"]
