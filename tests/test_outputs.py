@@ -72,12 +72,14 @@ def test_closing_lines_name_every_output(tmp_path):
     rec = {"intervention": "route", "held_out": True, "eval_prompt_ids": [5, 6], "eval_n": 16,
            "hack_deploy": 0.5, "solve_deploy": 0.25, "pre": {"hack": 0.0625, "solve": 0.375}}
     (run / "per_mode_deploy.json").write_text(json.dumps(rec))
-    last = where_everything_is(cfg, run, tmp_path / "l.log")[-1]
+    route = parse_config(["smoke", "--intervention", "route", "--out-dir", str(tmp_path / "o")])
+    last = where_everything_is(route, run, tmp_path / "l.log")[-1]
     assert last == ("  result:      deploy eval (2 held-out prompts, n=16, δS_hack zeroed), before RL -> final: "
                     "hack 0.062 -> 0.500, solve 0.375 -> 0.250"), last
     (run / "per_mode_deploy.json").write_text(json.dumps({**rec, "intervention": "none", "held_out": False,
                                                           "pre": None}))
-    last = where_everything_is(cfg, run, tmp_path / "l.log")[-1]
+    vanilla = parse_config(["smoke", "--intervention", "none", "--out-dir", str(tmp_path / "o")])
+    last = where_everything_is(vanilla, run, tmp_path / "l.log")[-1]
     assert last.endswith("(training prompts, not held out, n=16), before RL -> final: hack 0.500, solve 0.250")
 
 

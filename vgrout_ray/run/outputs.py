@@ -78,10 +78,10 @@ def where_everything_is(cfg, run_dir: Path, log_path: Path) -> list[str]:
             f"  checkpoints: {run_dir} ({', '.join(ckpts) if ckpts else 'none yet'}; resume state in "
             f"{run_dir / 'resume'})",
             f"  SVD cache:   {cfg.svd_cache}",
-            f"  v_hack:      {vhack}", *deploy_summary(run_dir)]
+            f"  v_hack:      {vhack}", *deploy_summary(cfg, run_dir)]
 
 
-def deploy_summary(run_dir: Path) -> list[str]:
+def deploy_summary(cfg, run_dir: Path) -> list[str]:
     """The run's result as its last line: the deploy eval before RL and at the end (from
     per_mode_deploy.json; nothing when the run ended before its final eval)."""
     path = Path(run_dir) / "per_mode_deploy.json"
@@ -91,7 +91,7 @@ def deploy_summary(run_dir: Path) -> list[str]:
     pre = d.get("pre") or {}
     where = (f"{len(d.get('eval_prompt_ids') or [])} held-out prompts" if d.get("held_out")
              else "training prompts, not held out")
-    quarantine = ", δS_hack zeroed" if d.get("intervention") in ("route", "route2") else ""
+    quarantine = ", δS_hack zeroed" if cfg.has_quarantine else ""
     span = lambda k: (f"{pre[k]:.3f} -> {d[k + '_deploy']:.3f}" if pre.get(k) is not None  # noqa: E731
                       else f"{d[k + '_deploy']:.3f}")
     return [f"  result:      deploy eval ({where}, n={d['eval_n']}{quarantine}), before RL -> final: "
